@@ -1,0 +1,447 @@
+"""Typed run configuration: YAML + dotted `key=value` overrides, validated field by field.
+
+Every knob of a run is a field below, with a docstring (`doc`) and, where it has a closed set of
+values, its `choices`. Unknown keys are rejected with a did-you-mean suggestion; every problem is a
+`ConfigError` whose message starts with the dotted field name.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from .errors import ConfigError, UserError
+
+
+def knob(default: Any, doc: str, *, choices: tuple | None = None) -> Any:
+    """A documented config field. Mutable defaults (lists) are copied per instance."""
+    meta = {"doc": doc, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+DATASETS = ("synthetic", "cifar10", "cifar100", "fashion_mnist", "folder")
+ATTN_NORMS = (
+    "softmax", "zscore", "cosine", "linear", "linear_scale",
+    "qk_layernorm", "scaled_cosine", "sigmoid", "lsa",
+)
+
+
+@dataclass
+class DataConfig:
+    name: str = knob("synthetic", "dataset to train on", choices=DATASETS)
+    root: Optional[str] = knob(None, "data root; default $VITLAB_DATA_ROOT, else ~/.cache/vitlab/data")
+    val_fraction: float = knob(0.1, "share of the training set held out (stratified, seeded) for validation")
+    train_subset: Optional[int] = knob(None, "use only this many training images (stratified), e.g. for a quick CPU profile")
+    test_subset: Optional[int] = knob(None, "evaluate on only this many test images (stratified)")
+    coarse_labels: bool = knob(False, "cifar100: use the 20 coarse superclass labels instead of the 100 fine ones")
+    synthetic_train: int = knob(6000, "synthetic: images in the training set (before the validation split)")
+    synthetic_test: int = knob(2000, "synthetic: images in the test set")
+    synthetic_classes: int = knob(10, "synthetic: number of classes (10..16)")
+    folder_path: Optional[str] = knob(None, "folder: directory with one sub-folder per class (or train/ and test/ of those)")
+    folder_image_size: int = knob(32, "folder: images are resized to this square size when loaded")
+    folder_test_fraction: float = knob(0.2, "folder: share held out as test set when there is no test/ sub-folder")
+    download: bool = knob(True, "download a missing dataset from its official URL when the network allows")
+
+    def __post_init__(self):
+        _check_range("data.val_fraction", self.val_fraction, 0.0, 0.9, lo_open=True)
+        _check_positive("data.train_subset", self.train_subset, allow_none=True)
+        _check_positive("data.test_subset", self.test_subset, allow_none=True)
+        _check_positive("data.synthetic_train", self.synthetic_train)
+        _check_positive("data.synthetic_test", self.synthetic_test)
+        if not 10 <= self.synthetic_classes <= 16:
+            raise ConfigError("data.synthetic_classes", f"must be between 10 and 16, got {self.synthetic_classes}")
+        _check_positive("data.folder_image_size", self.folder_image_size)
+        _check_range("data.folder_test_fraction", self.folder_test_fraction, 0.0, 0.9, lo_open=True)
+        if self.name == "folder" and not self.folder_path:
+            raise ConfigError("data.folder_path", "is required when data.name is 'folder'")
+
+
+@dataclass
+class AugmentConfig:
+    crop_padding: int = knob(4, "random crop after zero-padding each side by this many pixels (0 disables)")
+    hflip: bool = knob(True, "random horizontal flip with probability 0.5")
+    rotation_deg: float = knob(0.0, "random rotation, uniform in ±this many degrees (0 disables)")
+    color_jitter: float = knob(0.0, "brightness/contrast/saturation jitter strength, factor uniform in [1-s, 1+s] (0 disables)")
+    policy: str = knob("none", "automatic augmentation policy", choices=("none", "randaugment", "trivialaugment"))
+    randaug_ops: int = knob(2, "randaugment: operations applied per image")
+    randaug_magnitude: int = knob(9, "randaugment: magnitude on the 0..30 scale")
+    mixup_alpha: float = knob(0.0, "mixup Beta(α, α) parameter (0 disables)")
+    cutmix_alpha: float = knob(0.0, "cutmix Beta(α, α) parameter (0 disables)")
+    mix_prob: float = knob(1.0, "probability that a batch gets mixup/cutmix (when enabled; half each when both are)")
+    erase_prob: float = knob(0.0, "random-erasing probability per image (0 disables)")
+
+    def __post_init__(self):
+        _check_nonneg("aug.crop_padding", self.crop_padding)
+        _check_range("aug.rotation_deg", self.rotation_deg, 0.0, 180.0)
+        _check_range("aug.color_jitter", self.color_jitter, 0.0, 1.0)
+        _check_positive("aug.randaug_ops", self.randaug_ops)
+        _check_range("aug.randaug_magnitude", self.randaug_magnitude, 0, 30)
+        _check_nonneg("aug.mixup_alpha", self.mixup_alpha)
+        _check_nonneg("aug.cutmix_alpha", self.cutmix_alpha)
+        _check_range("aug.mix_prob", self.mix_prob, 0.0, 1.0)
+        _check_range("aug.erase_prob", self.erase_prob, 0.0, 1.0)
+
+
+@dataclass
+class ModelConfig:
+    """Model knobs. `None` means "the preset's value" (see `vitlab models NAME --describe`).
+
+    A knob that a model does not have (e.g. `expansion` on a ViT) is a config error.
+    """
+
+    name: str = knob("vit_study_b", "model preset from the registry (`vitlab models` lists them)")
+    image_size: Optional[int] = knob(None, "network input size; batches are resized on the device when it differs from the data")
+    attn_norm: str = knob("softmax", "normalization of the attention scores", choices=ATTN_NORMS)
+    zscore_v: bool = knob(False, "zscore attention: also standardize V")
+    num_heads: Optional[int] = knob(None, "attention heads; the head width is the transformer width / num_heads")
+    head_dim: Optional[int] = knob(None, "width per head (MobileViT; exclusive with num_heads)")
+    patch_size: Optional[int] = knob(None, "ViT: patch embedding size; MobileViT: unfold patch size")
+    dim: Optional[int] = knob(None, "ViT: embedding width")
+    depth: Optional[int] = knob(None, "ViT: number of transformer blocks")
+    mlp_ratio: Optional[float] = knob(None, "transformer MLP (FFN) hidden width / embedding width")
+    expansion: Optional[float] = knob(None, "MobileViT: MV2 inverted-residual expansion rate, all stages")
+    stage_expansion: Optional[list[float]] = knob(None, "MobileViT: MV2 expansion per stage (5 values), overrides expansion")
+    level: Optional[str] = knob(None, "MobileViT: complexity level C1..C5 (sets width_mult, see the registry table)",
+                             choices=(None, "C1", "C2", "C3", "C4", "C5"))
+    width_mult: Optional[float] = knob(None, "MobileViT: channel and transformer width multiplier")
+    strides: Optional[str] = knob(None, "MobileViT stride preset; default cifar up to 64 px input, else imagenet",
+                               choices=(None, "cifar", "imagenet"))
+    pos_embed: Optional[str] = knob(None, "ViT position embedding", choices=(None, "learned", "sincos"))
+    pool: Optional[str] = knob(None, "ViT pooling", choices=(None, "cls", "mean"))
+    head_hidden: Optional[list[int]] = knob(None, "hidden widths of the MLP classification head (empty: linear head)")
+    dropout: Optional[float] = knob(None, "dropout in MLPs/projections and before the head")
+    attn_dropout: Optional[float] = knob(None, "dropout on attention weights")
+    drop_path: Optional[float] = knob(None, "stochastic-depth rate (linearly increasing over blocks)")
+
+    def __post_init__(self):
+        for name in ("image_size", "num_heads", "head_dim", "patch_size", "dim", "depth"):
+            _check_positive(f"model.{name}", getattr(self, name), allow_none=True)
+        for name in ("mlp_ratio", "expansion", "width_mult"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise ConfigError(f"model.{name}", f"must be > 0, got {v}")
+        for name in ("dropout", "attn_dropout", "drop_path"):
+            v = getattr(self, name)
+            if v is not None:
+                _check_range(f"model.{name}", v, 0.0, 1.0, hi_open=True)
+        if self.num_heads is not None and self.head_dim is not None:
+            raise ConfigError("model.num_heads", "set either model.num_heads or model.head_dim, not both")
+        if self.level is not None and self.width_mult is not None:
+            raise ConfigError("model.level", "set either model.level or model.width_mult, not both")
+        if self.stage_expansion is not None:
+            if len(self.stage_expansion) != 5 or any(e <= 0 for e in self.stage_expansion):
+                raise ConfigError("model.stage_expansion", f"needs 5 positive values, got {self.stage_expansion}")
+
+    def overrides(self) -> dict:
+        """The knobs that differ from the preset (not None), as keyword arguments for create_model."""
+        out = {}
+        for fl in dataclasses.fields(self):
+            if fl.name == "name":
+                continue
+            v = getattr(self, fl.name)
+            if v is not None and not (fl.name == "attn_norm" and v == "softmax") and not (fl.name == "zscore_v" and not v):
+                out[fl.name] = v
+        return out
+
+
+@dataclass
+class OptimConfig:
+    name: str = knob("adamw", "optimizer", choices=("adamw", "adam", "sgd"))
+    lr: float = knob(1e-3, "peak learning rate")
+    weight_decay: float = knob(0.05, "weight decay (decoupled for adamw, L2 for adam/sgd)")
+    betas: list[float] = knob([0.9, 0.999], "adam/adamw β1, β2")
+    momentum: float = knob(0.9, "sgd momentum")
+    nesterov: bool = knob(True, "sgd: Nesterov momentum")
+    decay_norm_bias: bool = knob(False, "also apply weight decay to norms, biases, position embeddings and tokens")
+
+    def __post_init__(self):
+        if not self.lr > 0:
+            raise ConfigError("optim.lr", f"must be > 0, got {self.lr}")
+        _check_nonneg("optim.weight_decay", self.weight_decay)
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError("optim.betas", f"needs two values in [0, 1), got {self.betas}")
+        _check_range("optim.momentum", self.momentum, 0.0, 1.0, hi_open=True)
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = knob("cosine", "learning-rate schedule (per step)", choices=("cosine", "step", "constant"))
+    warmup_epochs: float = knob(5.0, "linear warmup from 0 over this many epochs (any schedule)")
+    min_lr: float = knob(0.0, "cosine: final learning rate")
+    milestones: list[int] = knob([], "step: epochs at which the learning rate is multiplied by gamma")
+    gamma: float = knob(0.1, "step: decay factor at each milestone")
+
+    def __post_init__(self):
+        _check_nonneg("sched.warmup_epochs", self.warmup_epochs)
+        _check_nonneg("sched.min_lr", self.min_lr)
+        if any(m <= 0 for m in self.milestones) or list(self.milestones) != sorted(set(self.milestones)):
+            raise ConfigError("sched.milestones", f"must be increasing positive epochs, got {self.milestones}")
+        _check_range("sched.gamma", self.gamma, 0.0, 1.0, lo_open=True)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = knob(30, "training epochs (upper bound when early stopping)")
+    batch_size: int = knob(128, "training batch size")
+    eval_batch_size: int = knob(500, "batch size for evaluation")
+    label_smoothing: float = knob(0.1, "label smoothing of the cross-entropy loss")
+    grad_clip: float = knob(1.0, "clip the gradient norm to this value (0 disables)")
+    amp: str = knob("auto", "mixed precision; auto = bf16 on CUDA, none on CPU", choices=("auto", "none", "bf16", "fp16"))
+    compile: bool = knob(False, "torch.compile the model")
+    channels_last: bool = knob(True, "channels-last memory format for conv models on CUDA")
+    ema: bool = knob(False, "keep an exponential moving average of the weights and evaluate it")
+    ema_decay: float = knob(0.999, "EMA decay per step")
+    patience: int = knob(0, "early stopping: epochs without improvement of `monitor` (0 disables)")
+    monitor: str = knob("val_top1", "validation metric for best checkpoint and early stopping",
+                     choices=("val_top1", "val_top5", "val_loss", "val_f1_macro", "val_ece"))
+    test_every_epoch: bool = knob(False, "also evaluate the test set every epoch (test_ curves; selection still uses val)")
+    threads: Optional[int] = knob(None, "CPU threads for torch (default: torch's choice)")
+    progress: bool = knob(True, "show a progress bar (plain lines when not a TTY)")
+
+    def __post_init__(self):
+        _check_positive("train.epochs", self.epochs)
+        _check_positive("train.batch_size", self.batch_size)
+        _check_positive("train.eval_batch_size", self.eval_batch_size)
+        _check_range("train.label_smoothing", self.label_smoothing, 0.0, 1.0, hi_open=True)
+        _check_nonneg("train.grad_clip", self.grad_clip)
+        _check_range("train.ema_decay", self.ema_decay, 0.0, 1.0, hi_open=True)
+        _check_nonneg("train.patience", self.patience)
+        _check_positive("train.threads", self.threads, allow_none=True)
+
+
+@dataclass
+class RunConfig:
+    seed: int = knob(0, "one seed drives initialization, split, shuffling and augmentation")
+    device: str = knob("auto", "auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps")
+    data: DataConfig = field(default_factory=DataConfig, metadata={"doc": "dataset"})
+    aug: AugmentConfig = field(default_factory=AugmentConfig, metadata={"doc": "augmentation"})
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"doc": "model"})
+    optim: OptimConfig = field(default_factory=OptimConfig, metadata={"doc": "optimizer"})
+    sched: ScheduleConfig = field(default_factory=ScheduleConfig, metadata={"doc": "learning-rate schedule"})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"doc": "training loop"})
+
+    def __post_init__(self):
+        _check_nonneg("seed", self.seed)
+        dev = self.device
+        if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+            raise ConfigError("device", f"must be auto, cpu, cuda, cuda:N or mps, got {dev!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# checks
+
+
+def _check_positive(name, v, allow_none=False):
+    if v is None and allow_none:
+        return
+    if v is None or v <= 0:
+        raise ConfigError(name, f"must be > 0, got {v}")
+
+
+def _check_nonneg(name, v):
+    if v < 0:
+        raise ConfigError(name, f"must be >= 0, got {v}")
+
+
+def _check_range(name, v, lo, hi, lo_open=False, hi_open=False):
+    bad = v < lo or v > hi or (lo_open and v == lo) or (hi_open and v == hi)
+    if bad:
+        lb, rb = ("(" if lo_open else "["), (")" if hi_open else "]")
+        raise ConfigError(name, f"must be in {lb}{lo}, {hi}{rb}, got {v}")
+
+
+# ----------------------------------------------------------------------------------------------
+# dict <-> dataclass
+
+
+def _strip_optional(tp):
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0], True
+    return tp, False
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    tp, optional = _strip_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(path, "must not be null")
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]  # `milestones=20` means [20]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(path, f"must be a list, got {value!r}")
+        return [_coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(path, f"must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(path, f"must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads "1e-3" as a string
+            except ValueError:
+                pass
+        raise ConfigError(path, f"must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(path, f"must be a string, got {value!r}")
+    raise ConfigError(path, f"unsupported type {tp}")  # pragma: no cover
+
+
+def suggest(word: str, options) -> str:
+    """' (did you mean X?)' for the closest option, or ''."""
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def build(cls, data: Any, prefix: str = ""):
+    """Build dataclass `cls` from a nested dict, strictly: unknown keys, bad types and values are errors."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(prefix.rstrip(".") or "config", f"must be a mapping, got {type(data).__name__}")
+    fields = {fl.name: fl for fl in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if key not in fields:
+            raise ConfigError(path, "unknown key" + suggest(str(key), fields))
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = build(tp, value, f"{path}.")
+            continue
+        v = _coerce(value, tp, path)
+        choices = fields[key].metadata.get("choices")
+        if choices is not None and v not in choices:
+            shown = ", ".join(str(c) for c in choices if c is not None)
+            raise ConfigError(path, f"must be one of {shown}; got {v!r}" + suggest(str(v), [c for c in choices if c]))
+        kwargs[key] = v
+    return cls(**kwargs)  # __post_init__ validates; its errors already carry the full dotted name
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def parse_value(text: str) -> Any:
+    """Parse the right side of `key=value` as YAML, so `3`, `1e-3`, `[1,2]`, `true`, `null` work."""
+    try:
+        return yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict, overrides: list[str], cls=None) -> dict:
+    """Apply dotted `a.b=value` overrides to a nested dict (copied). Checks the keys against `cls`."""
+    import copy
+
+    out = copy.deepcopy(data) if data else {}
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"override {item!r}: expected key=value")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise UserError(f"override {item!r}: empty key")
+        parts = key.split(".")
+        if cls is not None:
+            _check_path(cls, parts)
+        node = out
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                node[p] = {}
+            node = node[p]
+        node[parts[-1]] = parse_value(text)
+    return out
+
+
+def _check_path(cls, parts: list[str]) -> None:
+    tp = cls
+    for i, p in enumerate(parts):
+        if not dataclasses.is_dataclass(tp):
+            raise ConfigError(".".join(parts[:i]), f"is not a section; cannot set {'.'.join(parts)}")
+        names = {fl.name for fl in dataclasses.fields(tp)}
+        if p not in names:
+            raise ConfigError(".".join(parts[: i + 1]), "unknown key" + suggest(p, names))
+        tp = typing.get_type_hints(tp)[p]
+
+
+def read_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: no such file")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise UserError(f"{p}:{where} invalid YAML ({getattr(e, 'problem', None) or e})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{p}: cannot read ({e})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{p}: top level must be a mapping of config keys")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """The resolved RunConfig from an optional YAML file plus `key=value` overrides."""
+    data = read_yaml(path) if path else {}
+    data = apply_overrides(data, overrides or [], RunConfig)
+    return build(RunConfig, data)
+
+
+def config_from(obj: Any) -> RunConfig:
+    """Accept a RunConfig, a nested dict, or a YAML path."""
+    if isinstance(obj, RunConfig):
+        return obj
+    if isinstance(obj, dict):
+        return build(RunConfig, obj)
+    if isinstance(obj, (str, Path)):
+        return load_config(obj)
+    raise UserError(f"cannot make a config from {type(obj).__name__}")
+
+
+def dump_yaml(cfg) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def describe_keys(cls=RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, default, doc) for every field, for `vitlab config keys`."""
+    rows = []
+    for fl in dataclasses.fields(cls):
+        tp = typing.get_type_hints(cls)[fl.name]
+        if dataclasses.is_dataclass(tp):
+            rows += describe_keys(tp, f"{prefix}{fl.name}.")
+            continue
+        default = fl.default if fl.default is not dataclasses.MISSING else fl.default_factory()
+        doc = fl.metadata.get("doc", "")
+        choices = fl.metadata.get("choices")
+        if choices:
+            doc += " {" + "|".join(str(c) for c in choices if c is not None) + "}"
+        rows.append((prefix + fl.name, repr(default), doc))
+    return rows
