@@ -445,3 +445,24 @@ def describe_keys(cls=RunConfig, prefix: str = "") -> list[tuple[str, str, str]]
             doc += " {" + "|".join(str(c) for c in choices if c is not None) + "}"
         rows.append((prefix + fl.name, repr(default), doc))
     return rows
+
+
+# Fields that change how a run executes but not what it computes: excluded from the run's identity.
+EXECUTION_ONLY = {("train", "threads"), ("train", "progress")}
+
+
+def identity_dict(cfg: RunConfig) -> dict:
+    """The config as a dict without execution-only fields: what defines a run's result."""
+    d = to_dict(cfg)
+    for section, key in EXECUTION_ONLY:
+        d[section].pop(key, None)
+    return d
+
+
+def config_hash(cfg: RunConfig, length: int = 12) -> str:
+    """Deterministic run ID: hash of the canonical JSON of the identity dict (seed included)."""
+    import hashlib
+    import json
+
+    text = json.dumps(identity_dict(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]

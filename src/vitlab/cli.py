@@ -1,0 +1,246 @@
+"""`vitlab` command line. Exit codes: 0 ok, 1 internal error, 2 bad input (one line, no traceback)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2."""
+
+    def error(self, message):
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _split_config_args(items: list[str]) -> tuple[str | None, list[str]]:
+    """`[CONFIG.yaml] [key=value ...]` -> (config path or None, overrides)."""
+    config, overrides = None, []
+    for i, item in enumerate(items):
+        if "=" in item:
+            overrides.append(item)
+        elif i == 0 and config is None:
+            config = item
+        else:
+            raise UserError(f"argument {item!r}: expected key=value (only the first argument may be a config file)")
+    return config, overrides
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+
+def cmd_train(a) -> int:
+    from .config import load_config
+    from .train import run_training
+
+    path, overrides = _split_config_args(a.config)
+    cfg = load_config(path, overrides)
+    if a.quiet:
+        cfg.train.progress = False
+    summary = run_training(cfg, a.out, resume=a.resume)
+    _print_summary(summary, a.out)
+    return EXIT_OK if summary["status"] in ("completed", "pruned") else EXIT_INTERNAL
+
+
+def _print_summary(s: dict, out) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{out}  [{s['status']}]" + ("  (synthetic data)" if s.get("synthetic") else ""))
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for key in ("epochs_run", "best_epoch", "params", "flops", "train_time_s", "throughput_img_s", "train_loss",
+                "train_top1", "val_top1", "test_loss", "test_top1", "test_top5", "test_precision_macro",
+                "test_recall_macro", "test_f1_macro", "test_ece"):
+        if key in s and s[key] is not None:
+            v = s[key]
+            t.add_row(key, f"{v:,.4f}" if isinstance(v, float) else f"{v:,}")
+    if s.get("error"):
+        t.add_row("error", s["error"])
+    Console().print(t)
+
+
+def cmd_data(a) -> int:
+    import json
+
+    from .data import dataset_info, download_dataset, verify_dataset
+
+    if a.action == "info":
+        print(json.dumps(dataset_info(a.name, a.root), indent=2, default=str))
+    elif a.action == "verify":
+        for line in verify_dataset(a.name, a.root):
+            print(line)
+    else:
+        print(download_dataset(a.name, a.root))
+    return EXIT_OK
+
+
+def cmd_models(a) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .config import ModelConfig, apply_overrides, build
+    from .models import describe_model, model_table
+
+    console = Console()
+    if a.name is None:
+        if a.overrides or a.describe:
+            raise UserError("models: --describe and key=value need a model NAME")
+        rows = model_table()
+    else:
+        knobs = build(ModelConfig, {"name": a.name, **apply_overrides({}, a.overrides)}, "model.").overrides()
+        rows = describe_model(a.name, **knobs) if a.describe else model_table([a.name], **knobs)
+    if not rows:
+        return EXIT_OK
+    t = Table()
+    for col in rows[0]:
+        t.add_column(str(col))
+    for r in rows:
+        t.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in r.values()))
+    console.print(t)
+    return EXIT_OK
+
+
+def cmd_config(a) -> int:
+    from .config import describe_keys, dump_yaml, load_config
+
+    if a.action == "keys":
+        for key, default, doc in describe_keys():
+            print(f"{key:28s} {default:18s} {doc}")
+    else:
+        path, overrides = _split_config_args(a.config)
+        print(dump_yaml(load_config(path, overrides)), end="")
+    return EXIT_OK
+
+
+def cmd_study(a) -> int:
+    from .study import run_study
+
+    result = run_study(a.spec, a.out, workers=a.workers, backend=a.backend, ray_address=a.ray_address,
+                       profile=a.profile, gpus_per_run=a.gpus_per_run, max_retries=a.max_retries)
+    from .study import summary_table
+
+    print(summary_table(a.out))
+    return EXIT_OK if result.ok else EXIT_INTERNAL
+
+
+def cmd_search(a) -> int:
+    from .study.search import run_search
+
+    result = run_search(a.spec, a.out, trials=a.trials, workers=a.workers, profile=a.profile)
+    print(result.describe())
+    return EXIT_OK
+
+
+def cmd_results(a) -> int:
+    from .study.index import format_rows, results_rows
+
+    print(format_rows(results_rows(a.dir, where=a.where), a.format))
+    return EXIT_OK
+
+
+def cmd_report(a) -> int:
+    from .report import report_main
+
+    print(report_main(a.dir, a.output))
+    return EXIT_OK
+
+
+def cmd_demo(a) -> int:
+    from .demo import run_demo
+
+    return EXIT_OK if run_demo(a.out, workers=a.workers) else EXIT_INTERNAL
+
+
+# ---------------------------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="vitlab", description="Controlled studies of compact vision transformers.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train one configuration",
+                       description="Train one run. CONFIG.yaml is optional; key=value overrides any field "
+                                   "(`vitlab config keys` lists them).")
+    t.add_argument("config", nargs="*", metavar="[CONFIG.yaml] [key=value ...]")
+    t.add_argument("--out", required=True, help="run directory (created)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--quiet", action="store_true", help="no progress output")
+    t.set_defaults(fn=cmd_train)
+
+    d = sub.add_parser("data", help="dataset info, verification, download")
+    d.add_argument("action", choices=("info", "verify", "download"))
+    d.add_argument("name", choices=("synthetic", "cifar10", "cifar100", "fashion_mnist"))
+    d.add_argument("--root", help="data root (default $VITLAB_DATA_ROOT, else ~/.cache/vitlab/data)")
+    d.set_defaults(fn=cmd_data)
+
+    m = sub.add_parser("models", help="list models, or describe one",
+                       description="Without NAME: every model with params, FLOPs and tokens per attention. "
+                                   "With NAME and key=value model knobs (e.g. num_heads=2): that variant.")
+    m.add_argument("name", nargs="?")
+    m.add_argument("overrides", nargs="*", metavar="knob=value")
+    m.add_argument("--describe", action="store_true", help="print the resolved per-stage table")
+    m.set_defaults(fn=cmd_models)
+
+    c = sub.add_parser("config", help="list config keys, or print a resolved config")
+    c.add_argument("action", choices=("keys", "show"))
+    c.add_argument("config", nargs="*", metavar="[CONFIG.yaml] [key=value ...]")
+    c.set_defaults(fn=cmd_config)
+
+    s = sub.add_parser("study", help="run a study spec (factors x seeds); rerun to resume")
+    s.add_argument("spec")
+    s.add_argument("--out", required=True, help="study directory")
+    s.add_argument("--workers", type=int, default=1, help="concurrent runs")
+    s.add_argument("--backend", choices=("local", "ray"), default="local")
+    s.add_argument("--ray-address", help="existing Ray cluster (default: start a local instance)")
+    s.add_argument("--gpus-per-run", type=float, default=None, help="Ray: GPUs per run (fractions allowed)")
+    s.add_argument("--profile", help="a profile of the spec, e.g. quick")
+    s.add_argument("--max-retries", type=int, default=2, help="retries of a failed run")
+    s.set_defaults(fn=cmd_study)
+
+    se = sub.add_parser("search", help="Optuna search over a spec's space: section; rerun to resume")
+    se.add_argument("spec")
+    se.add_argument("--out", required=True)
+    se.add_argument("--trials", type=int, required=True)
+    se.add_argument("--workers", type=int, default=1)
+    se.add_argument("--profile")
+    se.set_defaults(fn=cmd_search)
+
+    r = sub.add_parser("results", help="query a study's results")
+    r.add_argument("dir")
+    r.add_argument("--where", help="filter, e.g. \"model.num_heads == 4 and status == 'completed'\"")
+    r.add_argument("--format", choices=("table", "csv", "json", "md"), default="table")
+    r.set_defaults(fn=cmd_results)
+
+    rp = sub.add_parser("report", help="tables, figures and one self-contained HTML report")
+    rp.add_argument("dir")
+    rp.add_argument("-o", "--output", help="HTML file (default DIR/report/report.html)")
+    rp.set_defaults(fn=cmd_report)
+
+    dm = sub.add_parser("demo", help="a small attention-normalization study on synthetic data (CPU, minutes)")
+    dm.add_argument("--out", default="demo-out", help="study directory (rerun to resume)")
+    dm.add_argument("--workers", type=int, default=None, help="concurrent runs (default: 2 on CPU)")
+    dm.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.fn(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as e:  # argparse --help
+        return int(e.code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,432 @@
+"""One training run: data -> model -> epochs of train + validate -> test -> files on disk.
+
+Output contract (the study runner and users rely on it):
+  RUN/config.yaml, RUN/metrics.jsonl (one flushed line per epoch), RUN/summary.json,
+  RUN/confusion_test.csv, RUN/checkpoints/{last,best}.pt
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .. import __version__
+from ..config import RunConfig, config_from, dump_yaml, identity_dict, read_yaml, build
+from ..errors import UserError
+from ..io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
+from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from .metrics import SplitMetrics
+from .progress import EpochProgress
+from .schedules import make_scheduler
+
+# Metrics where lower is better; every other monitored metric is maximized.
+LOWER_IS_BETTER = {"val_loss", "val_ece"}
+FINAL_STATUSES = {"completed", "diverged"}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device: {name!r} requested but CUDA is not available")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserError("device: 'mps' requested but MPS is not available")
+    return torch.device(name)
+
+
+def amp_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
+    amp = cfg.train.amp
+    if amp == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def param_groups(model: nn.Module, weight_decay: float, decay_all: bool) -> list[dict]:
+    """Weight decay on weight matrices/kernels only: not on norms, biases, position embeddings, tokens."""
+    skip = set(getattr(model, "no_weight_decay", lambda: set())())
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if not decay_all and (p.ndim <= 1 or name in skip):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
+    o = cfg.optim
+    groups = param_groups(model, o.weight_decay, o.decay_norm_bias)
+    if o.name == "adamw":
+        return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas))
+    if o.name == "adam":
+        return torch.optim.Adam(groups, lr=o.lr, betas=tuple(o.betas))
+    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0)
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Cross-entropy for hard (int) or soft (mixup/cutmix) targets, with label smoothing."""
+    if target.dtype in (torch.int64, torch.int32):
+        return F.cross_entropy(logits, target, label_smoothing=smoothing)
+    k = logits.shape[-1]
+    target = target * (1 - smoothing) + smoothing / k
+    return torch.sum(-target * F.log_softmax(logits, dim=-1), dim=-1).mean()
+
+
+@dataclass
+class RunState:
+    """Everything that changes from epoch to epoch and must survive a restart."""
+
+    epoch: int = 0  # epochs completed
+    best_epoch: int = 0
+    best_value: float | None = None
+    epochs_since_best: int = 0
+    train_time_s: float = 0.0
+    history: list | None = None
+
+    def improved(self, value: float, monitor: str) -> bool:
+        if self.best_value is None:
+            return True
+        return value < self.best_value if monitor in LOWER_IS_BETTER else value > self.best_value
+
+
+class Trainer:
+    """Owns the model, optimizer and data of one run; `run()` trains to the end and writes the files."""
+
+    def __init__(self, cfg: RunConfig, out_dir: Path, progress: bool):
+        from ..data import load_dataset
+        from ..data.augment import Augmenter
+        from ..models import build_model, count_flops, count_params
+
+        self.cfg, self.out, self.show_progress = cfg, out_dir, progress
+        self.device = resolve_device(cfg.device)
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        seed_everything(cfg.seed)
+        self.data = load_dataset(cfg.data, cfg.seed, self.device)
+        d = self.data
+        torch.manual_seed(cfg.seed)  # initialization does not depend on what loading consumed
+        self.model = build_model(cfg.model, d.num_classes, d.in_chans, d.image_size).to(self.device)
+        self.params = count_params(self.model)
+        self.flops = count_flops(self.model, self.model.input_size, d.in_chans)
+        if self.device.type == "cuda" and cfg.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.augment = Augmenter(cfg.aug, d.mean, d.std, d.num_classes, self.model.input_size)
+        self.amp = amp_dtype(cfg, self.device)
+        self.optimizer = make_optimizer(self.model, cfg)
+        self.steps_per_epoch = max(1, len(d.train_y) // cfg.train.batch_size)
+        self.scheduler = make_scheduler(self.optimizer, cfg.sched, cfg.optim.lr, cfg.train.epochs,
+                                        self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
+        self.ema = None
+        if cfg.train.ema:
+            multi_avg = torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.train.ema_decay)
+            self.ema = torch.optim.swa_utils.AveragedModel(self.model, multi_avg_fn=multi_avg, use_buffers=True)
+        self.forward = torch.compile(self.model) if cfg.train.compile else self.model
+        # Separate streams so that evaluation or model changes never shift the data order.
+        self.shuffle_gen = torch.Generator().manual_seed(cfg.seed)
+        self.aug_gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
+        self.generators = {"shuffle": self.shuffle_gen, "augment": self.aug_gen}
+        self.state = RunState(history=[])
+
+    # ------------------------------------------------------------------ persistence
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.out / "checkpoints"
+
+    def save_last(self) -> None:
+        save_checkpoint(self.ckpt_dir / "last.pt", {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "rng": capture_rng(self.generators),
+            "run_state": vars(self.state),
+            "config": identity_dict(self.cfg),
+        })
+
+    def save_best(self) -> None:
+        save_checkpoint(self.ckpt_dir / "best.pt", {
+            "model": self.eval_model().state_dict(),
+            "epoch": self.state.epoch,
+            "monitor": self.cfg.train.monitor,
+            "value": self.state.best_value,
+            "config": identity_dict(self.cfg),
+        })
+
+    def try_resume(self) -> bool:
+        path = self.ckpt_dir / "last.pt"
+        if not path.exists():
+            return False
+        ck = load_checkpoint(path)
+        if ck["config"] != identity_dict(self.cfg):
+            raise UserError(f"{path}: checkpoint was written for a different config; use another --out")
+        self.model.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scheduler.load_state_dict(ck["scheduler"])
+        self.scaler.load_state_dict(ck["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(ck["ema"])
+        restore_rng(ck["rng"], self.generators)
+        self.state = RunState(**ck["run_state"])
+        # metrics.jsonl may hold a line of an epoch whose checkpoint never landed: the checkpoint wins.
+        atomic_write_text(self.out / "metrics.jsonl", "".join(_jsonl(r) for r in self.state.history))
+        return True
+
+    # ------------------------------------------------------------------ steps
+    def autocast(self):
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp)
+
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def to_input(self, x: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda" and self.cfg.train.channels_last:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def train_epoch(self, bar: EpochProgress) -> dict:
+        cfg, d = self.cfg, self.data
+        self.model.train()
+        bs = cfg.train.batch_size
+        order = torch.randperm(len(d.train_y), generator=self.shuffle_gen).to(self.device)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device)
+        seen = 0
+        data_time = 0.0
+        t0 = time.perf_counter()
+        for step in range(self.steps_per_epoch):
+            td = time.perf_counter()
+            idx = order[step * bs:(step + 1) * bs]
+            x, target = self.augment.train_batch(d.train_x[idx], d.train_y[idx], self.aug_gen)
+            x = self.to_input(x)
+            data_time += time.perf_counter() - td
+            with self.autocast():
+                logits = self.forward(x)
+            loss = soft_cross_entropy(logits.float(), target, cfg.train.label_smoothing)
+            if not torch.isfinite(loss):
+                raise Diverged(f"non-finite loss at epoch {self.state.epoch + 1}, step {step + 1}")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if cfg.train.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
+            # Train accuracy is measured on the augmented batch against the dominant label.
+            hard = target if target.ndim == 1 else target.argmax(dim=-1)
+            loss_sum += loss.detach() * len(hard)
+            correct += (logits.argmax(dim=-1) == hard).sum()
+            seen += len(hard)
+            bar.step(loss.item() if self.show_progress else None)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - t0
+        row = {
+            "train_loss": (loss_sum / seen).item(),
+            "train_top1": (correct / seen).item(),
+            "epoch_time_s": elapsed,
+            "throughput_img_s": seen / elapsed,
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
+        if self.device.type == "cpu":  # without a device sync this split is only meaningful on CPU
+            row["data_time_frac"] = data_time / elapsed
+        return row
+
+    @torch.no_grad()
+    def evaluate(self, x_all: torch.Tensor, y_all: torch.Tensor, prefix: str, confusion: bool = False):
+        model = self.eval_model()
+        model.eval()
+        metrics = SplitMetrics(self.data.num_classes, self.device, confusion=confusion)
+        bs = self.cfg.train.eval_batch_size
+        for i in range(0, len(y_all), bs):
+            x = self.to_input(self.augment.eval_batch(x_all[i:i + bs]))
+            with self.autocast():
+                logits = model(x)
+            metrics.update(logits, y_all[i:i + bs])
+        return metrics.compute(prefix), (metrics.confusion_matrix() if confusion else None)
+
+    # ------------------------------------------------------------------ the run
+    def run(self, on_epoch: Callable[[int, dict], bool] | None) -> dict:
+        cfg, st = self.cfg, self.state
+        monitor = cfg.train.monitor
+        bar = EpochProgress(cfg.train.epochs, self.steps_per_epoch, enabled=self.show_progress)
+        status, error = "completed", None
+        with bar:
+            bar.start(st.epoch)
+            while st.epoch < cfg.train.epochs:
+                try:
+                    row = {"epoch": st.epoch + 1, **self.train_epoch(bar)}
+                except Diverged as e:
+                    status, error = "diverged", str(e)
+                    break
+                row.update(self.evaluate(self.data.val_x, self.data.val_y, "val")[0])
+                if cfg.train.test_every_epoch:
+                    row.update(self.evaluate(self.data.test_x, self.data.test_y, "test")[0])
+                st.epoch += 1
+                st.train_time_s += row["epoch_time_s"]
+                st.history.append(row)
+                append_jsonl(self.out / "metrics.jsonl", row)
+                if st.improved(row[monitor], monitor):
+                    st.best_epoch, st.best_value, st.epochs_since_best = st.epoch, row[monitor], 0
+                    self.save_best()
+                else:
+                    st.epochs_since_best += 1
+                self.save_last()
+                bar.epoch_done(row)
+                if on_epoch is not None and on_epoch(st.epoch, row):
+                    status = "pruned"
+                    break
+                if cfg.train.patience and st.epochs_since_best >= cfg.train.patience:
+                    bar.note(f"early stop: {monitor} did not improve for {cfg.train.patience} epochs")
+                    break
+        return self.finish(status, error)
+
+    def finish(self, status: str, error: str | None) -> dict:
+        st, d = self.state, self.data
+        summary = self.base_summary()
+        summary.update(status=status, epochs_run=st.epoch, best_epoch=st.best_epoch)
+        if error:
+            summary["error"] = error
+        if st.best_epoch:
+            best_row = st.history[st.best_epoch - 1]
+            summary.update({k: best_row[k] for k in best_row if k.startswith(("train_", "val_"))})
+        if status == "completed" or (status == "diverged" and st.best_epoch):
+            best = load_checkpoint(self.ckpt_dir / "best.pt")
+            self.eval_model().load_state_dict(best["model"])
+            test, confusion = self.evaluate(d.test_x, d.test_y, "test", confusion=True)
+            summary.update(test)
+            write_confusion(self.out / "confusion_test.csv", confusion, d.classes)
+        return summary
+
+    def base_summary(self) -> dict:
+        st, d = self.state, self.data
+        rows = st.history
+        return {
+            "dataset": d.name,
+            "synthetic": d.synthetic,
+            "num_classes": d.num_classes,
+            "image_size": self.model.input_size,
+            "model": self.cfg.model.name,
+            "params": self.params,
+            "flops": self.flops,
+            "train_time_s": st.train_time_s,
+            "minutes": st.train_time_s / 60,
+            "throughput_img_s": (float(np.mean([r["throughput_img_s"] for r in rows])) if rows else None),
+            "device": str(self.device),
+            "vitlab_version": __version__,
+            "torch_version": torch.__version__,
+        }
+
+
+class Diverged(Exception):
+    """The loss became NaN or infinite."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def write_confusion(path: Path, matrix: torch.Tensor, classes: list[str]) -> None:
+    """Rows = true class, columns = predicted class, with class names as header and first column."""
+    def cell(name: str) -> str:
+        return '"' + name.replace('"', '""') + '"' if any(c in name for c in ',"\n') else name
+
+    lines = ["true\\pred," + ",".join(cell(c) for c in classes)]
+    for name, row in zip(classes, matrix.tolist()):
+        lines.append(cell(name) + "," + ",".join(str(int(v)) for v in row))
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _jsonl(row: dict) -> str:
+    return json.dumps(row, sort_keys=True) + "\n"
+
+
+def prepare_out_dir(cfg: RunConfig, out: Path, resume: bool) -> dict | None:
+    """Check that `out` may hold this run. Returns the finished summary if there is nothing to do."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"{out}: output directory is not writable ({e.strerror})") from None
+    cfg_file = out / "config.yaml"
+    has_results = (out / "checkpoints" / "last.pt").exists() or (out / "summary.json").exists()
+    if cfg_file.exists() and has_results:
+        try:
+            previous = identity_dict(build(RunConfig, read_yaml(cfg_file)))
+        except UserError:
+            previous = None
+        if previous != identity_dict(cfg):
+            raise UserError(f"{out}: holds a run with a different config; choose another --out")
+        if not resume:
+            raise UserError(f"{out}: already holds this run; pass --resume to continue it or choose another --out")
+        summary_file = out / "summary.json"
+        if summary_file.exists():
+            try:
+                summary = json.loads(summary_file.read_text())
+            except (OSError, ValueError):
+                summary = {}
+            if summary.get("status") in FINAL_STATUSES:
+                return summary
+    return None
+
+
+def run_training(cfg, out_dir, resume: bool = True, on_epoch: Callable[[int, dict], bool] | None = None,
+                 progress: bool | None = None) -> dict:
+    """Train one run into `out_dir` and return its summary (also written to summary.json).
+
+    resume: continue from `out_dir/checkpoints/last.pt` when present; a finished run is returned as is.
+    on_epoch(epoch, row) -> True stops the run with status "pruned" (used by the Optuna search).
+    """
+    cfg = config_from(cfg)
+    out = Path(out_dir)
+    done = prepare_out_dir(cfg, out, resume)
+    if done is not None:
+        return done
+    show = cfg.train.progress if progress is None else progress
+    summary_path = out / "summary.json"
+    trainer = Trainer(cfg, out, show)  # bad input (model knobs, data files) fails here, before any write
+    atomic_write_text(out / "config.yaml", dump_yaml(cfg))
+    try:
+        if not (resume and trainer.try_resume()):
+            atomic_write_text(out / "metrics.jsonl", "")
+        atomic_write_json(summary_path, {**trainer.base_summary(), "status": "running",
+                                         "epochs_run": trainer.state.epoch})
+        summary = trainer.run(on_epoch)
+    except UserError:
+        raise
+    except BaseException as e:
+        if not isinstance(e, (KeyboardInterrupt, SystemExit)):
+            atomic_write_json(summary_path, {**trainer.base_summary(), "status": "failed",
+                                             "error": f"{type(e).__name__}: {e}"})
+        raise
+    atomic_write_json(summary_path, summary)
+    return summary
+
+
+def read_metrics(run_dir) -> list[dict]:
+    return read_jsonl(Path(run_dir) / "metrics.jsonl")
+
+
+__all__ = ["run_training", "read_metrics", "Trainer", "soft_cross_entropy", "param_groups"]
