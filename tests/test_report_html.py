@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import os
 import subprocess
 from pathlib import Path
 
@@ -138,6 +139,8 @@ def test_report_main_rejects_a_missing_directory(tmp_path):
 
 def chromium(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     if CHROMIUM is None:
+        if os.environ.get("VITLAB_REQUIRE_CHROMIUM") == "1":  # CI installs it: a missing browser is a failure
+            pytest.fail("VITLAB_REQUIRE_CHROMIUM=1 but chromium is not installed")
         pytest.skip("chromium is not installed (apt-get install chromium chromium-driver)")
     cmd = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=CHROMIUM_TIMEOUT_S, check=True)

@@ -39,12 +39,13 @@ class DataConfig:
     name: str = knob("synthetic", "dataset to train on", choices=DATASETS)
     root: Optional[str] = knob(None, "data root; default $VITLAB_DATA_ROOT, else ~/.cache/vitlab/data")
     val_fraction: float = knob(0.1, "share of the training set held out (stratified, seeded) for validation")
-    train_subset: Optional[int] = knob(None, "use only this many training images (stratified), e.g. for a quick CPU profile")
-    test_subset: Optional[int] = knob(None, "evaluate on only this many test images (stratified)")
+    train_subset: Optional[int] = knob(None, "use only this many training images (stratified, drawn after the validation split; all when larger), e.g. for a quick CPU profile")
+    test_subset: Optional[int] = knob(None, "evaluate on only this many test images (stratified, the same for every seed; all when larger)")
     coarse_labels: bool = knob(False, "cifar100: use the 20 coarse superclass labels instead of the 100 fine ones")
     synthetic_train: int = knob(6000, "synthetic: images in the training set (before the validation split)")
     synthetic_test: int = knob(2000, "synthetic: images in the test set")
     synthetic_classes: int = knob(10, "synthetic: number of classes (10..16)")
+    synthetic_seed: int = knob(1234, "synthetic: seed of the generated images (fixed, so every run of a study sees the same data)")
     folder_path: Optional[str] = knob(None, "folder: directory with one sub-folder per class (or train/ and test/ of those)")
     folder_image_size: int = knob(32, "folder: images are resized to this square size when loaded")
     folder_test_fraction: float = knob(0.2, "folder: share held out as test set when there is no test/ sub-folder")
@@ -56,6 +57,7 @@ class DataConfig:
         _check_positive("data.test_subset", self.test_subset, allow_none=True)
         _check_positive("data.synthetic_train", self.synthetic_train)
         _check_positive("data.synthetic_test", self.synthetic_test)
+        _check_nonneg("data.synthetic_seed", self.synthetic_seed)
         if not 10 <= self.synthetic_classes <= 16:
             raise ConfigError("data.synthetic_classes", f"must be between 10 and 16, got {self.synthetic_classes}")
         _check_positive("data.folder_image_size", self.folder_image_size)
@@ -109,13 +111,15 @@ class ModelConfig:
     mlp_ratio: Optional[float] = knob(None, "transformer MLP (FFN) hidden width / embedding width")
     expansion: Optional[float] = knob(None, "MobileViT: MV2 inverted-residual expansion rate, all stages")
     stage_expansion: Optional[list[float]] = knob(None, "MobileViT: MV2 expansion per stage (5 values), overrides expansion")
-    level: Optional[str] = knob(None, "MobileViT: complexity level C1..C5 (sets width_mult, see the registry table)",
+    level: Optional[str] = knob(None, "MobileViT: complexity level, a width multiplier: C1 ×0.5, C2 ×0.75, C3 ×1 (the preset), C4 ×1.5, C5 ×2",
                              choices=(None, "C1", "C2", "C3", "C4", "C5"))
     width_mult: Optional[float] = knob(None, "MobileViT: channel and transformer width multiplier")
-    strides: Optional[str] = knob(None, "MobileViT stride preset; default cifar up to 64 px input, else imagenet",
+    strides: Optional[str] = knob(None, "MobileViT stride preset: imagenet = official total stride 32, cifar = 8 "
+                               "(≥ 4 tokens per attention at 32 px); default cifar up to 64 px input, else imagenet",
                                choices=(None, "cifar", "imagenet"))
     pos_embed: Optional[str] = knob(None, "ViT position embedding", choices=(None, "learned", "sincos"))
-    pool: Optional[str] = knob(None, "ViT pooling", choices=(None, "cls", "mean"))
+    pool: Optional[str] = knob(None, "ViT pooling: class token, mean of the patch tokens, or the flattened token grid (Keras example)",
+                            choices=(None, "cls", "mean", "flatten"))
     head_hidden: Optional[list[int]] = knob(None, "hidden widths of the MLP classification head (empty: linear head)")
     dropout: Optional[float] = knob(None, "dropout in MLPs/projections and before the head")
     attn_dropout: Optional[float] = knob(None, "dropout on attention weights")

@@ -1,0 +1,185 @@
+"""Dataset names -> readers; the train / val / test bundle of a run; info, verify and download."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..config import DATASETS, DataConfig, suggest
+from ..errors import DataError
+from . import cifar, fashion_mnist, folder, synthetic
+from .bundle import DataBundle, RawSplits
+from .files import resolve_root
+from .splits import channel_stats, stratified_split
+
+# Seed of the stratified test subset (data.test_subset): fixed, so every run of a study is scored
+# on the same test images whatever its seed.
+TEST_SUBSET_SEED = 0
+# Floor of the normalization std: a channel that is constant in the training set (e.g. a folder of
+# pure-blue images) must not divide by zero.
+MIN_STD = 1.0 / 255
+
+
+def _check_name(name: str) -> None:
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}" + suggest(name, DATASETS))
+
+
+def read_raw(cfg: DataConfig) -> RawSplits:
+    """The official train and test sets of cfg.name (downloading a missing one if allowed)."""
+    _check_name(cfg.name)
+    if cfg.name == "synthetic":
+        return synthetic.load(cfg.synthetic_classes, cfg.synthetic_train, cfg.synthetic_test, cfg.synthetic_seed)
+    if cfg.name == "folder":
+        return folder.load(Path(cfg.folder_path).expanduser(), cfg.folder_image_size, cfg.folder_test_fraction)
+    root = resolve_root(cfg.root)
+    if cfg.name == "fashion_mnist":
+        if cfg.download and any(fashion_mnist.find(root, f) is None for f in fashion_mnist.MD5):
+            fashion_mnist.fetch(root)
+        return fashion_mnist.load(root)
+    spec = cifar.SPECS[cfg.name]
+    if cfg.download and cifar.locate(spec, root) is None:
+        cifar.fetch(spec, root)
+    return cifar.load(spec, root, coarse=cfg.coarse_labels)
+
+
+def split_raw(raw: RawSplits, cfg: DataConfig, seed: int) -> dict[str, torch.Tensor]:
+    """Index tensors: validation held out of train (stratified, run seed), then the optional subsets."""
+    gen = torch.Generator().manual_seed(seed)
+    n_train = len(raw.train_y)
+    n_val = round(n_train * cfg.val_fraction)
+    if not 0 < n_val < n_train:
+        raise DataError(f"{cfg.name}: {n_train} training images are too few to hold out "
+                        f"data.val_fraction={cfg.val_fraction} for validation")
+    val_idx, train_idx = stratified_split(raw.train_y, n_val, gen)
+    if cfg.train_subset is not None and cfg.train_subset < len(train_idx):
+        keep, _ = stratified_split(raw.train_y[train_idx], cfg.train_subset, gen)
+        train_idx = train_idx[keep]
+    test_idx = torch.arange(len(raw.test_y))
+    if cfg.test_subset is not None and cfg.test_subset < len(test_idx):
+        test_idx, _ = stratified_split(raw.test_y, cfg.test_subset, torch.Generator().manual_seed(TEST_SUBSET_SEED))
+    return {"train": train_idx, "val": val_idx, "test": test_idx}
+
+
+def load_dataset(cfg: DataConfig, seed: int, device: torch.device | str = "cpu") -> DataBundle:
+    """The dataset of `cfg` split into train / val / test, as uint8 images and int64 labels on `device`.
+
+    Normalization statistics come from all official training images (before the validation
+    split), so they are the same for every seed.
+    """
+    raw = read_raw(cfg)
+    idx = split_raw(raw, cfg, seed)
+    mean, std = channel_stats(raw.train_x)
+    std = tuple(max(s, MIN_STD) for s in std)
+
+    def put(t):
+        return t.to(device)
+
+    return DataBundle(
+        name=cfg.name,
+        classes=list(raw.classes),
+        synthetic=cfg.name == "synthetic",
+        train_x=put(raw.train_x[idx["train"]]),
+        train_y=put(raw.train_y[idx["train"]]),
+        val_x=put(raw.train_x[idx["val"]]),
+        val_y=put(raw.train_y[idx["val"]]),
+        test_x=put(raw.test_x[idx["test"]]),
+        test_y=put(raw.test_y[idx["test"]]),
+        mean=mean,
+        std=std,
+    )
+
+
+# ------------------------------------------------------------------------ info / verify / download
+
+
+def dataset_info(name: str, root: str | os.PathLike | None = None) -> dict:
+    """What `vitlab data info NAME` prints: where the files go, which are there, classes, sizes.
+
+    For `folder`, `root` is the image folder itself. Values are plain str / int / bool / list / None.
+    """
+    _check_name(name)
+    if name == "synthetic":
+        cfg = DataConfig()
+        return {
+            "name": name, "root": None, "ready": True, "url": None, "files": [],
+            "description": "built-in procedurally generated shapes and textures (no files)",
+            "image_shape": [3, synthetic.IMAGE_SIZE, synthetic.IMAGE_SIZE],
+            "train_images": cfg.synthetic_train, "test_images": cfg.synthetic_test,
+            "num_classes": f"{cfg.synthetic_classes} (data.synthetic_classes, up to {len(synthetic.CLASSES)})",
+            "classes": synthetic.CLASSES,
+        }
+    if name == "folder":
+        if root is None:
+            raise DataError("folder: give the image folder (--root DIR, or data.folder_path in a config)")
+        path = Path(root).expanduser()
+        classes, files = folder.layout(path)
+        return {
+            "name": name, "root": str(path), "ready": True, "url": None,
+            "files": [{"file": str(path / split), "present": True, "bytes": None, "md5": None} for split in files],
+            "description": "your images, one sub-folder per class",
+            "image_shape": [3, "data.folder_image_size", "data.folder_image_size"],
+            "train_images": len(files["train"]), "test_images": len(files["test"]) if "test" in files else
+            "data.folder_test_fraction of the images",
+            "num_classes": len(classes), "classes": classes,
+        }
+    root = resolve_root(root)
+    if name == "fashion_mnist":
+        files = fashion_mnist.file_table(root)
+        return {
+            "name": name, "root": str(root), "ready": all(f["present"] for f in files),
+            "url": fashion_mnist.URL_BASE, "files": files,
+            "description": "Fashion-MNIST (Xiao et al., 2017), 28x28 grayscale clothing",
+            "image_shape": list(fashion_mnist.IMAGE_SHAPE),
+            "train_images": fashion_mnist.N_TRAIN, "test_images": fashion_mnist.N_TEST,
+            "num_classes": len(fashion_mnist.CLASSES), "classes": list(fashion_mnist.CLASSES),
+        }
+    spec = cifar.SPECS[name]
+    found = cifar.locate(spec, root)
+    info = {
+        "name": name, "root": str(root), "ready": found is not None, "url": spec.url,
+        "files": cifar.file_table(spec, root),
+        "description": f"{'CIFAR-10' if name == 'cifar10' else 'CIFAR-100'} (Krizhevsky, 2009), 32x32 colour; "
+                       f"the archive or its extracted {spec.folder}/ folder",
+        "image_shape": list(cifar.IMAGE_SHAPE), "train_images": spec.n_train, "test_images": spec.n_test,
+        "num_classes": 10 if name == "cifar10" else 100,
+        "classes": cifar.info_classes(spec, root) if found else None,
+    }
+    if name == "cifar100":
+        info["coarse_classes"] = cifar.info_classes(spec, root, coarse=True) if found else None
+    return info
+
+
+def verify_dataset(name: str, root: str | os.PathLike | None = None) -> list[str]:
+    """md5-check the dataset's files; one line per checked file. DataError names a bad or missing file."""
+    _check_name(name)
+    if name == "synthetic":
+        return ["ok  synthetic: generated in memory, nothing to verify"]
+    if name == "folder":
+        if root is None:
+            raise DataError("folder: give the image folder (--root DIR)")
+        return folder.verify(Path(root).expanduser())
+    root = resolve_root(root)
+    if name == "fashion_mnist":
+        return fashion_mnist.verify(root)
+    return cifar.verify(cifar.SPECS[name], root)
+
+
+def download_dataset(name: str, root: str | os.PathLike | None = None) -> Path:
+    """Fetch the official files into the root (nothing when already there and intact); returns the path.
+
+    Without network: one-line DataError saying which URL to fetch by hand and where to put it.
+    """
+    _check_name(name)
+    if name in ("synthetic", "folder"):
+        raise DataError(f"{name}: nothing to download ({'generated in memory' if name == 'synthetic' else 'your own images'})")
+    root = resolve_root(root)
+    if name == "fashion_mnist":
+        return fashion_mnist.fetch(root)
+    spec = cifar.SPECS[name]
+    found = cifar.locate(spec, root)
+    if found is not None:
+        cifar.verify(spec, root)
+        return found[1]
+    return cifar.fetch(spec, root)

@@ -1,0 +1,357 @@
+"""MobileViT v1 (Mehta & Rastegari, ICLR 2022), following the paper and Apple's ml-cvnets code.
+
+Layout (ml-cvnets `MobileViT`), every width/depth a field of `MobileViTArch`:
+
+    stem      3×3 conv, BN, SiLU                    (stride strides[0])
+    stage 1   MV2 inverted-residual blocks          (stride strides[1])
+    stage 2   MV2 blocks                            (stride strides[2])
+    stage 3-5 one MV2 block (stride strides[i]), then a MobileViT block
+    final     1×1 conv to min(4 × last width, 960) channels, BN, SiLU; global average pool;
+              dropout; linear classifier
+
+MobileViT block: 3×3 conv (BN, SiLU) → 1×1 conv to the transformer width → unfold the map into
+p×p patches, giving p² sequences of N = (H/p)(W/p) tokens (each sequence holds the pixels at one
+position inside the patches) → pre-LN transformer layers → LayerNorm → fold back → 1×1 conv
+(BN, SiLU) → concatenate with the block input → 3×3 fusion conv (BN, SiLU).
+
+The official models use 4 heads whose width is the transformer width / 4; the FFN is 2× wide.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from .attention import check_heads
+from .layers import TransformerBlock, drop_path_rates, init_transformer_weights
+
+
+@dataclass(frozen=True)
+class MobileViTArch:
+    """Widths and depths of a MobileViT variant (the `mobilevit.py` config of ml-cvnets)."""
+
+    stem: int
+    channels: tuple[int, int, int, int, int]  # output channels of stages 1..5
+    mv2_blocks: tuple[int, int]  # MV2 blocks of stages 1 and 2
+    transformer_widths: tuple[int, int, int]  # stages 3..5
+    transformer_depths: tuple[int, int, int]  # stages 3..5
+    expansion: float  # MV2 expansion of every stage
+    dropout: float  # transformer + classifier dropout of the official recipe
+
+
+ARCHS = {
+    "mobilevit_xxs": MobileViTArch(16, (16, 24, 48, 64, 80), (1, 3), (64, 80, 96), (2, 4, 3), 2.0, 0.05),
+    "mobilevit_xs": MobileViTArch(16, (32, 48, 64, 80, 96), (1, 3), (96, 120, 144), (2, 4, 3), 4.0, 0.1),
+    "mobilevit_s": MobileViTArch(16, (32, 64, 96, 128, 160), (1, 3), (144, 192, 240), (2, 4, 3), 4.0, 0.1),
+}
+
+# The official defaults shared by the three variants.
+DEFAULT_HEADS = 4
+DEFAULT_PATCH = 2
+DEFAULT_MLP_RATIO = 2.0
+FINAL_EXPANSION = 4
+"""The final 1×1 conv widens the last stage by this factor (ml-cvnets `last_layer_exp_factor`) ..."""
+FINAL_MAX_CHANNELS = 960
+"""... up to at most this many channels (ml-cvnets caps it at 960)."""
+CHANNEL_DIVISOR = 8
+"""Scaled channel widths are rounded to multiples of this (MobileNet's `make_divisible`)."""
+
+STRIDES = {
+    # (stem, stage 1, ..., stage 5)
+    "imagenet": (2, 1, 2, 2, 2, 2),  # official: total stride 32; 256 px -> 32, 16, 8 px maps in stages 3-5
+    "cifar": (1, 1, 2, 2, 2, 1),  # total stride 8; 32 px -> 8, 4, 4 px maps: 16, 4, 4 tokens with 2×2 patches
+}
+"""Stride presets. With imagenet strides a 32 px input leaves 2×2 and 1×1 maps in stages 4-5, so each
+attention sees 1 token (every normalization then returns V) and stage 5 cannot be cut into 2×2
+patches; the cifar preset drops the stem and last-stage strides so every MobileViT stage attends
+across ≥ 4 tokens at 32×32. A stage whose stride is 1 keeps its leading MV2 block (as ml-cvnets does
+when it dilates a stage)."""
+CIFAR_MAX_SIZE = 64
+"""`model.strides` defaults to cifar for inputs up to this size, imagenet above."""
+
+LEVELS = {"C1": 0.5, "C2": 0.75, "C3": 1.0, "C4": 1.5, "C5": 2.0}
+"""Complexity levels: width multipliers of the preset (channels and transformer widths). On
+mobilevit_xxs (1000 classes): C1 0.40M, C2 0.84M, C3 = XXS 1.27M, C4 2.61M (a little above XS),
+C5 4.41M (below S)."""
+
+
+def make_divisible(value: float, divisor: int) -> int:
+    """Round to the nearest multiple of divisor, at least divisor, never more than 10% below value."""
+    out = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if out < 0.9 * value:
+        out += divisor
+    return out
+
+
+def conv_out(size: int, stride: int) -> int:
+    """Output size of a 3×3 convolution with padding 1."""
+    return (size - 1) // stride + 1
+
+
+class PointwiseConv(nn.Conv2d):
+    """1×1 convolution that runs as one matrix product on channels-last inputs.
+
+    A channels-last (B, C, H, W) tensor is a contiguous (B, H, W, C) array, so the 1×1 conv is
+    `linear` over its last dim: no layout conversion, and the CPU takes the GEMM path instead of the
+    slower generic convolution it picks for 1×1 kernels. Same parameters as nn.Conv2d(cin, cout, 1).
+    """
+
+    def __init__(self, cin: int, cout: int, bias: bool = False):
+        super().__init__(cin, cout, 1, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            y = F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias)
+            return y.permute(0, 3, 1, 2)
+        return super().forward(x)
+
+
+class ConvBNAct(nn.Sequential):
+    """Conv (no bias) → BatchNorm → optional SiLU."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1, act: bool = True):
+        conv = (PointwiseConv(cin, cout) if kernel == 1 and stride == 1 and groups == 1 else
+                nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False))
+        super().__init__(
+            conv,
+            nn.BatchNorm2d(cout),
+            *([nn.SiLU(inplace=True)] if act else []),
+        )
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block: 1×1 expand (skipped at expansion 1) → 3×3 depthwise (stride) → 1×1 linear
+    projection; residual when the shape is kept. Hidden width = in × expansion rounded to 8."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expansion: float):
+        super().__init__()
+        hidden = make_divisible(round(cin * expansion), CHANNEL_DIVISOR)
+        layers = [ConvBNAct(cin, hidden, 1)] if expansion != 1 else []
+        if expansion == 1:
+            hidden = cin
+        layers += [ConvBNAct(hidden, hidden, 3, stride, groups=hidden), ConvBNAct(hidden, cout, 1, act=False)]
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.block(x) if self.residual else self.block(x)
+
+
+class MobileViTBlock(nn.Module):
+    """Local 3×3 conv + global transformer over unfolded patches + fusion (see the module docstring)."""
+
+    def __init__(self, channels: int, width: int, depth: int, num_heads: int, mlp_ratio: float,
+                 patch_size: int, *, attn_norm: str, zscore_v: bool, dropout: float, attn_dropout: float,
+                 drop_path: list[float]):
+        super().__init__()
+        self.patch_size = patch_size
+        self.conv_kxk = ConvBNAct(channels, channels, 3)
+        self.conv_1x1 = PointwiseConv(channels, width)
+        hidden = int(round(width * mlp_ratio))
+        self.transformer = nn.ModuleList([
+            TransformerBlock(width, num_heads, hidden, attn_norm=attn_norm, zscore_v=zscore_v, dropout=dropout,
+                             attn_dropout=attn_dropout, drop_path=r, act=nn.SiLU)
+            for r in drop_path
+        ])
+        self.norm = nn.LayerNorm(width)
+        self.conv_proj = ConvBNAct(width, channels, 1)
+        self.conv_fusion = ConvBNAct(2 * channels, channels, 3)
+
+    def unfold(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B·p², N, C): one copy, from either memory format."""
+        B, C, H, W = x.shape
+        p = self.patch_size
+        x = x.reshape(B, C, H // p, p, W // p, p).permute(0, 3, 5, 2, 4, 1)  # (B, p, p, nh, nw, C), a view
+        return x.reshape(B * p * p, (H // p) * (W // p), C)
+
+    def fold(self, t: Tensor, B: int, H: int, W: int, channels_last: bool) -> Tensor:
+        """(B·p², N, C) -> (B, C, H, W) in the requested memory format: one copy."""
+        p = self.patch_size
+        C = t.shape[-1]
+        t = t.reshape(B, p, p, H // p, W // p, C)
+        if channels_last:  # physical (B, H, W, C) seen as (B, C, H, W)
+            return t.permute(0, 3, 1, 4, 2, 5).reshape(B, H, W, C).permute(0, 3, 1, 2)
+        return t.permute(0, 5, 3, 1, 4, 2).reshape(B, C, H, W)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._forward(x, None)
+
+    def _forward(self, x: Tensor, weights: list | None) -> Tensor:
+        B, _, H, W = x.shape
+        y = self.conv_1x1(self.conv_kxk(x))
+        t = self.unfold(y)
+        for layer in self.transformer:
+            if weights is None:
+                t = layer(t)
+            else:
+                t, w = layer.forward_with_weights(t)
+                weights.append(w)
+        t = self.norm(t)
+        cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        y = self.conv_proj(self.fold(t, B, H, W, channels_last=cl))
+        return self.conv_fusion(torch.cat((x, y), dim=1))
+
+
+class MobileViT(nn.Module):
+    """MobileViT v1 classifier built from fully resolved per-stage values (see `resolve`)."""
+
+    def __init__(self, *, num_classes: int, in_chans: int, image_size: int, stem: int, channels: list[int],
+                 mv2_blocks: list[int], expansions: list[float], transformer_widths: list[int],
+                 transformer_depths: list[int], num_heads: list[int], mlp_ratio: float, patch_size: int,
+                 strides: list[int], final_channels: int, attn_norm: str = "softmax", zscore_v: bool = False,
+                 dropout: float = 0.0, attn_dropout: float = 0.0, drop_path: float = 0.0):
+        super().__init__()
+        self.input_size = image_size
+        sizes = feature_sizes(image_size, strides)
+        for i, size in enumerate(sizes[2:], start=3):
+            if size % patch_size:
+                raise ConfigError("model.patch_size", f"{patch_size} does not divide the {size}×{size} feature map of "
+                                  f"stage {i} (model.image_size {image_size}, strides {list(strides)}); "
+                                  f"{_valid_size_hint(image_size, strides, patch_size)}")
+        self.stem = ConvBNAct(in_chans, stem, 3, strides[0])
+        rates = iter(drop_path_rates(drop_path, sum(transformer_depths)))
+        stages: list[nn.Module] = []
+        cin = stem
+        for i in range(5):
+            blocks: list[nn.Module] = []
+            if i < 2:
+                for j in range(mv2_blocks[i]):
+                    blocks.append(InvertedResidual(cin, channels[i], strides[i + 1] if j == 0 else 1, expansions[i]))
+                    cin = channels[i]
+            else:
+                t = i - 2
+                blocks.append(InvertedResidual(cin, channels[i], strides[i + 1], expansions[i]))
+                cin = channels[i]
+                blocks.append(MobileViTBlock(
+                    cin, transformer_widths[t], transformer_depths[t], num_heads[t], mlp_ratio, patch_size,
+                    attn_norm=attn_norm, zscore_v=zscore_v, dropout=dropout, attn_dropout=attn_dropout,
+                    drop_path=[next(rates) for _ in range(transformer_depths[t])]))
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        self.final_conv = ConvBNAct(cin, final_channels, 1)
+        self.head_drop = nn.Dropout(dropout)
+        self.head = nn.Linear(final_channels, num_classes)
+        self.feature_sizes = sizes
+        self.tokens_per_attention = [(s // patch_size) ** 2 for s in sizes[2:]]
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():  # ml-cvnets: He-normal (fan-out) convs, unit BatchNorms
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        init_transformer_weights(self)
+
+    def no_weight_decay(self) -> set[str]:
+        """Attention temperatures (scaled_cosine, lsa): exempt from weight decay."""
+        return {n for n, _ in self.named_parameters() if n.endswith((".tau", ".log_tau"))}
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.final_conv(self.stages(self.stem(x)))
+        return self.head(self.head_drop(x.mean(dim=(2, 3))))
+
+    def attention_weights(self, x: Tensor) -> list[Tensor]:
+        """The (B·p², H, N, N) attention matrix of every transformer layer for the images x."""
+        weights: list[Tensor] = []
+        x = self.stem(x)
+        for stage in self.stages:
+            for block in stage:
+                x = block._forward(x, weights) if isinstance(block, MobileViTBlock) else block(x)
+        return weights
+
+
+def feature_sizes(image_size: int, strides) -> list[int]:
+    """Side of the feature map after the stem and after each of the 5 stages."""
+    sizes, s = [], image_size
+    for st in strides:
+        s = conv_out(s, st)
+        sizes.append(s)
+    return sizes[1:]
+
+
+def _valid_size_hint(image_size: int, strides, patch: int) -> str:
+    step = math.prod(strides) * patch
+    up = -(-image_size // step) * step
+    return f"use a model.image_size that is a multiple of {step} (e.g. {up}) or another model.patch_size"
+
+
+# ---------------------------------------------------------------------------------------------
+# knob resolution
+
+
+def resolve(arch: MobileViTArch, *, image_size: int, num_heads: int | None = None, head_dim: int | None = None,
+            expansion: float | None = None, stage_expansion: list[float] | None = None, level: str | None = None,
+            width_mult: float | None = None, strides: str | None = None, patch_size: int | None = None,
+            mlp_ratio: float | None = None, attn_norm: str = "softmax", zscore_v: bool = False,
+            dropout: float | None = None, attn_dropout: float | None = None,
+            drop_path: float | None = None) -> tuple[dict, dict]:
+    """Constructor arguments of `MobileViT` (minus num_classes/in_chans) from the preset and the knobs,
+    plus the resolved names of the presets used (strides, width_mult, level).
+
+    Width rule: with a width multiplier m ≠ 1 (from `width_mult` or `level`), channels become
+    make_divisible(c·m, 8) and transformer widths make_divisible(w·m, lcm(8, num_heads)) — or
+    lcm(8, head_dim) when the head width is fixed — so they stay divisible by the head count. At
+    m = 1 the official widths are kept exactly and a head count that does not divide them is an error.
+    """
+    if num_heads is not None and head_dim is not None:
+        raise ConfigError("model.num_heads", "set either model.num_heads or model.head_dim, not both")
+    if level is not None and width_mult is not None:
+        raise ConfigError("model.level", "set either model.level or model.width_mult, not both")
+    if level is not None and level not in LEVELS:
+        raise ConfigError("model.level", f"must be one of {', '.join(LEVELS)}, got {level!r}")
+    mult = LEVELS[level] if level is not None else (1.0 if width_mult is None else float(width_mult))
+    stride_name = strides or ("cifar" if image_size <= CIFAR_MAX_SIZE else "imagenet")
+    if stride_name not in STRIDES:
+        raise ConfigError("model.strides", f"must be one of {', '.join(STRIDES)}, got {stride_name!r}")
+    if stage_expansion is not None:
+        if len(stage_expansion) != 5:
+            raise ConfigError("model.stage_expansion", f"needs 5 values, got {list(stage_expansion)}")
+        expansions = [float(e) for e in stage_expansion]
+    else:
+        expansions = [float(expansion if expansion is not None else arch.expansion)] * 5
+
+    def ch(c: int) -> int:
+        return c if mult == 1.0 else make_divisible(c * mult, CHANNEL_DIVISOR)
+
+    heads_field = "model.head_dim" if head_dim is not None else "model.num_heads"
+    unit = head_dim if head_dim is not None else (num_heads or DEFAULT_HEADS)
+    widths = []
+    for w in arch.transformer_widths:
+        w = w if mult == 1.0 else make_divisible(w * mult, math.lcm(CHANNEL_DIVISOR, unit))
+        if w % unit:
+            what = f"head width {unit}" if head_dim is not None else f"{unit} heads"
+            raise ConfigError(heads_field, f"{what} do not divide the transformer width {w} "
+                              f"(widths {list(arch.transformer_widths)}); choose a divisor of every width, or set "
+                              "model.width_mult or model.level so widths are rounded to fit the heads")
+        widths.append(w)
+    heads = [w // head_dim for w in widths] if head_dim is not None else [unit] * 3
+    for w, h in zip(widths, heads):
+        check_heads(w, h, heads_field)
+    channels = [ch(c) for c in arch.channels]
+    return dict(
+        image_size=image_size,
+        stem=ch(arch.stem),
+        channels=channels,
+        mv2_blocks=list(arch.mv2_blocks),
+        expansions=expansions,
+        transformer_widths=widths,
+        transformer_depths=list(arch.transformer_depths),
+        num_heads=heads,
+        mlp_ratio=float(mlp_ratio if mlp_ratio is not None else DEFAULT_MLP_RATIO),
+        patch_size=patch_size if patch_size is not None else DEFAULT_PATCH,
+        strides=list(STRIDES[stride_name]),
+        final_channels=min(FINAL_EXPANSION * channels[-1], FINAL_MAX_CHANNELS),
+        attn_norm=attn_norm,
+        zscore_v=zscore_v,
+        dropout=float(arch.dropout if dropout is None else dropout),
+        attn_dropout=float(attn_dropout or 0.0),
+        drop_path=float(drop_path or 0.0),
+    ), dict(strides=stride_name, width_mult=mult, level=level)  # the knobs' resolved values

@@ -1,0 +1,135 @@
+"""Vision Transformer (Dosovitskiy et al. 2021) for small images, with every size a constructor argument.
+
+Patch embedding (a stride-`patch_size` convolution) → optional class token → position embedding
+(learned or fixed 2-D sin-cos) → `depth` pre-LN transformer blocks → LayerNorm → pooling (class
+token, mean of the patch tokens, or the flattened token grid as in the Keras ViT example) → optional
+MLP head (`head_hidden`) → linear classifier.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from .layers import TransformerBlock, drop_path_rates, init_transformer_weights
+
+LAYER_NORM_EPS = 1e-6
+"""LayerNorm epsilon of the ViT blocks (the value of the original ViT, timm and the Keras example)."""
+SINCOS_TEMPERATURE = 10000.0
+"""Base of the sin-cos position frequencies (Vaswani et al. 2017, MAE's 2-D variant)."""
+INIT_STD = 0.02
+"""Standard deviation of the truncated-normal init of linear layers, position embedding and class token."""
+
+
+def sincos_pos_embed_2d(grid: int, dim: int) -> Tensor:
+    """Fixed 2-D sin-cos position embedding of a grid×grid token map, shape (grid², dim).
+
+    Half of the channels encode the row, half the column; each half is [sin, cos] of the position
+    times frequencies 1 / T^(i / (dim/4)), i = 0..dim/4-1 (as in MAE).
+    """
+    if dim % 4:
+        raise ConfigError("model.dim", f"sincos position embedding needs a width divisible by 4, got {dim}")
+    quarter = dim // 4
+    omega = 1.0 / SINCOS_TEMPERATURE ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    pos = torch.arange(grid, dtype=torch.float64)
+    rows, cols = torch.meshgrid(pos, pos, indexing="ij")
+
+    def encode(p: Tensor) -> Tensor:
+        angles = p.reshape(-1, 1) * omega.reshape(1, -1)
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    return torch.cat([encode(rows), encode(cols)], dim=1).float()
+
+
+class ViT(nn.Module):
+    """ViT classifier. See the module docstring; knobs are documented in vitlab.config.ModelConfig."""
+
+    def __init__(self, *, num_classes: int, in_chans: int, image_size: int, patch_size: int, dim: int,
+                 depth: int, num_heads: int, mlp_ratio: float, attn_norm: str = "softmax",
+                 zscore_v: bool = False, pos_embed: str = "learned", pool: str = "cls",
+                 head_hidden: list[int] | tuple[int, ...] = (), dropout: float = 0.0,
+                 attn_dropout: float = 0.0, drop_path: float = 0.0):
+        super().__init__()
+        if image_size % patch_size:
+            raise ConfigError("model.patch_size", f"{patch_size} does not divide model.image_size {image_size}")
+        if pos_embed not in ("learned", "sincos"):
+            raise ConfigError("model.pos_embed", f"must be learned or sincos, got {pos_embed!r}")
+        if pool not in ("cls", "mean", "flatten"):
+            raise ConfigError("model.pool", f"must be cls, mean or flatten, got {pool!r}")
+        self.grid = image_size // patch_size
+        self.num_patches = self.grid ** 2
+        self.pool = pool
+        self.pos_embed_kind = pos_embed
+        self.patch_embed = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if pool == "cls" else None
+        n_tokens = self.num_patches + (1 if pool == "cls" else 0)
+        if pos_embed == "learned":
+            self.pos_embed = nn.Parameter(torch.zeros(1, n_tokens, dim))
+        else:  # fixed; the class token (if any) gets no position
+            table = sincos_pos_embed_2d(self.grid, dim)
+            if pool == "cls":
+                table = torch.cat([torch.zeros(1, dim), table])
+            self.register_buffer("pos_embed", table.unsqueeze(0), persistent=False)
+        mlp_hidden = int(round(dim * mlp_ratio))
+        rates = drop_path_rates(drop_path, depth)
+        self.blocks = nn.ModuleList([
+            TransformerBlock(dim, num_heads, mlp_hidden, attn_norm=attn_norm, zscore_v=zscore_v,
+                             dropout=dropout, attn_dropout=attn_dropout, drop_path=r, norm_eps=LAYER_NORM_EPS)
+            for r in rates
+        ])
+        self.norm = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.head_drop = nn.Dropout(dropout)
+        width = dim * self.num_patches if pool == "flatten" else dim
+        layers: list[nn.Module] = []
+        for h in head_hidden:
+            layers += [nn.Linear(width, h), nn.GELU(), nn.Dropout(dropout)]
+            width = h
+        self.head = nn.Sequential(*layers, nn.Linear(width, num_classes))
+        self.tokens_per_attention = [n_tokens] * depth
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        init_transformer_weights(self, std=INIT_STD)
+        nn.init.trunc_normal_(self.patch_embed.weight, std=INIT_STD)
+        nn.init.zeros_(self.patch_embed.bias)
+        if isinstance(self.pos_embed, nn.Parameter):
+            nn.init.trunc_normal_(self.pos_embed, std=INIT_STD)
+        if self.cls_token is not None:
+            nn.init.trunc_normal_(self.cls_token, std=INIT_STD)
+
+    def no_weight_decay(self) -> set[str]:
+        """Position embedding, class token and attention temperatures: exempt from weight decay."""
+        names = {n for n, _ in self.named_parameters() if n in ("pos_embed", "cls_token")}
+        names |= {n for n, _ in self.named_parameters() if n.endswith((".tau", ".log_tau"))}
+        return names
+
+    def embed(self, x: Tensor) -> Tensor:
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)  # (B, N, dim)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        return x + self.pos_embed
+
+    def classify(self, x: Tensor) -> Tensor:
+        x = self.norm(x)
+        if self.pool == "cls":
+            x = x[:, 0]
+        elif self.pool == "mean":
+            x = x.mean(dim=1)
+        else:
+            x = x.flatten(1)
+        return self.head(self.head_drop(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.embed(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.classify(x)
+
+    def attention_weights(self, x: Tensor) -> list[Tensor]:
+        """The (B, H, N, N) attention matrix of every block for the images x."""
+        x = self.embed(x)
+        out = []
+        for block in self.blocks:
+            x, w = block.forward_with_weights(x)
+            out.append(w)
+        return out

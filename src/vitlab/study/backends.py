@@ -1,0 +1,236 @@
+"""Where runs execute: K local worker processes, or Ray tasks on a local or remote Ray cluster.
+
+Both pools have the same small interface for the coordinator: `capacity()`, `submit(task)`,
+`poll(timeout) -> [event]`, `close()`. Events are ("epoch", run_id, row) and ("outcome", Outcome).
+A local worker that dies (killed, out of memory) gives an outcome with an error, so the coordinator
+retries the run; it resumes from its last checkpoint.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from multiprocessing.connection import wait
+from pathlib import Path
+
+from ..errors import UserError
+from ..io import read_jsonl
+from .worker import Outcome, Task, Trainer, execute, worker_main
+
+#: Seconds a worker is given to exit after "stop" before it is killed.
+STOP_GRACE_S = 5.0
+
+
+def cpu_count() -> int:
+    """CPUs this process may use (respects affinity masks and container CPU sets)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:  # pragma: no cover
+        return False
+
+
+def uses_cpu(config: dict) -> bool:
+    """Whether a run config trains on the CPU here (device cpu, or auto without CUDA)."""
+    dev = config.get("device", "auto")
+    return dev == "cpu" or (dev == "auto" and not cuda_available())
+
+
+class _Worker:
+    def __init__(self, ctx, trainer: Trainer | None):
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=worker_main, args=(child, os.getpid(), trainer), daemon=True,
+                                name="vitlab-worker")
+        self.proc.start()
+        child.close()
+        self.task: Task | None = None
+        self.started = 0.0
+
+
+class LocalPool:
+    """K spawned worker processes, started on demand and replaced when one dies.
+
+    Spawned (not forked) so that each worker starts clean: no inherited locks, threads or CUDA state.
+    On a GPU the workers share the device; on a CPU each run gets `cpu_count() // K` threads.
+    """
+
+    def __init__(self, workers: int, trainer: Trainer | None = None):
+        self.k = workers
+        self.trainer = trainer
+        self.ctx = mp.get_context("spawn")
+        self.workers: list[_Worker] = []
+
+    def threads_per_run(self) -> int:
+        return max(1, cpu_count() // self.k)
+
+    def capacity(self) -> int:
+        return self.k - sum(1 for w in self.workers if w.task is not None)
+
+    def running(self) -> list[str]:
+        return [w.task.run_id for w in self.workers if w.task is not None]
+
+    def submit(self, task: Task) -> None:
+        idle = [w for w in self.workers if w.task is None and w.proc.is_alive()]
+        if idle:
+            w = idle[0]
+        else:
+            if len(self.workers) >= self.k:
+                raise RuntimeError("no free worker")  # the coordinator checks capacity() first
+            w = _Worker(self.ctx, self.trainer)
+            self.workers.append(w)
+        w.task, w.started = task, time.monotonic()
+        w.conn.send(("run", task))
+
+    def poll(self, timeout: float) -> list[tuple]:
+        events: list[tuple] = []
+        if not self.workers:
+            time.sleep(min(timeout, 0.05))
+            return events
+        ready = wait([w.conn for w in self.workers] + [w.proc.sentinel for w in self.workers], timeout)
+        for w in list(self.workers):
+            if w.conn in ready or w.proc.sentinel in ready:
+                events += self._drain(w)
+        return events
+
+    def _drain(self, w: _Worker) -> list[tuple]:
+        events = []
+        try:
+            while w.conn.poll():
+                msg = w.conn.recv()
+                if msg[0] == "epoch":
+                    events.append(msg)
+                elif msg[0] == "outcome":
+                    events.append(msg)
+                    w.task = None
+        except (EOFError, OSError):
+            pass
+        if not w.proc.is_alive():
+            w.proc.join()
+            if w.task is not None:
+                events.append(("outcome", Outcome(
+                    run_id=w.task.run_id, error=f"worker process died (exit code {w.proc.exitcode})",
+                    wall_s=time.monotonic() - w.started)))
+            w.conn.close()
+            self.workers.remove(w)
+        return events
+
+    def close(self, kill: bool = False) -> None:
+        """Stop the workers: politely between runs, by SIGKILL when `kill` (a run loses its epoch)."""
+        for w in self.workers:
+            if kill or w.task is not None:
+                w.proc.kill()
+            else:
+                try:
+                    w.conn.send(("stop",))
+                except (BrokenPipeError, OSError):
+                    pass
+        deadline = time.monotonic() + STOP_GRACE_S
+        for w in self.workers:
+            w.proc.join(max(0.0, deadline - time.monotonic()))
+            if w.proc.is_alive():
+                w.proc.kill()
+                w.proc.join()
+            w.conn.close()
+        self.workers = []
+
+
+# ----------------------------------------------------------------------------------------------
+# Ray
+
+
+def _ray_task(task: Task, trainer: Trainer | None) -> Outcome:
+    """Body of one Ray task (runs in a Ray worker process)."""
+    return execute(task, trainer)
+
+
+class RayPool:
+    """Each run is a Ray task with declared CPUs/GPUs; at most K in flight.
+
+    Connects to `address` (an existing cluster: run directories must then lie on a file system that
+    every node shares) or starts a local Ray instance sized to this machine. Progress comes from
+    the run directories' metrics.jsonl (Ray tasks cannot stream back), outcomes from the tasks.
+    """
+
+    def __init__(self, workers: int, address: str | None = None, cpus_per_run: float | None = None,
+                 gpus_per_run: float | None = None, trainer: Trainer | None = None):
+        try:
+            import ray
+        except ImportError:
+            raise UserError("backend ray: the ray package is not installed (pip install 'vitlab[ray]')") from None
+        self.ray = ray
+        self.k = workers
+        self.trainer = trainer
+        local_cpus = cpu_count()
+        self.cpus = cpus_per_run if cpus_per_run is not None else (
+            max(1, local_cpus // workers) if address is None else 1)
+        self.gpus = gpus_per_run if gpus_per_run is not None else (
+            1.0 / workers if address is None and cuda_available() else 0.0)
+        if self.cpus <= 0 or self.gpus < 0:
+            raise UserError(f"backend ray: cpus per run must be > 0 and gpus per run >= 0, got {self.cpus}, {self.gpus}")
+        self.started_ray = False
+        if not ray.is_initialized():
+            try:
+                if address is None:
+                    ray.init(num_cpus=max(local_cpus, int(self.cpus * workers + 0.999)),
+                             include_dashboard=False, log_to_driver=False, configure_logging=False)
+                else:
+                    ray.init(address=address, log_to_driver=False, configure_logging=False)
+            except (ConnectionError, ValueError, RuntimeError) as e:
+                raise UserError(f"backend ray: cannot start or reach Ray at {address or 'a local instance'} "
+                                f"({' '.join(str(e).split())[:200]})") from None
+            self.started_ray = True
+        self.remote = ray.remote(_ray_task).options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0)
+        self.inflight: dict = {}  # ObjectRef -> (task, started, epochs seen)
+
+    def threads_per_run(self) -> int:
+        return max(1, int(self.cpus))
+
+    def capacity(self) -> int:
+        return self.k - len(self.inflight)
+
+    def running(self) -> list[str]:
+        return [t.run_id for t, _, _ in self.inflight.values()]
+
+    def submit(self, task: Task) -> None:
+        ref = self.remote.remote(task, self.trainer)
+        self.inflight[ref] = (task, time.monotonic(), 0)
+
+    def poll(self, timeout: float) -> list[tuple]:
+        events: list[tuple] = []
+        if not self.inflight:
+            time.sleep(min(timeout, 0.05))
+            return events
+        done, _ = self.ray.wait(list(self.inflight), num_returns=1, timeout=timeout)
+        for ref, (task, started, seen) in list(self.inflight.items()):
+            rows = read_jsonl(Path(task.run_dir) / "metrics.jsonl")
+            for row in rows[seen:]:
+                if "epoch" in row:
+                    events.append(("epoch", task.run_id, row))
+            self.inflight[ref] = (task, started, max(seen, len(rows)))
+        for ref in done:
+            task, started, _ = self.inflight.pop(ref)
+            try:
+                outcome = self.ray.get(ref)
+            except Exception as e:  # the task's process died, or Ray failed it
+                outcome = Outcome(run_id=task.run_id, error=f"ray task failed: {type(e).__name__}: "
+                                  f"{' '.join(str(e).split())[:300]}", wall_s=time.monotonic() - started)
+            events.append(("outcome", outcome))
+        return events
+
+    def close(self, kill: bool = False) -> None:
+        for ref in list(self.inflight):
+            try:
+                self.ray.cancel(ref, force=True)
+            except Exception:  # already finished or gone
+                pass
+        self.inflight = {}
+        if self.started_ray:
+            self.ray.shutdown()

@@ -1,0 +1,327 @@
+"""The study index: DIR/index.sqlite, a queryable cache of DIR/spec.yaml + DIR/runs/*.
+
+The run directories are the truth (each written atomically by its training run); the index adds
+what they do not hold (attempt counts, the factor/level of each run) and makes a study fast to
+query. Only the coordinator writes it (`IndexWriter`); readers use `StudyIndex`. It can always be
+rebuilt from the directory (`rebuild_index`), losing only the attempt counts.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..errors import UserError
+from ..io import read_jsonl
+
+INDEX_FILE = "index.sqlite"
+SPEC_FILE = "spec.yaml"
+RUNS_DIR = "runs"
+TRIAL_FILE = "trial.json"  # search mode: {"number": N, "params": {...}} in each trial's run dir
+#: Seconds a connection waits for the writer's lock before giving up.
+SQLITE_TIMEOUT_S = 60.0
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs(
+    run_id TEXT, factor TEXT, level_json TEXT, level_label TEXT, level_order INTEGER, seed INTEGER,
+    status TEXT, attempts INTEGER, varied_json TEXT, config_json TEXT, summary_json TEXT,
+    updated_at REAL, PRIMARY KEY (run_id, factor));
+CREATE TABLE IF NOT EXISTS epochs(
+    run_id TEXT, epoch INTEGER, metrics_json TEXT, PRIMARY KEY (run_id, epoch));
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
+"""
+
+#: Run statuses: `pending` (not started or interrupted), `running`, and the final ones of
+#: RUN/summary.json.
+STATUSES = ("pending", "running", "completed", "diverged", "failed", "pruned")
+FINAL_STATUSES = ("completed", "diverged", "pruned")
+
+
+@dataclass
+class RunRecord:
+    """One row of the index: a run under one factor (a run shared by factors has one per factor)."""
+
+    run_id: str
+    factor: str
+    level: Any
+    level_label: str
+    level_order: int
+    seed: int
+    status: str
+    attempts: int
+    varied: dict
+    config: dict
+    summary: dict
+    epochs: list[dict] = field(default_factory=list)
+
+
+def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
+    if readonly and not os.access(path, os.W_OK):
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=SQLITE_TIMEOUT_S)
+    else:
+        # A reader that may write can roll back a hot journal left by a killed writer.
+        con = sqlite3.connect(path, timeout=SQLITE_TIMEOUT_S)
+    con.row_factory = sqlite3.Row
+    return con
+
+
+class StudyIndex:
+    """Read access to DIR/index.sqlite."""
+
+    def __init__(self, study_dir: str | Path, readonly: bool = True):
+        self.study_dir = Path(study_dir)
+        self.path = self.study_dir / INDEX_FILE
+        if not self.path.is_file():
+            raise UserError(f"{self.path}: no such index (open_index rebuilds it from the study directory)")
+        self.con = _connect(self.path, readonly)
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def meta(self) -> dict:
+        """name, kind, factors {factor: [level_label, ...]}, reference {factor: label}, metrics,
+        profile, base (the base config dict), and for searches objective/direction/space."""
+        return {r["key"]: json.loads(r["value"]) for r in self.con.execute("SELECT key, value FROM meta")}
+
+    def runs(self, factor: str | None = None, status: str | None = None) -> list[RunRecord]:
+        """Index rows, ordered by factor (spec order), level order, seed."""
+        sql, args = "SELECT * FROM runs", []
+        where = []
+        if factor is not None:
+            where.append("factor = ?")
+            args.append(factor)
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self.con.execute(sql, args).fetchall()
+        epochs: dict[str, list[dict]] = {}
+        for r in self.con.execute("SELECT run_id, epoch, metrics_json FROM epochs ORDER BY run_id, epoch"):
+            epochs.setdefault(r["run_id"], []).append({"epoch": r["epoch"], **json.loads(r["metrics_json"])})
+        order = {f: i for i, f in enumerate(self.meta().get("factors", {}))}
+        records = [
+            RunRecord(run_id=r["run_id"], factor=r["factor"], level=json.loads(r["level_json"]),
+                      level_label=r["level_label"], level_order=r["level_order"], seed=r["seed"],
+                      status=r["status"], attempts=r["attempts"], varied=json.loads(r["varied_json"]),
+                      config=json.loads(r["config_json"]), summary=json.loads(r["summary_json"] or "{}"),
+                      epochs=epochs.get(r["run_id"], []))
+            for r in rows
+        ]
+        records.sort(key=lambda rec: (order.get(rec.factor, len(order)), rec.factor, rec.level_order, rec.seed))
+        return records
+
+
+class IndexWriter(StudyIndex):
+    """The coordinator's write access. Every method commits before returning.
+
+    `db_path` (default DIR/index.sqlite) lets a rebuild write a fresh file next to the live one.
+    """
+
+    def __init__(self, study_dir: str | Path, db_path: str | Path | None = None):
+        self.study_dir = Path(study_dir)
+        self.path = Path(db_path) if db_path is not None else self.study_dir / INDEX_FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.con = _connect(self.path, readonly=False)
+        with self.con:
+            self.con.executescript(SCHEMA)
+
+    def set_meta(self, meta: dict) -> None:
+        with self.con:
+            self.con.execute("DELETE FROM meta")
+            self.con.executemany("INSERT INTO meta(key, value) VALUES (?, ?)",
+                                 [(k, json.dumps(v)) for k, v in meta.items()])  # keeps spec order
+
+    def add_run(self, run_id: str, factor: str, level: Any, level_label: str, level_order: int,
+                seed: int, varied: dict, config: dict, status: str = "pending", attempts: int = 0,
+                summary: dict | None = None) -> None:
+        """Insert a row unless (run_id, factor) is already there (its status and attempts are kept)."""
+        with self.con:
+            self.con.execute(
+                "INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, factor, json.dumps(level), level_label, level_order, seed, status, attempts,
+                 json.dumps(varied, sort_keys=True), json.dumps(config, sort_keys=True),
+                 json.dumps(summary or {}, sort_keys=True), time.time()))
+
+    def run_ids(self) -> set[str]:
+        return {r[0] for r in self.con.execute("SELECT DISTINCT run_id FROM runs")}
+
+    def status(self, run_id: str) -> tuple[str, int] | None:
+        """(status, attempts) of a run, or None when it is not in the index."""
+        r = self.con.execute("SELECT status, attempts FROM runs WHERE run_id = ? LIMIT 1", (run_id,)).fetchone()
+        return (r["status"], r["attempts"]) if r else None
+
+    def summary(self, run_id: str) -> dict:
+        r = self.con.execute("SELECT summary_json FROM runs WHERE run_id = ? LIMIT 1", (run_id,)).fetchone()
+        return json.loads(r["summary_json"] or "{}") if r else {}
+
+    def set_status(self, run_id: str, status: str, summary: dict | None = None, add_attempt: bool = False,
+                   attempts: int | None = None) -> None:
+        """Update every row of a run (all its factors)."""
+        assert status in STATUSES, status
+        sets, args = ["status = ?", "updated_at = ?"], [status, time.time()]
+        if summary is not None:
+            sets.append("summary_json = ?")
+            args.append(json.dumps(summary, sort_keys=True, default=str))
+        if add_attempt:
+            sets.append("attempts = attempts + 1")
+        if attempts is not None:
+            sets.append("attempts = ?")
+            args.append(attempts)
+        with self.con:
+            self.con.execute(f"UPDATE runs SET {', '.join(sets)} WHERE run_id = ?", (*args, run_id))
+
+    def add_epoch(self, run_id: str, row: dict) -> None:
+        metrics = {k: v for k, v in row.items() if k != "epoch"}
+        with self.con:
+            self.con.execute("INSERT OR REPLACE INTO epochs VALUES (?, ?, ?)",
+                             (run_id, int(row["epoch"]), json.dumps(metrics, sort_keys=True, default=str)))
+
+    def set_epochs(self, run_id: str, rows: Iterable[dict]) -> None:
+        """Replace a run's epochs with `rows` (its metrics.jsonl)."""
+        with self.con:
+            self.con.execute("DELETE FROM epochs WHERE run_id = ?", (run_id,))
+            self.con.executemany(
+                "INSERT OR REPLACE INTO epochs VALUES (?, ?, ?)",
+                [(run_id, int(r["epoch"]), json.dumps({k: v for k, v in r.items() if k != "epoch"},
+                                                      sort_keys=True, default=str))
+                 for r in rows if "epoch" in r])
+
+
+# ----------------------------------------------------------------------------------------------
+# run directories
+
+
+def run_dir(study_dir: str | Path, run_id: str) -> Path:
+    return Path(study_dir) / RUNS_DIR / run_id
+
+
+def read_summary(run_path: str | Path) -> dict | None:
+    """RUN/summary.json, or None when the run never started or the file is unreadable."""
+    p = Path(run_path) / "summary.json"
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_epochs(run_path: str | Path) -> list[dict]:
+    return [r for r in read_jsonl(Path(run_path) / "metrics.jsonl") if isinstance(r, dict) and "epoch" in r]
+
+
+def status_from_summary(summary: dict | None) -> str:
+    """Index status of a run directory read while no coordinator runs it."""
+    st = (summary or {}).get("status")
+    if st in ("completed", "diverged", "failed", "pruned"):
+        return st
+    return "pending"  # absent, or "running" when its process died: it resumes from its checkpoint
+
+
+# ----------------------------------------------------------------------------------------------
+# open / rebuild
+
+
+def open_index(study_dir: str | Path) -> StudyIndex:
+    """The study's index for reading; rebuilt from DIR/spec.yaml + DIR/runs/* when missing."""
+    d = Path(study_dir)
+    if not (d / INDEX_FILE).is_file():
+        return rebuild_index(d)
+    return StudyIndex(d)
+
+
+def rebuild_index(study_dir: str | Path) -> StudyIndex:
+    """Recreate DIR/index.sqlite from the study directory (attempt counts restart at 0 or 1)."""
+    from .lock import DirLock, STUDY_LOCK
+
+    d = Path(study_dir)
+    if not (d / SPEC_FILE).is_file():
+        raise UserError(f"{d}: not a vitlab study directory (no {SPEC_FILE})")
+    lock = DirLock(d, STUDY_LOCK)
+    if not lock.try_acquire():
+        raise UserError(f"{d}: a coordinator (pid {lock.holder()}) is running this study and keeps its index; "
+                        "wait for it to finish")
+    try:
+        tmp = d / f".{INDEX_FILE}.rebuild-{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        write_fresh_index(d, tmp)
+        os.replace(tmp, d / INDEX_FILE)
+    finally:
+        lock.release()
+    return StudyIndex(d)
+
+
+def write_fresh_index(study_dir: Path, target: Path) -> None:
+    """Write a complete index for `study_dir` into the new file `target`."""
+    from . import spec as specmod
+
+    study = specmod.resolve(specmod.load_spec(study_dir / SPEC_FILE))
+    with IndexWriter(study_dir, db_path=target) as writer:
+        writer.set_meta(study_meta(study))
+        if study.kind == "study":
+            rows = [(r.run_id, r.factor, r.level, r.level_label, r.level_order, r.seed, r.varied, r.config_dict())
+                    for r in specmod.expand(study, check_models=False)]
+        else:
+            rows = search_rows_from_dirs(study_dir)
+            writer.set_meta({**study_meta(study), "factors": {"search": [r[3] for r in sorted(rows, key=lambda r: r[4])]}})
+        for run_id, factor, level, label, order, seed, varied, config in rows:
+            path = run_dir(study_dir, run_id)
+            summary = read_summary(path)
+            status = status_from_summary(summary)
+            writer.add_run(run_id, factor, level, label, order, seed, varied, config, status,
+                           attempts=0 if status == "pending" else 1, summary=summary)
+            writer.set_epochs(run_id, read_epochs(path))
+
+
+def study_meta(study) -> dict:
+    """The meta table of a resolved StudySpec."""
+    from . import spec as specmod
+
+    meta = {"name": study.name, "kind": study.kind, "description": study.description,
+            "metrics": list(study.metrics), "profile": study.profile, "base": study.base,
+            "spec": specmod.spec_to_dict(study)}
+    if study.kind == "study":
+        meta.update(mode=study.mode, factors=specmod.factor_labels(study),
+                    reference=specmod.reference_labels(study), seeds=list(study.seeds),
+                    levels={f: lv for f, lv in study.factors.items()})
+    else:
+        meta.update(factors={"search": []}, reference={}, objective=study.objective,
+                    direction=study.direction, space={k: p.to_dict() for k, p in study.space.items()})
+    return meta
+
+
+def search_rows_from_dirs(study_dir: Path) -> list[tuple]:
+    """Index rows of a search's trials from their run directories (trial.json + config.yaml)."""
+    import yaml
+
+    rows = []
+    for path in sorted((study_dir / RUNS_DIR).glob(f"*/{TRIAL_FILE}")):
+        try:
+            trial = json.loads(path.read_text(encoding="utf-8"))
+            config = yaml.safe_load((path.parent / "config.yaml").read_text(encoding="utf-8")) \
+                if (path.parent / "config.yaml").is_file() else trial.get("config", {})
+        except (OSError, ValueError, yaml.YAMLError):
+            continue
+        n = int(trial["number"])
+        rows.append((path.parent.name, "search", trial["params"], f"trial {n}", n, int(config.get("seed", 0)),
+                     trial["params"], trial.get("config", config)))
+    return rows
+
+
+def __getattr__(name: str):
+    """`results_rows` and `format_rows` live in query.py; reachable from here for the CLI."""
+    if name in ("results_rows", "format_rows"):
+        from . import query
+
+        return getattr(query, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

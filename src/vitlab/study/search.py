@@ -1,0 +1,348 @@
+"""Hyperparameter search with Optuna over a spec's `space:`; resumable, several processes at once.
+
+The coordinator asks Optuna for trials (TPE, seeded) and hands each to a worker, which trains it
+into DIR/runs/<run_id> and reports the objective after every epoch to Optuna's MedianPruner
+through run_training's `on_epoch` (True -> the run stops with status "pruned"). Trials live in
+DIR/optuna.journal (JournalStorage on a file: safe for several processes). Rerunning the command
+counts the finished trials and runs only the rest. A trial left RUNNING by a killed coordinator is
+marked failed and retried as a new trial that resumes the same run directory from its checkpoint;
+a trial that failed with an error is retried the same way, up to `max_retries` times.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..io import atomic_write_json
+from . import spec as specmod
+from .index import IndexWriter, TRIAL_FILE, read_epochs, run_dir, study_meta
+from .lock import lock_study
+from .progress import StudyProgress
+from .runner import POLL_S, _prepare_out, check_options, make_pool, prepare_study_dir, record_outcome
+from .backends import uses_cpu
+from .worker import Outcome, Task, Trainer
+
+JOURNAL_FILE = "optuna.journal"
+# Trial user attributes written by the coordinator.
+ATTR_RUN_ID = "run_id"  # the run directory of the trial (a retry keeps its original's)
+ATTR_RETRY_OF = "retry_of"  # number of the trial this one retries
+ATTR_ATTEMPT = "attempt"  # 1 for a fresh trial, +1 for each retry after an error
+ATTR_OUTCOME = "outcome"  # completed | pruned | diverged | failed | invalid
+ATTR_FINAL = "final"  # a failed trial that will not be retried (counts as finished)
+
+
+def open_storage(path: str | Path):
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def make_pruner(cfg: dict):
+    import optuna
+
+    if cfg.get("name", "median") == "none":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=cfg.get("startup_trials", 5),
+                                       n_warmup_steps=cfg.get("warmup_epochs", 1))
+
+
+@dataclass
+class SearchResult:
+    study_dir: Path
+    name: str
+    trials: int  # requested finished trials
+    counts: dict[str, int] = field(default_factory=dict)  # outcome -> trials
+    best: dict | None = None  # number, value, params, run_id
+    objective: str = "val_top1"
+
+    @property
+    def finished(self) -> int:
+        return sum(v for k, v in self.counts.items() if k != "retried")
+
+    @property
+    def ok(self) -> bool:
+        return self.finished >= self.trials and self.best is not None
+
+    def describe(self) -> str:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
+        lines = [f"search {self.name}: {self.finished}/{self.trials} trials finished ({counts})"]
+        if self.best:
+            params = ", ".join(f"{k}={specmod.level_label(v)}" for k, v in self.best["params"].items())
+            lines.append(f"best: trial {self.best['number']} {self.objective}={self.best['value']:.4f} "
+                         f"with {params} -> {self.study_dir / 'runs' / self.best['run_id']}")
+        return "\n".join(lines)
+
+
+def check_space(study: specmod.StudySpec) -> None:
+    """Every end of every dimension must make a valid config and model (before anything runs)."""
+    for key, p in study.space.items():
+        values = p.choices if p.kind == "categorical" else [p.low, p.high]
+        for v in values:
+            where = f"space.{key}={specmod.level_label(v)}"
+            cfg = specmod.build_run_config(study, {key: v}, None, where)
+            specmod.check_model(cfg, study.source, where)
+
+
+def suggest_params(trial, space: dict[str, specmod.SearchParam]) -> dict[str, Any]:
+    params = {}
+    for key, p in space.items():
+        if p.kind == "categorical":
+            params[key] = trial.suggest_categorical(key, p.choices)
+        elif p.kind == "int":
+            params[key] = trial.suggest_int(key, p.low, p.high, step=p.step or 1, log=p.log)
+        else:
+            params[key] = trial.suggest_float(key, p.low, p.high, step=p.step, log=p.log)
+    return params
+
+
+def objective_value(summary: dict, epochs: list[dict], metric: str) -> float | None:
+    """The trial's objective: the summary's value (at the best epoch), else the best epoch's row."""
+    v = summary.get(metric)
+    if v is None:
+        best = summary.get("best_epoch")
+        rows = [r for r in epochs if r.get("epoch") == best and r.get(metric) is not None]
+        v = rows[0][metric] if rows else None
+    if v is None or not math.isfinite(float(v)):
+        return None
+    return float(v)
+
+
+def run_search(spec: str | Path | dict | specmod.StudySpec, out_dir: str | Path, trials: int, workers: int = 1,
+               profile: str | None = None, max_retries: int = 2, progress: bool = True,
+               trainer: Trainer | None = None) -> SearchResult:
+    """Run (or continue) an Optuna search until `trials` trials have finished (see module doc)."""
+    import optuna
+
+    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
+        raise UserError(f"--trials: must be an integer >= 1, got {trials!r}")
+    check_options(workers, "local", max_retries)
+    study_spec = specmod.load_spec(spec)
+    if study_spec.kind != "search":
+        raise UserError(f"{study_spec.source}: needs a space: section for `vitlab search` (use `vitlab study` for vary/grid)")
+    study_spec = specmod.resolve(study_spec, profile)
+    check_space(study_spec)
+    out = _prepare_out(out_dir)
+    lock = lock_study(out)
+    try:
+        prepare_study_dir(out, specmod.spec_to_dict(study_spec))
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        storage = open_storage(out / JOURNAL_FILE)
+        study = optuna.create_study(study_name=study_spec.name, storage=storage, load_if_exists=True,
+                                    direction=study_spec.direction,
+                                    sampler=optuna.samplers.TPESampler(seed=study_spec.sampler_seed),
+                                    pruner=make_pruner(study_spec.pruner))
+        with IndexWriter(out) as index:
+            return _Search(study_spec, study, index, out, trials, workers, max_retries, progress, trainer).run()
+    finally:
+        lock.release()
+
+
+class _Search:
+    def __init__(self, spec, study, index, out, trials, workers, max_retries, progress, trainer):
+        self.spec, self.study, self.index, self.out = spec, study, index, out
+        self.trials, self.workers, self.max_retries = trials, workers, max_retries
+        self.progress, self.trainer = progress, trainer
+        self.labels: dict[int, str] = {}  # trial number -> label, for the index meta
+
+    # ---------------------------------------------------------------- bookkeeping
+    def _finished(self) -> int:
+        from optuna.trial import TrialState
+
+        n = 0
+        for t in self.study.get_trials(deepcopy=False):
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+                n += 1
+            elif t.state == TrialState.FAIL and (t.user_attrs.get(ATTR_FINAL)
+                                                 or t.user_attrs.get(ATTR_ATTEMPT, 1) > self.max_retries):
+                n += 1
+        return n
+
+    def _recover(self) -> None:
+        """Fail trials a killed coordinator left RUNNING and queue retries of unfinished failures."""
+        from optuna.trial import TrialState
+
+        trials = self.study.get_trials(deepcopy=False)
+        retried = {t.user_attrs.get(ATTR_RETRY_OF) for t in trials}
+        for t in trials:
+            if t.user_attrs.get(ATTR_RUN_ID):
+                origin = t.user_attrs.get(ATTR_RETRY_OF, t.number)
+                self.labels[origin] = f"trial {origin}"
+            if t.state == TrialState.RUNNING:
+                if t.number not in retried:  # an interruption is not a failure: same attempt
+                    self._enqueue_retry(t, t.user_attrs.get(ATTR_ATTEMPT, 1))
+                self.study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            elif (t.state == TrialState.FAIL and not t.user_attrs.get(ATTR_FINAL) and t.number not in retried
+                  and t.user_attrs.get(ATTR_ATTEMPT, 1) <= self.max_retries):
+                self._enqueue_retry(t, t.user_attrs.get(ATTR_ATTEMPT, 1) + 1)
+
+    def _enqueue_retry(self, t, attempt: int) -> None:
+        if not t.params or ATTR_RUN_ID not in t.user_attrs:
+            return  # it never got as far as a run directory: nothing to resume; a fresh trial replaces it
+        self.study.enqueue_trial(t.params, user_attrs={ATTR_RETRY_OF: t.number, ATTR_ATTEMPT: attempt,
+                                                       ATTR_RUN_ID: t.user_attrs[ATTR_RUN_ID]})
+
+    def _meta(self) -> None:
+        meta = study_meta(self.spec)
+        meta["factors"] = {"search": [self.labels[n] for n in sorted(self.labels)]}
+        self.index.set_meta(meta)
+
+    # ---------------------------------------------------------------- trials
+    def _start(self, pool, prog, inflight: dict) -> bool:
+        """Ask for a trial and submit it; False when it was invalid and finished at once."""
+        trial = self.study.ask()
+        params = suggest_params(trial, self.spec.space)
+        attrs = trial.user_attrs
+        if ATTR_ATTEMPT not in attrs:
+            trial.set_user_attr(ATTR_ATTEMPT, 1)
+        where = f"trial {trial.number} ({specmod.combo_label(params)})"
+        try:
+            cfg = specmod.build_run_config(self.spec, params, None, where)
+            specmod.check_model(cfg, self.spec.source, where)
+        except UserError as e:
+            trial.set_user_attr(ATTR_OUTCOME, "invalid")
+            trial.set_user_attr(ATTR_FINAL, True)
+            trial.set_user_attr("error", str(e))
+            self.study.tell(trial, state=_state("FAIL"))
+            prog.started(f"trial{trial.number}", where)
+            prog.finished(f"trial{trial.number}", "failed", 0.0, detail=str(e)[:200])
+            return False
+        origin = attrs.get(ATTR_RETRY_OF, trial.number)
+        run_id = attrs.get(ATTR_RUN_ID) or specmod.run_id_of(cfg, salt={"trial": origin})
+        trial.set_user_attr(ATTR_RUN_ID, run_id)
+        if ATTR_RETRY_OF in attrs:
+            self._inherit_reports(trial, run_id)
+        path = run_dir(self.out, run_id)
+        atomic_write_json(path / TRIAL_FILE, {"number": origin, "params": params,
+                                              "optuna_trials": [*_read_numbers(path), trial.number],
+                                              "config": specmod.to_dict(cfg)})
+        label = f"trial {origin}"
+        self.labels[origin] = label
+        self._meta()
+        self.index.add_run(run_id, "search", params, label, origin, cfg.seed, params, specmod.to_dict(cfg))
+        cfg_dict = specmod.to_dict(cfg)
+        task = Task(run_id=run_id, config=cfg_dict, run_dir=str(path),
+                    threads=pool.threads_per_run() if uses_cpu(cfg_dict) else None,
+                    optuna={"storage": str(self.out / JOURNAL_FILE), "study_name": self.spec.name,
+                            "trial_id": trial._trial_id, "metric": self.spec.objective,
+                            "pruner": self.spec.pruner})
+        self.index.set_status(run_id, "running")
+        prog.started(run_id, f"{label} {specmod.combo_label(params)}")
+        inflight[run_id] = trial
+        pool.submit(task)
+        return True
+
+    def _inherit_reports(self, trial, run_id: str) -> None:
+        """A retry resumes its run directory, so its curve so far is the run's metrics.jsonl (every
+        epoch there is checkpointed, or redone identically on resume): report it to the new trial
+        so that the pruner sees the whole curve. The worker skips steps already reported."""
+        metric = self.spec.objective
+        for row in read_epochs(run_dir(self.out, run_id)):
+            if row.get(metric) is not None:
+                trial.report(float(row[metric]), int(row["epoch"]))
+
+    def _finish(self, outcome: Outcome, trial, prog) -> bool:
+        """Record an outcome in the index and tell Optuna; True when the trial counts as finished."""
+        status = record_outcome(self.index, self.out, outcome)
+        summary = self.index.summary(outcome.run_id)
+        attempt = trial.user_attrs.get(ATTR_ATTEMPT, 1)
+        finished = True
+        if status == "completed":
+            value = objective_value(summary, read_epochs(run_dir(self.out, outcome.run_id)), self.spec.objective)
+            if value is None:
+                status = "failed"
+                trial.set_user_attr(ATTR_FINAL, True)
+                trial.set_user_attr("error", f"no finite {self.spec.objective} in the summary")
+            else:
+                trial.set_user_attr(ATTR_OUTCOME, "completed")
+                self.study.tell(trial, value)
+        if status == "pruned":
+            trial.set_user_attr(ATTR_OUTCOME, "pruned")
+            self.study.tell(trial, state=_state("PRUNED"))
+        elif status in ("diverged", "failed"):
+            retry = status == "failed" and not outcome.user_error and attempt <= self.max_retries
+            trial.set_user_attr(ATTR_OUTCOME, status)
+            trial.set_user_attr(ATTR_FINAL, not retry)
+            if summary.get("error"):
+                trial.set_user_attr("error", str(summary["error"])[:500])
+            self.study.tell(trial, state=_state("FAIL"))
+            if retry:
+                self._enqueue_retry(self.study.get_trials(deepcopy=False)[trial.number], attempt + 1)
+                self.index.set_status(outcome.run_id, "pending")
+                finished = False
+        prog.finished(outcome.run_id, status, outcome.wall_s,
+                      detail=(outcome.error or "")[:200] + ("" if finished else " - retrying"))
+        if not finished:
+            prog.retrying(outcome.run_id)
+        return finished
+
+    def run(self) -> SearchResult:
+        self._recover()
+        self._meta()
+        finished = self._finished()
+        prog = StudyProgress(self.spec.name, self.trials, min(finished, self.trials), self.workers,
+                             enabled=self.progress)
+        pool = make_pool("local", self.workers, None, None, None, self.trainer) if finished < self.trials else None
+        inflight: dict[str, Any] = {}
+        clean = False
+        try:
+            while pool is not None and (finished + len(inflight) < self.trials or inflight):
+                while pool.capacity() > 0 and finished + len(inflight) < self.trials:
+                    if not self._start(pool, prog, inflight):
+                        finished += 1
+                for event in pool.poll(POLL_S):
+                    if event[0] == "epoch":
+                        _, rid, row = event
+                        self.index.add_epoch(rid, row)
+                        prog.epoch_done(rid, int(row.get("epoch", 0)))
+                        continue
+                    outcome: Outcome = event[1]
+                    trial = inflight.pop(outcome.run_id)
+                    if self._finish(outcome, trial, prog):
+                        finished += 1
+            clean = True
+        finally:
+            if pool is not None:
+                pool.close(kill=not clean)
+                for rid in inflight:
+                    self.index.set_status(rid, "pending")
+            prog.close()
+        return self._result()
+
+    def _result(self) -> SearchResult:
+        from optuna.trial import TrialState
+
+        res = SearchResult(study_dir=self.out, name=self.spec.name, trials=self.trials,
+                           objective=self.spec.objective)
+        for t in self.study.get_trials(deepcopy=False):
+            if t.state == TrialState.FAIL and not t.user_attrs.get(ATTR_FINAL) \
+                    and t.user_attrs.get(ATTR_ATTEMPT, 1) <= self.max_retries:
+                key = "retried"
+            else:
+                key = t.user_attrs.get(ATTR_OUTCOME) or t.state.name.lower()
+            res.counts[key] = res.counts.get(key, 0) + 1
+        try:
+            best = self.study.best_trial
+            res.best = {"number": best.user_attrs.get(ATTR_RETRY_OF, best.number), "value": best.value,
+                        "params": best.params, "run_id": best.user_attrs.get(ATTR_RUN_ID)}
+        except ValueError:  # no completed trial yet
+            pass
+        return res
+
+
+def _state(name: str):
+    from optuna.trial import TrialState
+
+    return getattr(TrialState, name)
+
+
+def _read_numbers(path: Path) -> list[int]:
+    import json
+
+    try:
+        return list(json.loads((path / TRIAL_FILE).read_text())["optuna_trials"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []

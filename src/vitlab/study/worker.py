@@ -1,0 +1,163 @@
+"""What a worker does with one run: lock its directory, train (resuming), report the outcome.
+
+Shared by the local backend (long-lived spawned processes talking over a pipe) and the Ray backend
+(one Ray task per run). A worker never writes the index; it returns an `Outcome` and the
+coordinator re-reads the run directory.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..config import RunConfig, build
+from ..errors import UserError
+from .lock import RUN_LOCK, DirLock
+
+#: How often a local worker checks that its coordinator is still alive.
+PARENT_CHECK_S = 0.5
+#: Exit status of a worker whose coordinator died.
+ORPHAN_EXIT = 75
+#: How long a worker waits for a run directory still locked by a dying process of a killed study.
+RUN_LOCK_WAIT_S = 60.0
+
+Trainer = Callable[..., dict]
+
+
+@dataclass
+class Task:
+    """One run to train: its resolved config (a dict) and directory."""
+
+    run_id: str
+    config: dict
+    run_dir: str
+    threads: int | None = None  # CPU threads for this run (when the config leaves train.threads unset)
+    optuna: dict | None = None  # search: storage, study_name, trial_id, metric, pruner
+
+
+@dataclass
+class Outcome:
+    """What came of a task. `error` is set when training raised; `user_error` when it was bad input."""
+
+    run_id: str
+    summary: dict = field(default_factory=dict)
+    error: str | None = None
+    user_error: bool = False
+    wall_s: float = 0.0
+
+
+def default_trainer() -> Trainer:
+    from ..train import run_training
+
+    return run_training
+
+
+def run_config(task: Task) -> RunConfig:
+    """The task's config with this worker's share of CPU threads and no progress bar of its own.
+
+    Neither field is part of the run ID (see config.EXECUTION_ONLY)."""
+    cfg = build(RunConfig, task.config)
+    if task.threads is not None and cfg.train.threads is None:
+        cfg.train.threads = task.threads
+    cfg.train.progress = False
+    return cfg
+
+
+def _optuna_hook(spec: dict) -> Callable[[int, dict], bool]:
+    """on_epoch for a search trial: report the objective to Optuna and ask its pruner."""
+    import optuna
+
+    from .search import make_pruner, open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=spec["study_name"], storage=open_storage(spec["storage"]),
+                              pruner=make_pruner(spec["pruner"]))
+    trial = optuna.trial.Trial(study, spec["trial_id"])
+    metric = spec["metric"]
+    reported = set(study._storage.get_trial(spec["trial_id"]).intermediate_values)  # a retry's inherited curve
+
+    def hook(epoch: int, row: dict) -> bool:
+        value = row.get(metric)
+        if value is None:
+            return False
+        if int(epoch) not in reported:
+            trial.report(float(value), int(epoch))
+        return bool(trial.should_prune())
+
+    return hook
+
+
+def execute(task: Task, trainer: Trainer | None = None,
+            on_epoch: Callable[[int, dict], Any] | None = None) -> Outcome:
+    """Train one run (resuming from its checkpoint) and return its outcome; never raises for the
+    run's own errors."""
+    t0 = time.monotonic()
+    out = Outcome(run_id=task.run_id)
+    lock = DirLock(task.run_dir, RUN_LOCK)
+    try:
+        cfg = run_config(task)
+        prune = _optuna_hook(task.optuna) if task.optuna else None
+
+        def hook(epoch: int, row: dict) -> bool:
+            if on_epoch is not None:
+                on_epoch(epoch, row)
+            return bool(prune(epoch, row)) if prune is not None else False
+
+        if not lock.acquire(timeout=RUN_LOCK_WAIT_S):
+            raise RuntimeError(f"{task.run_dir}: still locked by pid {lock.holder()} after {RUN_LOCK_WAIT_S:.0f} s")
+        trainer = trainer or default_trainer()
+        out.summary = dict(trainer(cfg, task.run_dir, resume=True, on_epoch=hook, progress=False) or {})
+    except UserError as e:
+        out.error, out.user_error = " ".join(str(e).split()), True
+    except Exception as e:  # the run's own failure: reported, retried by the coordinator
+        last = traceback.format_exception_only(type(e), e)[-1].strip()
+        out.error = f"{last} [{_where(e)}]"
+    finally:
+        lock.release()
+    out.wall_s = time.monotonic() - t0
+    return out
+
+
+def _where(e: BaseException) -> str:
+    tb = traceback.extract_tb(e.__traceback__)
+    if not tb:
+        return "?"
+    f = tb[-1]
+    return f"{Path(f.filename).name}:{f.lineno}"
+
+
+# ----------------------------------------------------------------------------------------------
+# local worker process
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Exit as soon as the coordinator is gone (it may have been SIGKILLed: no chance to tell us)."""
+    while True:
+        if os.getppid() != parent_pid:
+            os._exit(ORPHAN_EXIT)
+        time.sleep(PARENT_CHECK_S)
+
+
+def worker_main(conn, parent_pid: int, trainer: Trainer | None) -> None:
+    """Entry point of a local worker process: runs tasks received on `conn` until told to stop.
+
+    Messages sent: ("ready", pid), ("epoch", run_id, row), ("outcome", Outcome).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg[0] == "stop":
+            return
+        task: Task = msg[1]
+        outcome = execute(task, trainer, on_epoch=lambda e, row, rid=task.run_id: conn.send(("epoch", rid, dict(row))))
+        conn.send(("outcome", outcome))
