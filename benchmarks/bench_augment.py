@@ -3,13 +3,14 @@
 Times batches of 128×3×32×32 uint8 images (synthetic dataset) through several recipes and prints a
 Markdown table for benchmarks/RESULTS.md, with the machine and the date.
 
-    python benchmarks/bench_augment.py                   # CPU, torch's default thread count
-    python benchmarks/bench_augment.py --threads 1
+    python benchmarks/bench_augment.py                   # CPU, 1 thread
+    python benchmarks/bench_augment.py --threads 0       # CPU, torch's default thread count
     python benchmarks/bench_augment.py --device cuda
 """
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -29,6 +30,16 @@ RECIPES = {
     "trivialaugment + jitter 0.4 + rot 15": dict(policy="trivialaugment", color_jitter=0.4, rotation_deg=15.0),
     "default, resized 32 -> 72": {"_out": 72},
 }
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def sync(device: torch.device) -> None:
@@ -62,7 +73,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--batches", type=int, default=20, help="batches per timing round")
     ap.add_argument("--rounds", type=int, default=5, help="timing rounds (the median is reported)")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (default 1: stable numbers on a shared machine; 0 = torch's choice)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -71,7 +83,7 @@ def main() -> None:
     x, y = data.train_x[: args.batch], data.train_y[: args.batch]
     gen = torch.Generator(device=device).manual_seed(0)
 
-    cpu = platform.processor() or platform.machine()
+    cpu = f"{cpu_name()} ({os.cpu_count()} cores)"
     print(f"# Augmentation throughput, batch {args.batch}x{data.in_chans}x{data.image_size}x{data.image_size} uint8")
     print(f"{date.today().isoformat()}, {platform.node()}, {cpu}, {args.device}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads\n")

@@ -96,7 +96,9 @@ def test_missing_offline_is_one_line_naming_the_place(tmp_path, monkeypatch):
     monkeypatch.setattr("urllib.request.urlopen", offline)
     with pytest.raises(DataError) as e:
         load_dataset(DataConfig(name="fashion_mnist", root=str(tmp_path)), 0)
-    assert "\n" not in str(e.value) and str(tmp_path / "fashion-mnist" / "train-images-idx3-ubyte.gz") in str(e.value)
+    msg = str(e.value)
+    assert "\n" not in msg and f"into {tmp_path / 'fashion-mnist'}" in msg and "t10k-labels-idx1-ubyte.gz" in msg
+    assert not (tmp_path / "fashion-mnist").exists()  # nothing created without a connection
     with pytest.raises(DataError, match="not found"):
         load_dataset(DataConfig(name="fashion_mnist", root=str(tmp_path), download=False), 0)
 

@@ -47,6 +47,7 @@ def test_train_and_test_subfolders_are_used(tmp_path):
     b = load_dataset(DataConfig(name="folder", folder_path=str(tmp_path), folder_image_size=16, val_fraction=0.5), 0)
     assert len(b.test_y) == 6 and len(b.train_y) + len(b.val_y) == 12
     assert dataset_info("folder", tmp_path)["test_images"] == 6
+    assert dataset_info("folder", tmp_path / "train")["test_images"] is None
 
 
 def test_centre_crop_then_resize():

@@ -70,6 +70,9 @@ POLICY_OPS = (
 )
 OP_INDEX = {op.name: i for i, op in enumerate(POLICY_OPS)}
 GEOMETRIC = ("shear_x", "shear_y", "translate_x", "translate_y", "rotate")
+# Entry of the (2, 3) output->input pixel map that each shear / translation sets (rotate: a full matrix).
+# Shears act about the top-left corner as in AutoAugment; translating by t samples the input at -t.
+AFFINE_ENTRY = {"shear_x": (0, 1), "shear_y": (1, 0), "translate_x": (0, 2), "translate_y": (1, 2)}
 # Posterize keeps 8 - round(bin / divisor) bits: 8..4 (RandAugment) or 8..2 (TrivialAugment).
 POSTERIZE_DIVISOR = {"randaugment": (MAGNITUDE_BINS - 1) / 4, "trivialaugment": (MAGNITUDE_BINS - 1) / 6}
 
@@ -227,8 +230,8 @@ class Augmenter:
             geometric |= pick
             if name == "rotate":
                 matrices[pick] = ops.rotation_matrices(v[pick], h, w)
-            else:  # output -> input maps; shear about the top-left corner as in AutoAugment
-                row, col = {"shear_x": (0, 1), "shear_y": (1, 0), "translate_x": (0, 2), "translate_y": (1, 2)}[name]
+            else:
+                row, col = AFFINE_ENTRY[name]
                 matrices[pick, row, col] = -v[pick] if name.startswith("translate") else v[pick]
         idx = geometric.nonzero().squeeze(1)
         if idx.numel():

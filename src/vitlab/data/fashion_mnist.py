@@ -113,7 +113,8 @@ def fetch(root: Path) -> Path:
     """Download the missing idx files from the official URL; md5 is checked after decompression."""
     for name in MD5:
         if find(root, name) is None:
-            dest = download(f"{URL_BASE}{name}.gz", root / FOLDER / f"{name}.gz")
+            hint = f"fetch the four files {', '.join(n + '.gz' for n in MD5)} from {URL_BASE} into {root / FOLDER}"
+            dest = download(f"{URL_BASE}{name}.gz", root / FOLDER / f"{name}.gz", hint=hint)
             try:
                 read_idx(name, root)
             except DataError:

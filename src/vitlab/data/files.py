@@ -55,26 +55,25 @@ def read_bytes(path: Path) -> bytes:
         raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
-def download(url: str, dest: Path, expected_md5: str | None = None) -> Path:
+def download(url: str, dest: Path, expected_md5: str | None = None, hint: str | None = None) -> Path:
     """Fetch `url` into `dest` atomically (temporary file + os.replace); check its md5 if given.
 
     Without network (or with a read-only root) this raises one DataError line that says where to
-    put the file by hand. A partial download never replaces anything.
+    put the file by hand (`hint` overrides that advice). Nothing is created before the connection
+    succeeds, and a partial download never replaces anything.
     """
-    hint = f"download {url} by hand and put it at {dest}"
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DataError(f"{dest.parent}: cannot create the data folder ({e.strerror or e}); {hint}") from None
+    hint = hint or f"fetch it by hand and put it at {dest}"
     tmp = dest.with_name(f".{dest.name}.part-{os.getpid()}")
     h = hashlib.md5(usedforsecurity=False)
     try:
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp, open(tmp, "wb") as out:
-            while chunk := resp.read(_CHUNK):
-                h.update(chunk)
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as out:
+                while chunk := resp.read(_CHUNK):
+                    h.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
     except (urllib.error.URLError, OSError, ValueError) as e:
         tmp.unlink(missing_ok=True)
         reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or e

@@ -104,11 +104,11 @@ def dataset_info(name: str, root: str | os.PathLike | None = None) -> dict:
         cfg = DataConfig()
         return {
             "name": name, "root": None, "ready": True, "url": None, "files": [],
-            "description": "built-in procedurally generated shapes and textures (no files)",
+            "description": "built-in procedurally generated shapes and textures, no files; defaults shown "
+                           f"(data.synthetic_classes picks the first 10..{len(synthetic.CLASSES)} classes)",
             "image_shape": [3, synthetic.IMAGE_SIZE, synthetic.IMAGE_SIZE],
             "train_images": cfg.synthetic_train, "test_images": cfg.synthetic_test,
-            "num_classes": f"{cfg.synthetic_classes} (data.synthetic_classes, up to {len(synthetic.CLASSES)})",
-            "classes": synthetic.CLASSES,
+            "num_classes": cfg.synthetic_classes, "classes": synthetic.CLASSES[:cfg.synthetic_classes],
         }
     if name == "folder":
         if root is None:
@@ -118,10 +118,10 @@ def dataset_info(name: str, root: str | os.PathLike | None = None) -> dict:
         return {
             "name": name, "root": str(path), "ready": True, "url": None,
             "files": [{"file": str(path / split), "present": True, "bytes": None, "md5": None} for split in files],
-            "description": "your images, one sub-folder per class",
-            "image_shape": [3, "data.folder_image_size", "data.folder_image_size"],
-            "train_images": len(files["train"]), "test_images": len(files["test"]) if "test" in files else
-            "data.folder_test_fraction of the images",
+            "description": "your images, one sub-folder per class, RGB, resized to data.folder_image_size",
+            "image_shape": None,
+            "train_images": len(files["train"]),
+            "test_images": len(files["test"]) if "test" in files else None,  # None: data.folder_test_fraction
             "num_classes": len(classes), "classes": classes,
         }
     root = resolve_root(root)
