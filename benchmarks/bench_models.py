@@ -6,7 +6,8 @@
 Measures forward + backward images/s (train mode, cross-entropy, gradients zeroed each step, no
 optimizer step) at 256×256 with the official ImageNet strides, same batch, same threads. The models
 run interleaved — every round times each of them once, in rotating order — so that load from other
-processes on a shared machine hits all of them alike; the median over rounds is reported.
+processes on a shared machine hits all of them alike; the median over rounds is reported, and the
+ratio both as a ratio of medians and as the median of the per-round ratios (robust to load drift).
 
 Before timing, timm's weights (randomly perturbed, since timm zero-initializes the classifier) are
 copied into the vitlab model — the two have the same parameters in the same order — and the
@@ -53,9 +54,9 @@ def copy_weights(src: torch.nn.Module, dst: torch.nn.Module) -> None:
     """Copy src's state into dst position by position (same shapes in the same order)."""
     s = [v for k, v in src.state_dict().items() if not k.endswith("num_batches_tracked")]
     d = [(k, v) for k, v in dst.state_dict().items() if not k.endswith("num_batches_tracked")]
-    if len(s) != len(d) or any(a.shape != b.shape for a, (_, b) in zip(s, d)):
+    if len(s) != len(d) or any(a.shape != b.shape for a, (_, b) in zip(s, d, strict=False)):
         raise SystemExit("state dicts differ in layout; cannot compare outputs")
-    dst.load_state_dict({k: a.clone() for a, (k, _) in zip(s, d)}, strict=False)
+    dst.load_state_dict({k: a.clone() for a, (k, _) in zip(s, d, strict=True)}, strict=False)
 
 
 def step(model, x, y) -> None:
@@ -67,17 +68,24 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--rounds", type=int, default=7, help="timed rounds (the median is reported)")
-    ap.add_argument("--iters", type=int, default=2, help="training steps per model per round")
+    ap.add_argument("--rounds", type=int, default=12, help="timed rounds (the median is reported)")
+    ap.add_argument("--iters", type=int, default=1, help="training steps per model per round")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall: elapsed time with --threads threads; cpu: CPU time of one thread (robust to "
+                    "other processes' load on a shared machine; forces --threads 1)")
     args = ap.parse_args(argv)
+    if args.clock == "cpu":
+        args.threads = 1
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
     ours = create_model("mobilevit_xxs", num_classes=1000, image_size=args.size, strides="imagenet", dropout=0.0)
     theirs = load_timm("mobilevit_xxs")
-    print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, {args.size}×{args.size}")
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.clock} clock, batch {args.batch}, "
+          f"{args.size}×{args.size}")
     print(f"params  vitlab mobilevit_xxs: {count_params(ours):,}")
     models = {}
     if theirs is None:
@@ -100,7 +108,8 @@ def main(argv=None) -> int:
 
     x = torch.randn(args.batch, 3, args.size, args.size)
     y = torch.randint(0, 1000, (args.batch,))
-    inputs = {name: x.contiguous(memory_format=torch.channels_last) if "channels_last" in name else x for name in models}
+    cl = x.contiguous(memory_format=torch.channels_last)
+    inputs = {name: cl if "channels_last" in name else x for name in models}
     for name, model in models.items():
         for _ in range(args.warmup):
             step(model, inputs[name], y)
@@ -108,18 +117,21 @@ def main(argv=None) -> int:
     names = list(models)
     for r in range(args.rounds):
         for name in names[r % len(names):] + names[: r % len(names)]:
-            t0 = time.perf_counter()
+            t0 = clock()
             for _ in range(args.iters):
                 step(models[name], inputs[name], y)
-            rates[name].append(args.iters * args.batch / (time.perf_counter() - t0))
+            rates[name].append(args.iters * args.batch / (clock() - t0))
     med = {name: statistics.median(v) for name, v in rates.items()}
-    print(f"\nforward+backward img/s, median of {args.rounds} rounds × {args.iters} steps (min-max):")
+    print(f"\nforward+backward img/s ({args.clock} clock), "
+          f"median of {args.rounds} rounds × {args.iters} steps (min-max):")
     for name in names:
         print(f"  {name:28s} {med[name]:7.1f}   ({min(rates[name]):.1f}-{max(rates[name]):.1f})")
     if theirs is not None:
-        ours_rate = med["vitlab channels_last"]
+        ours = "vitlab channels_last"
         for name in names[:-1]:
-            print(f"speed ratio vitlab / {name}: {ours_rate / med[name]:.2f}×")
+            paired = statistics.median(a / b for a, b in zip(rates[ours], rates[name], strict=True))
+            print(f"speed ratio vitlab / {name}: {med[ours] / med[name]:.2f}× of medians, "
+                  f"{paired:.2f}× median of per-round ratios")
     return 0
 
 

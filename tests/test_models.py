@@ -29,7 +29,8 @@ def attentions(model):
 # MobileViT: official sizes and knobs
 
 
-@pytest.mark.parametrize("name,official", [("mobilevit_xxs", 1.27e6), ("mobilevit_xs", 2.32e6), ("mobilevit_s", 5.58e6)])
+@pytest.mark.parametrize("name,official",
+                         [("mobilevit_xxs", 1.27e6), ("mobilevit_xs", 2.32e6), ("mobilevit_s", 5.58e6)])
 def test_mobilevit_param_counts_match_paper(name, official):
     n = count_params(create_model(name, num_classes=1000))
     assert abs(n - official) / official < 0.01, n
@@ -140,7 +141,8 @@ def test_strides_presets_and_tokens():
     with pytest.raises(ConfigError) as e:
         create_model("mobilevit_xxs", image_size=32, strides="imagenet")
     assert e.value.field == "model.patch_size" and "model.image_size" in str(e.value)
-    assert create_model("mobilevit_xxs", image_size=32, strides="imagenet", patch_size=1).tokens_per_attention == [16, 4, 1]
+    one_token = create_model("mobilevit_xxs", image_size=32, strides="imagenet", patch_size=1)
+    assert one_token.tokens_per_attention == [16, 4, 1]
 
 
 def test_feature_map_not_divisible_by_patch_is_an_error_not_a_resize():
@@ -182,6 +184,24 @@ def test_unfold_fold_layout(channels_last):
     assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
+def test_pointwise_conv_equals_conv2d_in_both_layouts():
+    torch.manual_seed(0)
+    pw = mv.PointwiseConv(6, 10, bias=True)
+    ref = torch.nn.Conv2d(6, 10, 1)
+    ref.load_state_dict(pw.state_dict())
+    x = torch.randn(2, 6, 5, 7)
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        a = x.clone().to(memory_format=fmt).requires_grad_()
+        b = x.clone().requires_grad_()
+        ya, yb = pw(a), ref(b)
+        torch.testing.assert_close(ya, yb)
+        assert ya.is_contiguous(memory_format=fmt)
+        ya.square().sum().backward()
+        yb.square().sum().backward()
+        torch.testing.assert_close(a.grad, b.grad)
+    torch.testing.assert_close(pw.weight.grad, ref.weight.grad)
+
+
 def test_channels_last_gives_the_same_output():
     torch.manual_seed(0)
     m = create_model("mobilevit_xxs", level="C1").eval()
@@ -197,10 +217,11 @@ def test_channels_last_gives_the_same_output():
 
 def test_vit_presets():
     r = create_model("vit_tiny", num_classes=100).resolved
-    assert (r["dim"], r["depth"], r["num_heads"], r["head_dim"], r["patch_size"], r["mlp_hidden"]) == (192, 9, 12, 16, 4, 384)
+    shape = (r["dim"], r["depth"], r["num_heads"], r["head_dim"], r["patch_size"], r["mlp_hidden"])
+    assert shape == (192, 9, 12, 16, 4, 384)
     k = create_model("vit_keras_72", num_classes=100)
     assert k.input_size == 72 and k.tokens_per_attention[0] == (72 // 6) ** 2
-    assert [l.out_features for l in k.head if isinstance(l, torch.nn.Linear)] == [2048, 1024, 100]
+    assert [lin.out_features for lin in k.head if isinstance(lin, torch.nn.Linear)] == [2048, 1024, 100]
     assert k.head[0].in_features == 64 * 144  # flattened token grid
     b = create_model("vit_study_b")
     assert (b.input_size, b.resolved["dim"], b.resolved["patch_size"]) == (32, 128, 4)

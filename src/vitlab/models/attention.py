@@ -171,7 +171,8 @@ class Attention(nn.Module):
                  attn_drop: float = 0.0, proj_drop: float = 0.0, zscore_v: bool = False):
         super().__init__()
         if attn_norm not in ATTN_NORMS:
-            raise ConfigError("model.attn_norm", f"unknown attention normalization {attn_norm!r}; one of {', '.join(ATTN_NORMS)}")
+            raise ConfigError("model.attn_norm",
+                              f"unknown attention normalization {attn_norm!r}; one of {', '.join(ATTN_NORMS)}")
         if zscore_v and attn_norm != "zscore":
             raise ConfigError("model.zscore_v", f"only applies to attn_norm=zscore, not {attn_norm}")
         self.dim = dim

@@ -129,10 +129,8 @@ class InvertedResidual(nn.Module):
 
     def __init__(self, cin: int, cout: int, stride: int, expansion: float):
         super().__init__()
-        hidden = make_divisible(round(cin * expansion), CHANNEL_DIVISOR)
-        layers = [ConvBNAct(cin, hidden, 1)] if expansion != 1 else []
-        if expansion == 1:
-            hidden = cin
+        hidden = cin if expansion == 1 else make_divisible(round(cin * expansion), CHANNEL_DIVISOR)
+        layers = [] if expansion == 1 else [ConvBNAct(cin, hidden, 1)]
         layers += [ConvBNAct(hidden, hidden, 3, stride, groups=hidden), ConvBNAct(hidden, cout, 1, act=False)]
         self.block = nn.Sequential(*layers)
         self.residual = stride == 1 and cin == cout
@@ -333,7 +331,7 @@ def resolve(arch: MobileViTArch, *, image_size: int, num_heads: int | None = Non
                               "model.width_mult or model.level so widths are rounded to fit the heads")
         widths.append(w)
     heads = [w // head_dim for w in widths] if head_dim is not None else [unit] * 3
-    for w, h in zip(widths, heads):
+    for w, h in zip(widths, heads, strict=True):
         check_heads(w, h, heads_field)
     channels = [ch(c) for c in arch.channels]
     return dict(

@@ -67,7 +67,8 @@ def list_models() -> list[str]:
 
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
-        raise ConfigError("model.name", f"unknown model {name!r}; one of {', '.join(list_models())}" + suggest(name, PRESETS))
+        raise ConfigError("model.name",
+                          f"unknown model {name!r}; one of {', '.join(list_models())}" + suggest(name, PRESETS))
     return PRESETS[name]
 
 
@@ -119,7 +120,7 @@ def create_model(name: str, num_classes: int = 1000, in_chans: int = 3, **overri
         model = mv.MobileViT(num_classes=num_classes, in_chans=in_chans, **kwargs)
         resolved = dict(kwargs, stage_strides=kwargs["strides"], **names)
         resolved.pop("image_size")
-        resolved["head_dim"] = [w // h for w, h in zip(kwargs["transformer_widths"], kwargs["num_heads"])]
+        resolved["head_dim"] = [w // h for w, h in zip(kwargs["transformer_widths"], kwargs["num_heads"], strict=True)]
         resolved["ffn_widths"] = [int(round(w * kwargs["mlp_ratio"])) for w in kwargs["transformer_widths"]]
     model.input_size = image_size
     model.resolved = dict(name=name, family=preset.family, image_size=image_size, in_chans=in_chans,
