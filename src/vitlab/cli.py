@@ -98,11 +98,19 @@ def cmd_models(a) -> int:
         return EXIT_OK
     t = Table()
     for col in rows[0]:
-        t.add_column(str(col))
+        t.add_column(str(col), overflow="fold")
     for r in rows:
-        t.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in r.values()))
+        t.add_row(*(_model_cell(k, v) for k, v in r.items()))
     console.print(t)
     return EXIT_OK
+
+
+def _model_cell(key: str, v) -> str:
+    if key in ("params", "flops") and isinstance(v, (int, float)):
+        return f"{v / 1e6:.2f}M" if v >= 1e4 else f"{v:,}"
+    if isinstance(v, (list, tuple)):
+        return ",".join(str(x) for x in v)
+    return "" if v is None else str(v)
 
 
 def cmd_config(a) -> int:
@@ -174,8 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("data", help="dataset info, verification, download")
     d.add_argument("action", choices=("info", "verify", "download"))
-    d.add_argument("name", choices=("synthetic", "cifar10", "cifar100", "fashion_mnist"))
-    d.add_argument("--root", help="data root (default $VITLAB_DATA_ROOT, else ~/.cache/vitlab/data)")
+    d.add_argument("name", choices=("synthetic", "cifar10", "cifar100", "fashion_mnist", "folder"))
+    d.add_argument("--root", help="data root (default $VITLAB_DATA_ROOT, else ~/.cache/vitlab/data); for folder: the image folder")
     d.set_defaults(fn=cmd_data)
 
     m = sub.add_parser("models", help="list models, or describe one",
@@ -238,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `vitlab ... | head`: the reader left, not an error of ours
+        sys.stderr.close()
+        return EXIT_OK
     except SystemExit as e:  # argparse --help
         return int(e.code or 0)
 

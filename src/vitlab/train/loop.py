@@ -120,7 +120,7 @@ class Trainer:
         self.model = build_model(cfg.model, d.num_classes, d.in_chans, d.image_size).to(self.device)
         self.params = count_params(self.model)
         self.flops = count_flops(self.model, self.model.input_size, d.in_chans)
-        if self.device.type == "cuda" and cfg.train.channels_last:
+        if cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.augment = Augmenter(cfg.aug, d.mean, d.std, d.num_classes, self.model.input_size)
         self.amp = amp_dtype(cfg, self.device)
@@ -195,7 +195,7 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.model
 
     def to_input(self, x: torch.Tensor) -> torch.Tensor:
-        if self.device.type == "cuda" and self.cfg.train.channels_last:
+        if self.cfg.train.channels_last:
             return x.contiguous(memory_format=torch.channels_last)
         return x
 
