@@ -1,5 +1,34 @@
-"""vitlab: controlled studies of compact vision transformers."""
-from .config import RunConfig, load_config
+"""vitlab: controlled studies of compact vision transformers.
 
+    import vitlab
+    summary = vitlab.train(config, "runs/x")                 # one run -> its summary dict
+    model = vitlab.create_model("mobilevit_xxs", num_classes=100, num_heads=2)
+    result = vitlab.run_study("studies/vit_attention_norm.yaml", "out/attn", profile="quick")
+    vitlab.write_report("out/attn")                          # tables, figures, report.html
+"""
 __version__ = "0.1.0"
-__all__ = ["RunConfig", "load_config", "__version__"]
+
+from . import train  # noqa: E402  (train reads __version__)
+from .config import RunConfig, load_config  # noqa: E402
+from .models import create_model  # noqa: E402
+
+
+def __getattr__(name):
+    # The study runner and the report pull in optuna, scipy and matplotlib: import them on first use.
+    if name == "run_study":
+        from .study import run_study
+
+        return run_study
+    if name == "run_search":
+        from .study.search import run_search
+
+        return run_search
+    if name == "write_report":
+        from .report import write_report
+
+        return write_report
+    raise AttributeError(f"module 'vitlab' has no attribute {name!r}")
+
+
+__all__ = ["RunConfig", "load_config", "train", "create_model", "run_study", "run_search", "write_report",
+           "__version__"]
