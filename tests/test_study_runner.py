@@ -20,7 +20,7 @@ from vitlab.study import open_index, rebuild_index, results_rows, run_study, sum
 from vitlab.study.lock import lock_study
 from vitlab.study.worker import Task, run_config
 
-# 2 attention normalizations x 2 seeds, 3 epochs of 5 steps each: seconds per run on a CPU.
+# 2 attention normalizations x 2 seeds, 5 epochs of 5 steps each: seconds per run on a CPU.
 # train.threads is fixed so that results are bit-identical whatever the worker count.
 TINY = {
     "name": "tiny",
@@ -29,7 +29,7 @@ TINY = {
         "data": {"name": "synthetic", "synthetic_train": 400, "synthetic_test": 200, "val_fraction": 0.2},
         "model": {"name": "vit_nano", "dim": 32, "depth": 1, "num_heads": 2},
         "sched": {"warmup_epochs": 1},
-        "train": {"epochs": 3, "batch_size": 64, "eval_batch_size": 200, "threads": 1},
+        "train": {"epochs": 5, "batch_size": 64, "eval_batch_size": 200, "threads": 1},
     },
     "vary": {"model.attn_norm": ["softmax", "cosine"]},
     "seeds": 2,
@@ -79,10 +79,10 @@ def test_study_end_to_end(reference, tmp_path):
     recs = index.runs()
     assert [(r.level_label, r.seed) for r in recs] == [("softmax", 0), ("softmax", 1), ("cosine", 0), ("cosine", 1)]
     for r in recs:
-        assert r.status == "completed" and r.attempts == 1 and r.summary["epochs_run"] == 3
-        assert [e["epoch"] for e in r.epochs] == [1, 2, 3]
+        assert r.status == "completed" and r.attempts == 1 and r.summary["epochs_run"] == 5
+        assert [e["epoch"] for e in r.epochs] == [1, 2, 3, 4, 5]
         assert r.config["model"]["attn_norm"] == r.level and r.config["seed"] == r.seed
-        assert len(read_jsonl(reference / "runs" / r.run_id / "metrics.jsonl")) == 3
+        assert len(read_jsonl(reference / "runs" / r.run_id / "metrics.jsonl")) == 5
         assert r.epochs[-1]["val_top1"] == read_jsonl(reference / "runs" / r.run_id / "metrics.jsonl")[-1]["val_top1"]
     # the two seeds of a level differ; the summary table lists every level with 2/2 seeds
     assert recs[0].summary["val_loss"] != recs[1].summary["val_loss"]
@@ -113,6 +113,24 @@ def test_results_where_filters(reference):
         results_rows(reference, where="model.attn_nrom == 'x'")
     with pytest.raises(UserError, match="not allowed"):
         results_rows(reference, where="__import__('os').system('true')")
+
+
+def test_cli_results_and_option_errors(reference, tmp_path, capsys, monkeypatch):
+    from vitlab.cli import main as cli_main
+    from vitlab.study.backends import RayPool
+
+    assert cli_main(["results", str(reference), "--where", "seed == 0", "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("run_id,factor,level,seed,status") and len(lines) == 3
+    assert cli_main(["results", str(reference), "--where", "seed ==", "--format", "md"]) == 2
+    assert "--where: cannot parse" in capsys.readouterr().err
+    spec = write_spec(tmp_path, TINY)
+    assert cli_main(["study", str(spec), "--out", str(tmp_path / "o"), "--gpus-per-run", "0.5"]) == 2
+    assert "--gpus-per-run: only used with --backend ray" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the optional extra were not installed
+    with pytest.raises(UserError, match="the ray package is not installed"):
+        RayPool(2)
 
 
 def test_threads_are_divided_between_workers_without_changing_the_run():
@@ -178,7 +196,7 @@ def _completed_stamps(study: Path) -> dict:
 
 def test_sigkill_coordinator_loop_loses_nothing(reference, tmp_path):
     """SIGKILL the coordinator over and over: twice at random moments of its start-up, then three
-    times right after the study made progress (so kills land mid-run). Its workers must die with
+    times right after the study made progress (so kills land mid-run, 20 epochs in all). Its workers must die with
     it; a final rerun must give exactly the uninterrupted results without training any completed
     run twice."""
     spec = write_spec(tmp_path, TINY)
@@ -197,8 +215,8 @@ def test_sigkill_coordinator_loop_loses_nothing(reference, tmp_path):
             lines0 = _epoch_lines(out) if (out / "runs").exists() else 0
             deadline = time.monotonic() + 180
             while proc.poll() is None and time.monotonic() < deadline and _epoch_lines(out) <= lines0:
-                time.sleep(0.05)
-            time.sleep(rng.uniform(0.0, 1.5))
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.2))  # short: each session may only advance by an epoch or so
         if proc.poll() is not None:
             break  # finished by itself: nothing left to interrupt
         kids = _children(proc.pid)

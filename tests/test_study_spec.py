@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from vitlab.cli import main as cli_main
-from vitlab.config import RunConfig, build, config_hash, to_dict
+from vitlab.config import RunConfig, build, config_hash
 from vitlab.errors import UserError
 from vitlab.study import spec as specmod
 from vitlab.study.spec import expand, load_spec, resolve
@@ -89,6 +89,15 @@ def test_profiles_override_base_seeds_and_level_subsets(tmp_path):
     # the reference level 4 is not in the quick subset: back to the default (base value 2)
     assert specmod.reference_labels(rq) == {"model.num_heads": "2"}
     assert specmod.reference_labels(resolve(load_spec(path))) == {"model.num_heads": "4"}
+
+
+def test_integer_and_float_spellings_are_the_same_level(tmp_path):
+    base = dict(TINY_BASE, model={"name": "mobilevit_xxs", "expansion": 2, "width_mult": 0.25})
+    d = spec_dict(base=base, vary={"model.expansion": [1, 2, 4]}, seeds=1)
+    study = resolve(load_spec(write_spec(tmp_path, d)))
+    assert specmod.reference_labels(study) == {"model.expansion": "2"}  # base 2.0 matches level 2
+    with pytest.raises(UserError, match="level 2.0 is listed twice"):
+        load_spec(write_spec(tmp_path, spec_dict(base=base, vary={"model.expansion": [2, 2.0]})))
 
 
 def test_base_config_is_relative_to_the_spec_and_inline_base_wins(tmp_path):
@@ -241,3 +250,15 @@ def test_cli_refuses_a_directory_of_another_study_or_other_files(tmp_path, capsy
     assert cli_main(["study", str(path), "--out", str(tmp_path / "x"), "--workers", "0"]) == 2
     assert "--workers" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_shipped_search_spec_checks_in_every_profile():
+    from vitlab.study.search import check_space
+
+    spec = load_spec(STUDIES / "search_vit.yaml")
+    assert spec.kind == "search" and spec.objective == "val_top1" and spec.direction == "maximize"
+    for profile in (None, "quick"):
+        study = resolve(spec, profile)
+        check_space(study)  # every end of every dimension builds a valid config and model
+        assert set(study.space) == {"optim.lr", "optim.weight_decay", "model.attn_norm"}
+    assert resolve(spec, "quick").base["data"]["name"] == "synthetic"

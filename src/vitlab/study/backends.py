@@ -53,6 +53,7 @@ class _Worker:
         child.close()
         self.task: Task | None = None
         self.started = 0.0
+        self.ready = False  # it said ("ready", pid): it got through its start-up
 
 
 class LocalPool:
@@ -105,7 +106,9 @@ class LocalPool:
         try:
             while w.conn.poll():
                 msg = w.conn.recv()
-                if msg[0] == "epoch":
+                if msg[0] == "ready":
+                    w.ready = True
+                elif msg[0] == "epoch":
                     events.append(msg)
                 elif msg[0] == "outcome":
                     events.append(msg)
@@ -114,6 +117,11 @@ class LocalPool:
             pass
         if not w.proc.is_alive():
             w.proc.join()
+            if not w.ready:
+                raise UserError(
+                    f"a worker process failed to start (exit code {w.proc.exitcode}); if you call run_study or "
+                    "run_search from a script, put the call under `if __name__ == '__main__':` (worker processes "
+                    "are spawned and import your script)")
             if w.task is not None:
                 events.append(("outcome", Outcome(
                     run_id=w.task.run_id, error=f"worker process died (exit code {w.proc.exitcode})",

@@ -16,6 +16,8 @@ from ..errors import UserError
 from .index import RunRecord, open_index
 
 FORMATS = ("table", "csv", "json", "md")
+#: Width of rendered tables when the output is not a terminal (files, pipes, CI logs).
+TABLE_WIDTH = 200
 #: Significant decimals of floats in the table and md formats (csv and json keep full precision).
 FLOAT_DECIMALS = 4
 #: Metrics shown as percentages by `summary_table`.
@@ -229,10 +231,14 @@ def format_rows(rows: list[dict], fmt: str = "table") -> str:
 
 
 def _render(renderable) -> str:
+    """Plain text of a rich renderable, as wide as the terminal (or TABLE_WIDTH when not a terminal)."""
+    import shutil
+
     from rich.console import Console
 
     buf = io.StringIO()
-    Console(file=buf, width=240, force_terminal=False, color_system=None).print(renderable)
+    width = shutil.get_terminal_size((TABLE_WIDTH, 24)).columns
+    Console(file=buf, width=width, force_terminal=False, color_system=None).print(renderable)
     return buf.getvalue().rstrip("\n")
 
 
@@ -249,7 +255,9 @@ def _cell(values: list[float], metric: str) -> str:
     pct = metric.endswith(PERCENT_SUFFIXES)
     ci = bootstrap_ci([v * 100.0 if pct else v for v in values])
     num = (lambda x: f"{x:.2f}") if pct else _fmt
-    return num(ci.mean) if math.isnan(ci.lo) else f"{num(ci.mean)} [{num(ci.lo)}, {num(ci.hi)}]"
+    if math.isnan(ci.lo) or ci.lo == ci.hi:  # one seed, or the same value for every seed (params, flops)
+        return num(ci.mean)
+    return f"{num(ci.mean)} [{num(ci.lo)}, {num(ci.hi)}]"
 
 
 def summary_table(study_dir: str | Path) -> str:

@@ -65,11 +65,13 @@ def prepare_study_dir(out: Path, spec_dict: dict) -> None:
     spec_file = out / SPEC_FILE
     if spec_file.is_file():
         try:
-            existing = read_yaml(spec_file)
+            raw = read_yaml(spec_file)
+            # Normalized through the current config, so fields added since it was written compare equal.
+            existing = specmod.spec_to_dict(specmod.resolve(specmod.load_spec(spec_file)))
         except UserError as e:
-            raise UserError(f"{out}: holds an unreadable {SPEC_FILE} ({e}); choose another --out") from None
+            raise UserError(f"{out}: holds a {SPEC_FILE} this version cannot read ({e}); choose another --out") from None
         if not specmod.same_study(existing, spec_dict):
-            was = existing.get("name", "?")
+            was = raw.get("name", "?")
             raise UserError(f"{out}: holds a different study ({was!r}, spec or profile changed); "
                             "choose another --out or delete that directory")
         return
@@ -79,13 +81,21 @@ def prepare_study_dir(out: Path, spec_dict: dict) -> None:
     atomic_write_text(spec_file, yaml.safe_dump(spec_dict, sort_keys=False))
 
 
+def check_backend_options(backend: str, ray_address: str | None, gpus_per_run: float | None,
+                          cpus_per_run: float | None) -> None:
+    if backend == "ray":
+        return
+    for flag, value in (("--ray-address", ray_address), ("--gpus-per-run", gpus_per_run),
+                        ("--cpus-per-run", cpus_per_run)):
+        if value is not None:
+            raise UserError(f"{flag}: only used with --backend ray (local workers share the machine)")
+
+
 def make_pool(backend: str, workers: int, ray_address: str | None, gpus_per_run: float | None,
               cpus_per_run: float | None, trainer: Trainer | None):
     if backend == "ray":
         return RayPool(workers, address=ray_address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
                        trainer=trainer)
-    if ray_address is not None:
-        raise UserError("--ray-address: only used with --backend ray")
     return LocalPool(workers, trainer=trainer)
 
 
@@ -107,6 +117,7 @@ def run_study(spec: str | Path | dict | specmod.StudySpec, out_dir: str | Path, 
     before anything is written.
     """
     check_options(workers, backend, max_retries)
+    check_backend_options(backend, ray_address, gpus_per_run, cpus_per_run)
     study = specmod.load_spec(spec)
     if study.kind != "study":
         raise UserError(f"{study.source}: space: this is a search spec; run it with `vitlab search`")

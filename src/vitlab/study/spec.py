@@ -141,6 +141,17 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
+def value_key(v: Any) -> str:
+    """Identity of a level value: 2 and 2.0 are the same level (config fields coerce them alike)."""
+    def norm(x):
+        if isinstance(x, float) and x.is_integer():
+            return int(x)
+        if isinstance(x, (list, tuple)):
+            return [norm(e) for e in x]
+        return x
+    return canonical_json(norm(v))
+
+
 def run_id_of(config: RunConfig | dict, salt: dict | None = None) -> str:
     """The run ID: `config_hash` of the resolved config (execution-only fields left out). A search
     salts it with the trial number so that every trial has its own run directory."""
@@ -391,7 +402,7 @@ def _read_levels(levels: Any, where: str, w: _Where) -> list:
     for v in levels:
         if isinstance(v, dict):
             raise w.error(where, f"a level must be a value or a list, got a mapping {v!r}")
-        c = canonical_json(v)
+        c = value_key(v)
         if c in seen:
             raise w.error(where, f"level {level_label(v)} is listed twice")
         seen.add(c)
@@ -454,7 +465,7 @@ def _read_reference(value: Any, spec: StudySpec, w: _Where) -> dict:
     for key, level in value.items():
         if key not in spec.factors:
             raise w.error(f"reference.{key}", "is not a factor of this spec" + suggest(str(key), spec.factors))
-        if canonical_json(level) not in {canonical_json(v) for v in spec.factors[key]}:
+        if value_key(level) not in {value_key(v) for v in spec.factors[key]}:
             shown = ", ".join(level_label(v) for v in spec.factors[key])
             raise w.error(f"reference.{key}", f"{level_label(level)} is not one of its levels ({shown})")
         ref[key] = level
@@ -600,9 +611,9 @@ def _read_profiles(block: Any, spec: StudySpec, w: _Where) -> dict[str, Profile]
                 if key not in spec.factors:
                     raise w.error(f"{at}.{mode}.{key}", "is not a factor of this spec" + suggest(str(key), spec.factors))
                 levels = _read_levels(levels, f"{at}.{mode}.{key}", w)
-                known = {canonical_json(v) for v in spec.factors[key]}
+                known = {value_key(v) for v in spec.factors[key]}
                 for v in levels:
-                    if canonical_json(v) not in known:
+                    if value_key(v) not in known:
                         raise w.error(f"{at}.{mode}.{key}", f"{level_label(v)} is not a level of the spec's {mode}")
                 prof.levels[key] = levels
         if body.get("space") is not None:
@@ -634,7 +645,7 @@ def resolve(spec: StudySpec, profile: str | None = None) -> StudySpec:
             out.seeds = list(prof.seeds)
         for key, levels in prof.levels.items():
             out.factors[key] = list(levels)
-            if key in out.reference and canonical_json(out.reference[key]) not in {canonical_json(v) for v in levels}:
+            if key in out.reference and value_key(out.reference[key]) not in {value_key(v) for v in levels}:
                 del out.reference[key]  # the reference level is not in this profile: fall back to the default
         out.space.update(copy.deepcopy(prof.space))
         out.profile = profile
@@ -652,11 +663,8 @@ def reference_levels(spec: StudySpec) -> dict[str, Any]:
     base = spec.base
     refs = {}
     for key, levels in spec.factors.items():
-        if key in spec.reference:
-            refs[key] = spec.reference[key]
-            continue
-        bv = get_dotted(base, key)
-        match = [v for v in levels if canonical_json(v) == canonical_json(bv)]
+        wanted = spec.reference[key] if key in spec.reference else get_dotted(base, key)
+        match = [v for v in levels if value_key(v) == value_key(wanted)]  # the level as spelled in the list
         refs[key] = match[0] if match else levels[0]
     if spec.mode == "grid":
         return {"grid": refs}
@@ -720,7 +728,7 @@ def expand(spec: StudySpec | str | Path | dict, profile: str | None = None, chec
             where = f"{spec.mode}.{factor}={label}" if factor != "grid" else f"grid[{label}]"
             cfg0 = build_run_config(spec, varied, None, where)
             if check_models:
-                key = canonical_json(to_dict(cfg0.model)) + cfg0.data.name + str(cfg0.data.synthetic_classes)
+                key = canonical_json([to_dict(cfg0.model), data_shape(cfg0)])
                 if key not in checked:
                     check_model(cfg0, spec.source, where)
                     checked.add(key)
