@@ -12,15 +12,6 @@ from vitlab.models.attention import (FP32_NORMS, LINEAR_EPS, LINEAR_SCALE_EPS, S
 DIM, HEADS = 24, 3  # head width 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors on a shared 2-core machine: one thread avoids OpenMP oversubscription."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ---------------------------------------------------------------------------------------------
 # naive references: one (N, d) head at a time, loops over rows where the formula is per row
 

@@ -12,15 +12,6 @@ from vitlab.models import mobilevit as mv
 from vitlab.models.vit import sincos_pos_embed_2d
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors on a shared 2-core machine: one thread avoids OpenMP oversubscription."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def attentions(model):
     return [m for m in model.modules() if isinstance(m, Attention)]
 

@@ -11,23 +11,7 @@ import math
 
 import numpy as np
 
-try:  # the study index's record type, when the study package is there
-    from vitlab.study.index import RunRecord
-except ImportError:  # pragma: no cover - until vitlab.study.index lands
-    @dataclasses.dataclass
-    class RunRecord:  # same fields as vitlab.study.index.RunRecord
-        run_id: str
-        factor: str
-        level: object
-        level_label: str
-        level_order: int
-        seed: int
-        status: str
-        attempts: int
-        varied: dict
-        config: dict
-        summary: dict
-        epochs: list
+from vitlab.study.index import RunRecord
 
 
 FACTOR = "model.attn_norm"
