@@ -235,7 +235,7 @@ class Trainer:
             loss_sum += loss.detach() * len(hard)
             correct += (logits.argmax(dim=-1) == hard).sum()
             seen += len(hard)
-            bar.step(loss.item() if self.show_progress else None)
+            bar.step(loss)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - t0

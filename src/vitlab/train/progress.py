@@ -44,12 +44,12 @@ class EpochProgress:
         elif self.enabled and done_epochs:
             self._print(f"resuming after epoch {done_epochs}/{self.epochs}")
 
-    def step(self, loss: float | None) -> None:
-        """Advance one step; `loss` is only read every LIVE_LOSS_EVERY steps."""
+    def step(self, loss) -> None:
+        """Advance one step; the loss tensor is only read (a device sync) every LIVE_LOSS_EVERY steps."""
         if self.bar is None:
             return
         self._step += 1
-        fields = {"loss": f"{loss:.3f}"} if loss is not None and self._step % LIVE_LOSS_EVERY == 0 else {}
+        fields = {"loss": f"{loss.item():.3f}"} if self._step % LIVE_LOSS_EVERY == 0 else {}
         self.bar.update(self.task, advance=1, **fields)
 
     def epoch_done(self, row: dict) -> None:
