@@ -129,7 +129,8 @@ def cmd_study(a) -> int:
     from .study import run_study
 
     result = run_study(a.spec, a.out, workers=a.workers, backend=a.backend, ray_address=a.ray_address,
-                       profile=a.profile, gpus_per_run=a.gpus_per_run, max_retries=a.max_retries)
+                       profile=a.profile, gpus_per_run=a.gpus_per_run, cpus_per_run=a.cpus_per_run,
+                       max_retries=a.max_retries)
     from .study import summary_table
 
     print(summary_table(a.out))
@@ -200,12 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(fn=cmd_config)
 
     s = sub.add_parser("study", help="run a study spec (factors x seeds); rerun to resume")
-    s.add_argument("spec")
+    s.add_argument("spec", help="study spec YAML (see studies/)")
     s.add_argument("--out", required=True, help="study directory")
     s.add_argument("--workers", type=int, default=1, help="concurrent runs")
     s.add_argument("--backend", choices=("local", "ray"), default="local")
     s.add_argument("--ray-address", help="existing Ray cluster (default: start a local instance)")
     s.add_argument("--gpus-per-run", type=float, default=None, help="Ray: GPUs per run (fractions allowed)")
+    s.add_argument("--cpus-per-run", type=float, default=None, help="Ray: CPUs per run (default: cores / workers)")
     s.add_argument("--profile", help="a profile of the spec, e.g. quick")
     s.add_argument("--max-retries", type=int, default=2, help="retries of a failed run")
     s.set_defaults(fn=cmd_study)
