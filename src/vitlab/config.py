@@ -372,7 +372,7 @@ def apply_overrides(data: dict, overrides: list[str], cls=None) -> dict:
             raise UserError(f"override {item!r}: empty key")
         parts = key.split(".")
         if cls is not None:
-            _check_path(cls, parts)
+            check_key_path(cls, parts)
         node = out
         for p in parts[:-1]:
             if not isinstance(node.get(p), dict):
@@ -382,7 +382,8 @@ def apply_overrides(data: dict, overrides: list[str], cls=None) -> dict:
     return out
 
 
-def _check_path(cls, parts: list[str]) -> None:
+def check_key_path(cls, parts: list[str]) -> None:
+    """Raise ConfigError unless the dotted key `parts` names a field of dataclass `cls`."""
     tp = cls
     for i, p in enumerate(parts):
         if not dataclasses.is_dataclass(tp):
@@ -466,7 +467,12 @@ def identity_dict(cfg: RunConfig) -> dict:
 def config_hash(cfg: RunConfig, length: int = 12) -> str:
     """Deterministic run ID: hash of the canonical JSON of the identity dict (seed included)."""
     import hashlib
+
+    return hashlib.sha256(canonical_json(identity_dict(cfg)).encode()).hexdigest()[:length]
+
+
+def canonical_json(obj: Any) -> str:
+    """The JSON text that run IDs hash: sorted keys, no whitespace, ASCII."""
     import json
 
-    text = json.dumps(identity_dict(cfg), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)

@@ -50,13 +50,31 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _jsonl_line(record: dict) -> str:
+    return json.dumps(record, sort_keys=True, default=_json_default) + "\n"
+
+
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
     """Append one JSON line and make it durable before returning."""
-    line = json.dumps(record, sort_keys=True, default=_json_default) + "\n"
+    line = _jsonl_line(record)
     with open(path, "a", encoding="utf-8") as f:
         f.write(line)
         f.flush()
         os.fsync(f.fileno())
+
+
+def write_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
+    """Replace a JSON-lines file atomically with `records`."""
+    atomic_write_text(path, "".join(_jsonl_line(r) for r in records))
+
+
+def read_json_object(path: str | os.PathLike) -> dict | None:
+    """A JSON file holding an object, or None when it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import UserError
-from ..io import read_jsonl
+from ..io import read_json_object, read_jsonl
 
 INDEX_FILE = "index.sqlite"
 SPEC_FILE = "spec.yaml"
@@ -208,12 +208,7 @@ def run_dir(study_dir: str | Path, run_id: str) -> Path:
 
 def read_summary(run_path: str | Path) -> dict | None:
     """RUN/summary.json, or None when the run never started or the file is unreadable."""
-    p = Path(run_path) / "summary.json"
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return read_json_object(Path(run_path) / "summary.json")
 
 
 def read_epochs(run_path: str | Path) -> list[dict]:

@@ -12,7 +12,6 @@ import copy
 import dataclasses
 import hashlib
 import itertools
-import json
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from ..config import (EXECUTION_ONLY, RunConfig, _check_path, build, config_hash, identity_dict, read_yaml,
-                      suggest, to_dict)
+from ..config import (EXECUTION_ONLY, build, canonical_json, check_key_path, config_hash, identity_dict,
+                      read_yaml, RunConfig, suggest, to_dict)
 from ..errors import UserError
 
 #: Hex digits of a run ID (48 bits: a collision among a study's runs is negligible).
@@ -134,11 +133,6 @@ class RunSpec:
 
 # ----------------------------------------------------------------------------------------------
 # helpers
-
-
-def canonical_json(obj: Any) -> str:
-    """The JSON text that run IDs hash: sorted keys, no whitespace."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def value_key(v: Any) -> str:
@@ -383,7 +377,7 @@ def _check_key(key: Any, where: str, w: _Where) -> str:
     if not isinstance(key, str) or not key:
         raise w.error(where, f"factor names are dotted config keys, got {key!r}")
     try:
-        _check_path(RunConfig, key.split("."))
+        check_key_path(RunConfig, key.split("."))
     except UserError as e:
         raise w.error(where, str(e)) from None
     if dataclasses.is_dataclass(field_type(key)):

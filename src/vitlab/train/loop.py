@@ -7,7 +7,6 @@ Output contract (the study runner and users rely on it):
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import time
@@ -23,7 +22,7 @@ import torch.nn.functional as F
 from .. import __version__
 from ..config import RunConfig, config_from, dump_yaml, identity_dict, read_yaml, build
 from ..errors import UserError
-from ..io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
+from ..io import append_jsonl, atomic_write_json, atomic_write_text, read_json_object, read_jsonl, write_jsonl
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .metrics import SplitMetrics
 from .progress import EpochProgress
@@ -182,7 +181,7 @@ class Trainer:
         restore_rng(ck["rng"], self.generators)
         self.state = RunState(**ck["run_state"])
         # metrics.jsonl may hold a line of an epoch whose checkpoint never landed: the checkpoint wins.
-        atomic_write_text(self.out / "metrics.jsonl", "".join(_jsonl(r) for r in self.state.history))
+        write_jsonl(self.out / "metrics.jsonl", self.state.history)
         return True
 
     # ------------------------------------------------------------------ steps
@@ -357,10 +356,6 @@ def write_confusion(path: Path, matrix: torch.Tensor, classes: list[str]) -> Non
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def _jsonl(row: dict) -> str:
-    return json.dumps(row, sort_keys=True) + "\n"
-
-
 def prepare_out_dir(cfg: RunConfig, out: Path, resume: bool) -> dict | None:
     """Check that `out` may hold this run. Returns the finished summary if there is nothing to do."""
     try:
@@ -381,14 +376,9 @@ def prepare_out_dir(cfg: RunConfig, out: Path, resume: bool) -> dict | None:
             raise UserError(f"{out}: holds a run with a different config; choose another --out")
         if not resume:
             raise UserError(f"{out}: already holds this run; pass --resume to continue it or choose another --out")
-        summary_file = out / "summary.json"
-        if summary_file.exists():
-            try:
-                summary = json.loads(summary_file.read_text())
-            except (OSError, ValueError):
-                summary = {}
-            if summary.get("status") in FINAL_STATUSES:
-                return summary
+        summary = read_json_object(out / "summary.json") or {}
+        if summary.get("status") in FINAL_STATUSES:
+            return summary
     return None
 
 
