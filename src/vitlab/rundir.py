@@ -1,0 +1,67 @@
+"""The run directory: the one owner of its file names and of run statuses.
+
+A run directory is the source of truth for one training run (the study index is a cache of it):
+
+    RUN/config.yaml          the resolved config
+    RUN/metrics.jsonl        one flushed line per epoch
+    RUN/summary.json         status and final metrics
+    RUN/confusion_test.csv   confusion matrix of the final test evaluation
+    RUN/checkpoints/last.pt  everything needed to resume exactly
+    RUN/checkpoints/best.pt  the weights of the best validation epoch
+    RUN/analysis/            `vitlab analyze` output
+
+`train/` writes these files, `study/` and `report/` read them; nobody spells a name as a literal.
+"""
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+CONFUSION_FILE = "confusion_test.csv"
+CHECKPOINTS_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.pt"
+BEST_CHECKPOINT = "best.pt"
+ANALYSIS_DIR = "analysis"
+TRIAL_FILE = "trial.json"  # search runs: {"number": N, "params": {...}}
+
+
+class RunStatus(str, enum.Enum):
+    """Status of a run. `summary.json` holds running/completed/diverged/failed/pruned; the study
+    index adds `pending` (not started, or interrupted and waiting to resume)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    DIVERGED = "diverged"
+    FAILED = "failed"
+    PRUNED = "pruned"
+
+    def __str__(self) -> str:  # f-strings and str() give the plain value
+        return self.value
+
+    @property
+    def final(self) -> bool:
+        """A run in a final status is never trained again (a failed one may be retried)."""
+        return self in FINAL_STATUSES
+
+    @classmethod
+    def parse(cls, value: object) -> "RunStatus | None":
+        try:
+            return cls(value)
+        except ValueError:
+            return None
+
+
+FINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.DIVERGED, RunStatus.PRUNED})
+
+
+def checkpoint_path(run_dir: str | Path, which: str = LAST_CHECKPOINT) -> Path:
+    return Path(run_dir) / CHECKPOINTS_DIR / which
+
+
+__all__ = ["ANALYSIS_DIR", "BEST_CHECKPOINT", "CHECKPOINTS_DIR", "CONFIG_FILE", "CONFUSION_FILE",
+           "FINAL_STATUSES", "LAST_CHECKPOINT", "METRICS_FILE", "RunStatus", "SUMMARY_FILE", "TRIAL_FILE",
+           "checkpoint_path"]
