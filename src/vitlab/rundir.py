@@ -8,7 +8,7 @@ A run directory is the source of truth for one training run (the study index is 
     RUN/confusion_test.csv   confusion matrix of the final test evaluation
     RUN/checkpoints/last.pt  everything needed to resume exactly
     RUN/checkpoints/best.pt  the weights of the best validation epoch
-    RUN/analysis/            `vitlab analyze` output
+    RUN/analysis/            `vitlab analyze` output: analysis.json, figures, model.onnx (`vitlab export`)
 
 `train/` writes these files, `study/` and `report/` read them; nobody spells a name as a literal.
 """
@@ -25,6 +25,8 @@ CHECKPOINTS_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
 ANALYSIS_DIR = "analysis"
+ANALYSIS_FILE = "analysis.json"  # inside ANALYSIS_DIR
+ONNX_FILE = "model.onnx"  # inside ANALYSIS_DIR
 TRIAL_FILE = "trial.json"  # search runs: {"number": N, "params": {...}}
 
 
@@ -62,6 +64,6 @@ def checkpoint_path(run_dir: str | Path, which: str = LAST_CHECKPOINT) -> Path:
     return Path(run_dir) / CHECKPOINTS_DIR / which
 
 
-__all__ = ["ANALYSIS_DIR", "BEST_CHECKPOINT", "CHECKPOINTS_DIR", "CONFIG_FILE", "CONFUSION_FILE",
+__all__ = ["ANALYSIS_DIR", "ANALYSIS_FILE", "ONNX_FILE", "BEST_CHECKPOINT", "CHECKPOINTS_DIR", "CONFIG_FILE", "CONFUSION_FILE",
            "FINAL_STATUSES", "LAST_CHECKPOINT", "METRICS_FILE", "RunStatus", "SUMMARY_FILE", "TRIAL_FILE",
            "checkpoint_path"]

@@ -28,6 +28,10 @@ from .metrics import SplitMetrics
 from .progress import EpochProgress
 from .schedules import make_scheduler
 
+ENTROPY_IMAGES = 128
+"""Validation images (the first ones of the seeded split) on which each epoch records the mean
+normalized attention entropy per layer (`attn_entropy_norm` in metrics.jsonl)."""
+
 # Metrics where lower is better; every other monitored metric is maximized.
 LOWER_IS_BETTER = {"val_loss", "val_ece"}
 FINAL_STATUSES = {"completed", "diverged"}
@@ -262,6 +266,14 @@ class Trainer:
             metrics.update(logits, y_all[i:i + bs])
         return metrics.compute(prefix), (metrics.confusion_matrix() if confusion else None)
 
+    def attention_entropy(self) -> dict:
+        """{"attn_entropy_norm": [per layer]} on the fixed validation batch (see ENTROPY_IMAGES)."""
+        from ..models.probe import mean_entropy_per_layer
+
+        x = self.to_input(self.augment.eval_batch(self.data.val_x[:ENTROPY_IMAGES]))
+        with self.autocast():
+            return {"attn_entropy_norm": mean_entropy_per_layer(self.eval_model(), x)}
+
     # ------------------------------------------------------------------ the run
     def run(self, on_epoch: Callable[[int, dict], bool] | None) -> dict:
         cfg, st = self.cfg, self.state
@@ -277,6 +289,7 @@ class Trainer:
                     status, error = "diverged", str(e)
                     break
                 row.update(self.evaluate(self.data.val_x, self.data.val_y, "val")[0])
+                row.update(self.attention_entropy())
                 if cfg.train.test_every_epoch:
                     row.update(self.evaluate(self.data.test_x, self.data.test_y, "test")[0])
                 st.epoch += 1
