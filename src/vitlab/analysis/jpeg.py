@@ -1,21 +1,18 @@
-"""Baseline JPEG compression and decompression of image batches as tensor ops (ITU-T T.81).
+"""Baseline JPEG compression and decompression of image batches as integer tensor ops (ITU-T T.81),
+reproducing what PIL's `save(..., 'JPEG', quality=q)` + `open` do through libjpeg(-turbo) defaults:
 
-Follows what PIL's `save(..., 'JPEG', quality=q)` + `open` do through libjpeg(-turbo) with its
-defaults: JFIF YCbCr, 4:2:0 chroma subsampling (2×2 averages with libjpeg's alternating rounding
-bias), the Annex K quantization tables scaled by `jpeg_quality_scaling`, 8×8 DCT, quantization
-rounded half away from zero, and on decoding the IDCT, libjpeg's "fancy" (triangular) chroma
-upsampling and the inverse colour transform, each rounded to 8 bits where libjpeg rounds.
+    encode: RGB -> YCbCr (jccolor.c fixed point), 4:2:0 chroma subsampling (jcsample.c h2v2, alternating
+            rounding bias), level shift, "islow" integer DCT (jfdctint.c), quantization by the Annex K
+            tables scaled as jpeg_set_quality(q, force_baseline) does, rounding |c|/q half up
+    decode: dequantize, "islow" integer IDCT (jidctint.c) with range limiting, "fancy" triangular chroma
+            upsampling (jdsample.c h2v2_fancy_upsample), YCbCr -> RGB (jdcolor.c fixed point)
 
-Difference from libjpeg: the DCT and IDCT are computed in floating point, not with libjpeg's
-fixed-point "islow" integer approximation, so a few pixels differ by a level or two (measured
-against PIL in tests/test_analysis_corruptions.py).
+Entropy coding is lossless and left out. Checked bit for bit against PIL in
+tests/test_analysis_corruptions.py.
 """
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 BLOCK = 8
@@ -42,21 +39,77 @@ def quality_scaled_table(base: tuple[int, ...], quality: int) -> Tensor:
     return torch.tensor(t, dtype=torch.float64).view(BLOCK, BLOCK)
 
 
-def dct_matrix(n: int = BLOCK) -> Tensor:
-    """Orthonormal DCT-II matrix D (rows = frequencies): coefficients of a block B are D B Dᵀ; this
-    equals T.81's (1/4) C(u) C(v) Σ Σ f cos cos normalization."""
-    k = torch.arange(n, dtype=torch.float64)
-    d = torch.cos(math.pi * (2 * k.view(1, -1) + 1) * k.view(-1, 1) / (2 * n)) * math.sqrt(2.0 / n)
-    d[0] /= math.sqrt(2.0)
-    return d
+CONST_BITS = 13
+PASS1_BITS = 2
+"""Fixed-point precision of libjpeg's "islow" DCT (jfdctint.c / jidctint.c)."""
 
 
-def _round_half_up(x: Tensor) -> Tensor:
-    return torch.floor(x + 0.5)
+def _fix(x: float, bits: int = CONST_BITS) -> int:
+    return int(x * (1 << bits) + 0.5)
 
 
-def _round_half_away(x: Tensor) -> Tensor:
-    return torch.sign(x) * torch.floor(x.abs() + 0.5)
+F_0_298, F_0_390, F_0_541, F_0_765 = _fix(0.298631336), _fix(0.390180644), _fix(0.541196100), _fix(0.765366865)
+F_0_899, F_1_175, F_1_501, F_1_847 = _fix(0.899976223), _fix(1.175875602), _fix(1.501321110), _fix(1.847759065)
+F_1_961, F_2_053, F_2_562, F_3_072 = _fix(1.961570560), _fix(2.053119869), _fix(2.562915447), _fix(3.072711026)
+
+
+def _descale(x: Tensor, n: int) -> Tensor:
+    """libjpeg's DESCALE: x / 2^n rounded (add half, arithmetic shift)."""
+    return (x + (1 << (n - 1))) >> n
+
+
+def _odd_part(t4: Tensor, t5: Tensor, t6: Tensor, t7: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The shared rotation of the odd coefficients (Loeffler–Ligtenberg–Moschytz), libjpeg's constants."""
+    z1, z2, z3, z4 = t4 + t7, t5 + t6, t4 + t6, t5 + t7
+    z5 = (z3 + z4) * F_1_175
+    t4, t5, t6, t7 = t4 * F_0_298, t5 * F_2_053, t6 * F_3_072, t7 * F_1_501
+    z1, z2, z3, z4 = z1 * -F_0_899, z2 * -F_2_562, z3 * -F_1_961 + z5, z4 * -F_0_390 + z5
+    return t4 + z1 + z3, t5 + z2 + z4, t6 + z2 + z3, t7 + z1 + z4
+
+
+def _fdct_1d(d: list[Tensor], first: bool) -> list[Tensor]:
+    """One pass of jpeg_fdct_islow over 8 int64 tensors (the samples along one axis)."""
+    t0, t7, t1, t6 = d[0] + d[7], d[0] - d[7], d[1] + d[6], d[1] - d[6]
+    t2, t5, t3, t4 = d[2] + d[5], d[2] - d[5], d[3] + d[4], d[3] - d[4]
+    t10, t13, t11, t12 = t0 + t3, t0 - t3, t1 + t2, t1 - t2
+    n = CONST_BITS - PASS1_BITS if first else CONST_BITS + PASS1_BITS
+    out = [None] * 8
+    out[0] = (t10 + t11) << PASS1_BITS if first else _descale(t10 + t11, PASS1_BITS)
+    out[4] = (t10 - t11) << PASS1_BITS if first else _descale(t10 - t11, PASS1_BITS)
+    z1 = (t12 + t13) * F_0_541
+    out[2] = _descale(z1 + t13 * F_0_765, n)
+    out[6] = _descale(z1 - t12 * F_1_847, n)
+    o7, o5, o3, o1 = _odd_part(t4, t5, t6, t7)
+    out[7], out[5], out[3], out[1] = (_descale(v, n) for v in (o7, o5, o3, o1))
+    return out
+
+
+def _idct_1d(c: list[Tensor], first: bool) -> list[Tensor]:
+    """One pass of jpeg_idct_islow over 8 int64 tensors (coefficients along one axis)."""
+    z1 = (c[2] + c[6]) * F_0_541
+    t2, t3 = z1 - c[6] * F_1_847, z1 + c[2] * F_0_765
+    t0, t1 = (c[0] + c[4]) << CONST_BITS, (c[0] - c[4]) << CONST_BITS
+    t10, t13, t11, t12 = t0 + t3, t0 - t3, t1 + t2, t1 - t2
+    o0, o1, o2, o3 = _odd_part(c[7], c[5], c[3], c[1])
+    n = CONST_BITS - PASS1_BITS if first else CONST_BITS + PASS1_BITS + 3
+    return [_descale(v, n) for v in (t10 + o3, t11 + o2, t12 + o1, t13 + o0,
+                                     t13 - o0, t12 - o1, t11 - o2, t10 - o3)]
+
+
+def _along(x: Tensor, fn, axis: int, first: bool) -> Tensor:
+    return torch.stack(fn(list(x.unbind(axis)), first), dim=axis)
+
+
+def fdct_islow(blocks: Tensor) -> Tensor:
+    """libjpeg's integer forward DCT of level-shifted int64 blocks (..., 8, 8): rows, then columns;
+    the result is 8× the orthonormal DCT, as libjpeg keeps it."""
+    return _along(_along(blocks, _fdct_1d, -1, True), _fdct_1d, -2, False)
+
+
+def idct_islow(coef: Tensor) -> Tensor:
+    """libjpeg's integer inverse DCT of dequantized int64 coefficients (..., 8, 8): columns, then rows;
+    returns level-shifted samples (before + 128 and the range limit)."""
+    return _along(_along(coef, _idct_1d, -2, True), _idct_1d, -1, False)
 
 
 def _blocks(x: Tensor) -> Tensor:
@@ -70,32 +123,46 @@ def _unblocks(b: Tensor) -> Tensor:
     return b.permute(0, 1, 3, 2, 4).reshape(n, bh * BLOCK, bw * BLOCK)
 
 
-def _pad_replicate(x: Tensor, multiple: int) -> Tensor:
-    h, w = x.shape[-2:]
-    ph, pw = -h % multiple, -w % multiple
-    if ph == 0 and pw == 0:
-        return x
-    return F.pad(x.unsqueeze(1), (0, pw, 0, ph), mode="replicate").squeeze(1)
-
-
 def code_component(x: Tensor, table: Tensor) -> Tensor:
-    """Level shift, DCT, quantize, dequantize, IDCT, level shift back, round and clamp to 0..255:
-    one component (N, H, W) of 8-bit samples, H, W multiples of 8."""
-    d2 = torch.kron(dct_matrix(), dct_matrix()).to(x.device)  # 2-D DCT of flattened 8×8 blocks
-    t = table.reshape(-1).to(x.device)
-    b = _blocks(x - 128.0)
-    shape = b.shape
-    coef = b.reshape(-1, BLOCK * BLOCK) @ d2.T  # one GEMM for all blocks of all images
-    coef = _round_half_away(coef / t) * t
-    return _round_half_up(_unblocks((coef @ d2).reshape(shape)) + 128.0).clamp(0, 255)
+    """One component (N, H, W) of int64 samples (H, W multiples of 8) through libjpeg: level shift,
+    integer DCT, quantization (|c| + q/2) // q with q = 8·table, dequantization, integer IDCT,
+    level shift back and range limit."""
+    q = (table.long() * 8).to(x.device)
+    coef = fdct_islow(_blocks(x - 128))
+    quant = torch.sign(coef) * ((coef.abs() + (q >> 1)) // q)
+    out = idct_islow(quant * table.long().to(x.device)) + 128
+    return _unblocks(out.clamp(0, 255))
+
+
+def _fix16(x: float) -> int:
+    return int(x * 65536 + 0.5)
+
+
+def rgb_to_ycc(r: Tensor, g: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """libjpeg's rgb_ycc_convert (jccolor.c), 16-bit fixed point, on int64 samples."""
+    half, offset = 1 << 15, 128 << 16
+    y = (_fix16(0.299) * r + _fix16(0.587) * g + _fix16(0.114) * b + half) >> 16
+    cb = (-_fix16(0.16874) * r - _fix16(0.33126) * g + _fix16(0.5) * b + offset + half - 1) >> 16
+    cr = (_fix16(0.5) * r - _fix16(0.41869) * g - _fix16(0.08131) * b + offset + half - 1) >> 16
+    return y, cb, cr
+
+
+def ycc_to_rgb(y: Tensor, cb: Tensor, cr: Tensor) -> Tensor:
+    """libjpeg's ycc_rgb_convert (jdcolor.c), 16-bit fixed point, range-limited: (N, 3, H, W)."""
+    half = 1 << 15
+    cb, cr = cb - 128, cr - 128
+    r = y + ((_fix16(1.402) * cr + half) >> 16)
+    g = y + ((-_fix16(0.34414) * cb + half - _fix16(0.71414) * cr) >> 16)
+    b = y + ((_fix16(1.772) * cb + half) >> 16)
+    return torch.stack([r, g, b], dim=1).clamp(0, 255)
 
 
 def downsample_h2v2(c: Tensor) -> Tensor:
     """libjpeg's h2v2_downsample: (sum of each 2×2 block + bias) >> 2, bias alternating 1, 2 along columns."""
     n, h, w = c.shape
     s = c.reshape(n, h // 2, 2, w // 2, 2).sum(dim=(2, 4))
-    bias = torch.tensor([1.0, 2.0], dtype=c.dtype, device=c.device).repeat(w // 4 + 1)[: w // 2]
-    return torch.floor((s + bias) / 4)
+    bias = torch.tensor([1, 2], dtype=c.dtype, device=c.device).repeat(w // 4 + 1)[: w // 2]
+    return (s + bias) >> 2
 
 
 def upsample_h2v2_fancy(c: Tensor) -> Tensor:
@@ -107,36 +174,46 @@ def upsample_h2v2_fancy(c: Tensor) -> Tensor:
     colsum = torch.stack([3 * c + up, 3 * c + down], dim=2).reshape(n, 2 * h, w)
     left = torch.cat([colsum[..., :1], colsum[..., :-1]], dim=-1)
     right = torch.cat([colsum[..., 1:], colsum[..., -1:]], dim=-1)
-    even = torch.floor((3 * colsum + left + 8) / 16)
-    odd = torch.floor((3 * colsum + right + 7) / 16)
+    even = (3 * colsum + left + 8) >> 4
+    odd = (3 * colsum + right + 7) >> 4
     return torch.stack([even, odd], dim=-1).reshape(n, 2 * h, 2 * w)
+
+
+def _pad_to(x: Tensor, rows: int, cols: int) -> Tensor:
+    """Replicate the last row / column of (N, H, W) int64 samples up to rows × cols (libjpeg's
+    expand_right_edge / expand_bottom_edge)."""
+    h, w = x.shape[-2:]
+    if rows > h:
+        x = torch.cat([x, x[:, -1:].expand(-1, rows - h, -1)], dim=1)
+    if cols > w:
+        x = torch.cat([x, x[:, :, -1:].expand(-1, -1, cols - w)], dim=2)
+    return x
+
+
+def _up(v: int, m: int) -> int:
+    return -(-v // m) * m
 
 
 def jpeg_roundtrip(x: Tensor, quality: int) -> Tensor:
     """Compress and decompress images (N, C, H, W), C = 1 or 3, float 0..255 integer-valued; returns
-    the decoded images in the same form."""
+    the decoded images in the same form (float32). Edges are padded where and as libjpeg pads them."""
     n, c, h, w = x.shape
-    x = x.double()
+    x = x.round().long()
     luma_t = quality_scaled_table(LUMA_TABLE, quality)
     if c == 1:
-        y = code_component(_pad_replicate(x[:, 0], BLOCK), luma_t)
+        y = code_component(_pad_to(x[:, 0], _up(h, BLOCK), _up(w, BLOCK)), luma_t)
         return y[:, :h, :w].unsqueeze(1).to(torch.float32)
     chroma_t = quality_scaled_table(CHROMA_TABLE, quality)
-    r, g, b = _pad_replicate(x.reshape(n * c, h, w), 2 * BLOCK).reshape(n, c, *_padded(h, w)).unbind(1)
-    y = _round_half_up(0.299 * r + 0.587 * g + 0.114 * b)
-    cb = _round_half_up(-0.168735892 * r - 0.331264108 * g + 0.5 * b + 128.0 - 1e-9)
-    cr = _round_half_up(0.5 * r - 0.418687589 * g - 0.081312411 * b + 128.0 - 1e-9)
-    y = code_component(y, luma_t)
-    cb = upsample_h2v2_fancy(code_component(downsample_h2v2(cb), chroma_t))
-    cr = upsample_h2v2_fancy(code_component(downsample_h2v2(cr), chroma_t))
-    cb, cr = cb - 128.0, cr - 128.0
-    r = y + _round_half_up(1.402 * cr)
-    g = y + _round_half_up(-0.344136286 * cb - 0.714136286 * cr)
-    b = y + _round_half_up(1.772 * cb)
-    out = torch.stack([r, g, b], dim=1).clamp(0, 255)
-    return out[..., :h, :w].to(torch.float32)
+    ch, cw = -(-h // 2), -(-w // 2)  # real chroma samples
+    planes = x.reshape(n * c, h, w)
+    full = _pad_to(planes, _up(h, BLOCK), _up(w, BLOCK)).reshape(n, c, _up(h, BLOCK), _up(w, BLOCK))
+    y = code_component(rgb_to_ycc(*full.unbind(1))[0], luma_t)[:, :h, :w]
+    half = _pad_to(planes, 2 * ch, 2 * _up(cw, BLOCK)).reshape(n, c, 2 * ch, 2 * _up(cw, BLOCK))
+    _, cb, cr = rgb_to_ycc(*half.unbind(1))
 
+    def chroma(v: Tensor) -> Tensor:
+        v = _pad_to(downsample_h2v2(v), _up(ch, BLOCK), 0)
+        v = code_component(v, chroma_t)[:, :ch, :cw]  # the decoder upsamples only the real samples
+        return upsample_h2v2_fancy(v)[:, :h, :w]
 
-def _padded(h: int, w: int) -> tuple[int, int]:
-    m = 2 * BLOCK
-    return h + (-h % m), w + (-w % m)
+    return ycc_to_rgb(y, chroma(cb), chroma(cr)).to(torch.float32)

@@ -35,7 +35,7 @@ def rollout(layers: list[Tensor], mix: float = RESIDUAL_MIX) -> list[Tensor]:
     out: list[Tensor] = []
     r = None
     for a in layers:
-        m = mix_identity(a.float(), mix)
+        m = mix_identity(a if a.is_floating_point() else a.float(), mix)
         r = m if r is None else m @ r
         out.append(r)
     return out

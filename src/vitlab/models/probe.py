@@ -159,23 +159,43 @@ def normalized_entropy(h: Tensor | float, n_keys: int) -> Tensor | float:
     return h / math.log(n_keys) if n_keys > 1 else h * math.nan
 
 
+ENTROPY_CHUNK = 32
+"""Images per forward pass of `mean_entropy_per_layer` (bounds the memory of one layer's weights)."""
+
+
 @torch.no_grad()
 def mean_entropy_per_layer(model: nn.Module, x: Tensor) -> list[float | None]:
     """Mean normalized attention entropy of every layer (forward order) on the batch x, in eval mode;
     the model's training mode is restored. None for a layer with a single key per query.
 
-    This is what the trainer records each epoch (`attn_entropy_norm` in metrics.jsonl).
+    This is what the trainer records each epoch (`attn_entropy_norm` in metrics.jsonl). Each layer's
+    weights are reduced as soon as they are computed, ENTROPY_CHUNK images at a time.
     """
+    layers = attention_layers(model)
+    sums = [0.0] * len(layers)
+    counts = [0] * len(layers)
+
+    def probe(i: int):
+        def fn(module, q, k, w):
+            h = attention_entropy(attention_distribution(w))
+            sums[i] += float(h.sum())
+            counts[i] += h.numel()
+        return fn
+
     was_training = model.training
     model.eval()
     try:
-        with record_attention(model) as rec:
-            model(x)
+        for i, layer in enumerate(layers):
+            layer.attention.probe = probe(i)
+        for start in range(0, len(x), ENTROPY_CHUNK):
+            model(x[start:start + ENTROPY_CHUNK])
     finally:
+        for layer in layers:
+            layer.attention.probe = None
         model.train(was_training)
     out: list[float | None] = []
-    for layer, w in zip(rec.layers, rec.weights):
-        h = normalized_entropy(attention_entropy(attention_distribution(w)).mean().item(), keys_per_query(layer))
+    for layer, total, n in zip(layers, sums, counts):
+        h = normalized_entropy(total / n, keys_per_query(layer)) if n else math.nan
         out.append(h if math.isfinite(h) else None)
     return out
 

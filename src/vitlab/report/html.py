@@ -72,6 +72,7 @@ class Report:
     search: SearchData | None = None
     search_figures: list[Artifact] = field(default_factory=list)
     generated: str = ""
+    extra: list[tuple[str, str, str]] = field(default_factory=list)  # (anchor, title, html): analysis sections
 
 
 def slug(text: str) -> str:
@@ -243,8 +244,9 @@ def render_html(rep: Report) -> str:
                      "images, not on a real benchmark: the numbers check the pipeline and compare settings "
                      "on a toy task; they say nothing about accuracy on real images.</div>")
     parts.append("</header>")
-    if rep.sections or rep.search:
+    if rep.sections or rep.search or rep.extra:
         toc = [f'<li><a href="#{slug(s.factor)}">{e(s.factor)}</a></li>' for s in rep.sections]
+        toc += [f'<li><a href="#{e(anchor)}">{e(title)}</a></li>' for anchor, title, _ in rep.extra]
         if rep.search:
             toc.append('<li><a href="#search">Search</a></li>')
         toc.append('<li><a href="#methods">Method</a></li>')
@@ -265,6 +267,8 @@ def render_html(rep: Report) -> str:
         if not sd.importances:
             parts.append(f'<p class="note">{e(sd.importance_note)}</p>')
         parts.append("</section>")
+    for anchor, title, body in rep.extra:
+        parts.append(f'<section id="{e(anchor)}"><h2>{e(title)}</h2>{body}</section>')
     parts.append('<section id="methods"><h2>Method</h2><ul class="methods">'
                  + "".join(f"<li>{e(t)}</li>" for t in _methods(rep)) + "</ul></section>")
     parts.append("</body></html>")
@@ -295,11 +299,19 @@ def write_report(study_dir: str | Path, out_path: str | Path | None = None) -> P
         search = search_data(study_dir, meta.get("study_name") or meta.get("name"))
     report_dir = study_dir / REPORT_DIR
     rep = build_report(meta, records, report_dir, search)
+    from .analysis_sections import study_sections
+
+    rep.extra = study_sections(meta, records, study_dir, report_dir)
     out = Path(out_path) if out_path is not None else report_dir / HTML_NAME
     atomic_write_text(out, render_html(rep))
     return out
 
 
 def report_main(study_dir: str | Path, out: str | Path | None = None) -> Path:
-    """`vitlab report DIR [-o FILE]`: UserError (one line) when DIR is not a study."""
+    """`vitlab report DIR [-o FILE]`: a study report, or the one-run report when DIR is a run directory;
+    UserError (one line) when DIR is neither."""
+    from .analysis_sections import is_run_dir, write_run_report
+
+    if Path(study_dir).is_dir() and is_run_dir(Path(study_dir)):
+        return write_run_report(study_dir, out)
     return write_report(study_dir, out)
