@@ -408,6 +408,12 @@ UNFAITHFUL_NOTE = ("frost: the reference blends crops of six frost photographs t
                    "mean corruption accuracy and of mCE")
 
 
+def ordered(names) -> list[str]:
+    """Corruption names in the paper's order (JSON files keep them sorted alphabetically)."""
+    names = list(names)
+    return [n for n in CORRUPTIONS if n in names] + sorted(n for n in names if n not in CORRUPTIONS)
+
+
 def to_unit(x_uint8: Tensor) -> Tensor:
     return x_uint8.to(torch.float32) / 255.0
 

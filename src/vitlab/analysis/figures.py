@@ -13,6 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..io import atomic_write_bytes
+from .corruptions import ordered
 
 PNG_DPI = 120
 """Resolution of saved PNGs."""
@@ -189,7 +190,7 @@ def corruption_heatmap(rob: dict) -> Figure | None:
     """Corruptions × severities, top-1 in %."""
     if not rob or not rob.get("corruptions"):
         return None
-    names = list(rob["corruptions"])
+    names = ordered(rob["corruptions"])
     vals = np.array([rob["corruptions"][n] for n in names], dtype=float) * 100
     labels = [n + (" *" if n in rob.get("excluded_from_mean", []) else "") for n in names]
     return heatmap_figure(vals, labels, [str(s) for s in range(1, 6)], "top-1 (%)",

@@ -18,7 +18,7 @@ CIFAR_C_IMAGES = 10_000
 class AnalysisOptions:
     sections: list[str] = knob(list(SECTIONS), "analyses to compute: attention, robustness, calibration, efficiency")
     samples: int = knob(256, "attention: test images in the fixed, seeded sample the statistics are averaged over")
-    map_images: int = knob(8, "attention: images of that sample whose attention maps and rollouts are drawn")
+    map_images: int = knob(8, "attention: images of that sample (the first ones) whose attention maps and rollouts are drawn")
     attention_batch: int = knob(32, "attention: images per forward pass while recording weights (memory bound)")
     corruption_images: Optional[int] = knob(None, "robustness: corrupt a stratified, seeded subset of this many test "
                                                   f"images (default: the whole test set, at most {CIFAR_C_IMAGES:,})")
@@ -48,8 +48,6 @@ class AnalysisOptions:
             raise ConfigError("analysis.corruption_images", f"must be > 0, got {self.corruption_images}")
         if self.seed < 0 or self.warmup_calls < 0:
             raise ConfigError("analysis.seed" if self.seed < 0 else "analysis.warmup_calls", "must be >= 0")
-        if self.map_images > self.samples:
-            raise ConfigError("analysis.map_images", f"must be at most analysis.samples ({self.samples})")
 
 
 def make_options(**values) -> AnalysisOptions:

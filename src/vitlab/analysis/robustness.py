@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ..data.splits import stratified_split
-from .corruptions import CORRUPTIONS, SEVERITIES, UNFAITHFUL_NOTE, corrupt
+from .corruptions import CORRUPTIONS, SEVERITIES, UNFAITHFUL_NOTE, corrupt, ordered
 from .options import CIFAR_C_IMAGES
 
 
@@ -83,6 +83,7 @@ def compute_robustness(run, opts, previous: dict | None = None,
             progress(f"robustness: {name} {' '.join(f'{a:.3f}' for a in accs)}")
         if save is not None:
             save(sec)
+    sec["corruptions"] = {k: sec["corruptions"][k] for k in ordered(sec["corruptions"])}
     sec.update(summarize(sec["corruptions"], sec["clean_top1"]))
     sec["complete"] = True
     return sec

@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 
 from ..analysis import figures as afig
 from ..analysis.analyze import read_analysis, read_maps
+from ..analysis.corruptions import ordered
 from ..analysis.robustness import error_profile, mce, mean_profile
 from ..errors import UserError
 from ..io import atomic_write_text, read_json_object, read_jsonl
@@ -226,6 +227,7 @@ def corruption_levels_heatmap(levels: list[LevelData]) -> Figure | None:
     for lev in levels:
         for a in lev.analyses:
             names += [n for n in a["robustness"]["corruptions"] if n not in names]
+    names = ordered(names)
     rows, vals = [], []
     for lev in levels:
         if not lev.analyses:
@@ -441,7 +443,7 @@ def run_sections(run_dir: Path, analysis: dict, sink: FigureSink) -> list[tuple[
     if rob:
         status = "" if rob.get("complete") else " — incomplete sweep (rerun vitlab analyze to continue)"
         rows = [[name, rob["categories"][name], *[_fmt(a, 100) for a in accs], _fmt(float(np.mean(accs)), 100)]
-                for name, accs in rob["corruptions"].items()]
+                for name, accs in ((n, rob["corruptions"][n]) for n in ordered(rob["corruptions"]))]
         body = table_html(f"Top-1 (%) under each corruption and severity, {rob['images']:,} test images{status}",
                           ["corruption", "category", "1", "2", "3", "4", "5", "mean"], rows)
         body += note(f"Clean top-1 {_fmt(rob['clean_top1'], 100)}%; mean corruption top-1 {_fmt(rob['mean_top1'], 100)}% "
