@@ -130,6 +130,8 @@ def analyze_run(run_dir: str | Path, sections=None, force: bool = False, samples
                 sec = compute_calibration(run, opts)
             else:
                 sec = compute_efficiency(run, opts)
+                if (analysis.get("efficiency") or {}).get("onnx"):  # from `vitlab export`
+                    sec["onnx"] = analysis["efficiency"]["onnx"]
             if name != "robustness":
                 sec["time_s"] = time.perf_counter() - t0
             analysis[name] = sec

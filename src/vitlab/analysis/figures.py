@@ -36,7 +36,7 @@ def save_figure(fig: Figure, base: str | Path) -> dict[str, bytes]:
     base = Path(base)
     data = {fmt: figure_bytes(fig, fmt) for fmt in ("png", "svg")}
     for fmt, b in data.items():
-        atomic_write_bytes(base.with_suffix(f".{fmt}"), b)
+        atomic_write_bytes(base.parent / f"{base.name}.{fmt}", b)
     return data
 
 

@@ -104,8 +104,8 @@ def scalar_metrics(analysis: dict) -> dict[str, Any]:
         out["calib_overconfidence"] = cal["overconfidence"]
     eff = analysis.get("efficiency")
     if eff:
-        out["latency_ms_b1"] = eff["latency_ms_b1"]
-        out["throughput_img_s_b256"] = eff["throughput_img_s_b256"]
+        out["latency_ms_b1"] = eff.get("latency_ms_b1")
+        out["throughput_img_s_b256"] = eff.get("throughput_img_s_b256")
         comp = eff.get("compiled") or {}
         if "latency_ms_b1" in comp:
             out["latency_ms_b1_compiled"] = comp["latency_ms_b1"]
