@@ -85,6 +85,7 @@ class _LayerAccumulator:
             "max_weight": _f(per_head["max_weight"].mean()),
             "row_mass": _f(per_head["row_mass"].mean()),
             "distance_px": _f(per_head["distance_px"].mean()),
+            "distance_px_uniform": _f(st.token_distances_px(layer.grid).double().mean()),
             "max_logit": _f(self.max_logit.max()),
             "qk_spectral_norm": _f(spectral.max()),
             "rank_residual": _f(self.residual / max(self.sequences, 1)),

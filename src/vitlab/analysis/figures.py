@@ -97,6 +97,9 @@ def entropy_layers_figure(layers: list[dict]) -> Figure | None:
         for i, lay in enumerate(layers):
             ax.scatter([i] * len(lay["heads"]), [_nan(h[key]) for h in lay["heads"]], s=12, color="C1",
                        alpha=0.7, label="heads" if i == 0 else None, zorder=2)
+        if key == "distance_px" and all(lay.get("distance_px_uniform") is not None for lay in layers):
+            ax.plot(x, [lay["distance_px_uniform"] for lay in layers], "--", color="gray", label="uniform attention")
+            ax.legend(fontsize=7)
         ax.set_xticks(x, [f"L{i}" for i in x], fontsize=7)
         ax.set_xlabel("layer (forward order)")
         ax.set_ylabel(label)
