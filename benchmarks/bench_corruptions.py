@@ -65,7 +65,12 @@ def main() -> None:
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     lines = []
-    sec = compute_robustness(run, opts, progress=lambda m: lines.append((time.perf_counter() - t0, m)))
+
+    def progress(m: str) -> None:
+        lines.append((time.perf_counter() - t0, m))
+        print(f"  {lines[-1][0]:7.1f} s  {m}", flush=True)
+
+    sec = compute_robustness(run, opts, progress=progress)
     total = time.perf_counter() - t0
     print(f"# corruption sweep  {date.today()}  {platform.machine()}  threads {a.threads}  torch {torch.__version__}  "
           f"load average {load0:.1f} -> {os.getloadavg()[0]:.1f}")

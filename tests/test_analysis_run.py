@@ -191,3 +191,20 @@ def test_compute_attention_on_mobilevit():
     # rollout restarts at each stage: its first layer's rollout is the identity-mixed attention itself
     r0 = arrays["rollout_2"]
     assert r0.shape == (2, 2, 2) and np.all(r0 > 0)
+
+
+def test_run_report_renders_in_chromium(analyzed, tmp_path):
+    from PIL import Image
+
+    from test_report_html import EXTERNAL, MIN_DISTINCT_COLOURS, chromium
+
+    run, _ = analyzed
+    page = tmp_path / "run.html"
+    assert main(["report", str(run), "-o", str(page)]) == 0
+    shot = tmp_path / "shot.png"
+    dom = chromium(["--dump-dom", f"--screenshot={shot}", "--window-size=1200,2000", page.as_uri()], tmp_path).stdout
+    for title in ("Attention", "Robustness", "Calibration", "Efficiency"):
+        assert f">{title}</h2>" in dom
+    assert dom.count("<table") >= 3 and not EXTERNAL.search(dom)
+    img = np.asarray(Image.open(shot).convert("RGB"))
+    assert len(np.unique(img.reshape(-1, 3), axis=0)) >= MIN_DISTINCT_COLOURS

@@ -53,12 +53,7 @@ F_0_899, F_1_175, F_1_501, F_1_847 = _fix(0.899976223), _fix(1.175875602), _fix(
 F_1_961, F_2_053, F_2_562, F_3_072 = _fix(1.961570560), _fix(2.053119869), _fix(2.562915447), _fix(3.072711026)
 
 
-def _descale(x: Tensor, n: int) -> Tensor:
-    """libjpeg's DESCALE: x / 2^n rounded (add half, arithmetic shift)."""
-    return (x + (1 << (n - 1))) >> n
-
-
-def _odd_part(t4: Tensor, t5: Tensor, t6: Tensor, t7: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _odd_part(t4, t5, t6, t7):
     """The shared rotation of the odd coefficients (Loeffler–Ligtenberg–Moschytz), libjpeg's constants."""
     z1, z2, z3, z4 = t4 + t7, t5 + t6, t4 + t6, t5 + t7
     z5 = (z3 + z4) * F_1_175
@@ -67,49 +62,69 @@ def _odd_part(t4: Tensor, t5: Tensor, t6: Tensor, t7: Tensor) -> tuple[Tensor, T
     return t4 + z1 + z3, t5 + z2 + z4, t6 + z2 + z3, t7 + z1 + z4
 
 
-def _fdct_1d(d: list[Tensor], first: bool) -> list[Tensor]:
-    """One pass of jpeg_fdct_islow over 8 int64 tensors (the samples along one axis)."""
+def _fdct_1d(d: list, first: bool) -> tuple[list, list[int]]:
+    """One pass of jpeg_fdct_islow over 8 inputs: the 8 outputs before their final DESCALE, and the
+    shift of each (0: none). Linear in the inputs until the DESCALE."""
     t0, t7, t1, t6 = d[0] + d[7], d[0] - d[7], d[1] + d[6], d[1] - d[6]
     t2, t5, t3, t4 = d[2] + d[5], d[2] - d[5], d[3] + d[4], d[3] - d[4]
     t10, t13, t11, t12 = t0 + t3, t0 - t3, t1 + t2, t1 - t2
     n = CONST_BITS - PASS1_BITS if first else CONST_BITS + PASS1_BITS
-    out = [None] * 8
-    out[0] = (t10 + t11) << PASS1_BITS if first else _descale(t10 + t11, PASS1_BITS)
-    out[4] = (t10 - t11) << PASS1_BITS if first else _descale(t10 - t11, PASS1_BITS)
     z1 = (t12 + t13) * F_0_541
-    out[2] = _descale(z1 + t13 * F_0_765, n)
-    out[6] = _descale(z1 - t12 * F_1_847, n)
     o7, o5, o3, o1 = _odd_part(t4, t5, t6, t7)
-    out[7], out[5], out[3], out[1] = (_descale(v, n) for v in (o7, o5, o3, o1))
-    return out
+    raw = [(t10 + t11) * (1 << PASS1_BITS) if first else t10 + t11, o1, z1 + t13 * F_0_765, o3,
+           (t10 - t11) * (1 << PASS1_BITS) if first else t10 - t11, o5, z1 - t12 * F_1_847, o7]
+    dc = 0 if first else PASS1_BITS
+    return raw, [dc, n, n, n, dc, n, n, n]
 
 
-def _idct_1d(c: list[Tensor], first: bool) -> list[Tensor]:
-    """One pass of jpeg_idct_islow over 8 int64 tensors (coefficients along one axis)."""
+def _idct_1d(c: list, first: bool) -> tuple[list, list[int]]:
+    """One pass of jpeg_idct_islow over 8 coefficients: outputs before their DESCALE, and the shifts."""
     z1 = (c[2] + c[6]) * F_0_541
     t2, t3 = z1 - c[6] * F_1_847, z1 + c[2] * F_0_765
-    t0, t1 = (c[0] + c[4]) << CONST_BITS, (c[0] - c[4]) << CONST_BITS
+    t0, t1 = (c[0] + c[4]) * (1 << CONST_BITS), (c[0] - c[4]) * (1 << CONST_BITS)
     t10, t13, t11, t12 = t0 + t3, t0 - t3, t1 + t2, t1 - t2
     o0, o1, o2, o3 = _odd_part(c[7], c[5], c[3], c[1])
     n = CONST_BITS - PASS1_BITS if first else CONST_BITS + PASS1_BITS + 3
-    return [_descale(v, n) for v in (t10 + o3, t11 + o2, t12 + o1, t13 + o0,
-                                     t13 - o0, t12 - o1, t11 - o2, t10 - o3)]
+    return [t10 + o3, t11 + o2, t12 + o1, t13 + o0, t13 - o0, t12 - o1, t11 - o2, t10 - o3], [n] * 8
 
 
-def _along(x: Tensor, fn, axis: int, first: bool) -> Tensor:
-    return torch.stack(fn(list(x.unbind(axis)), first), dim=axis)
+def _pass_matrix(fn, first: bool) -> tuple[Tensor, Tensor]:
+    """The integer matrix of one pass before its DESCALE (evaluated on the unit vectors) and the shifts."""
+    cols = [fn([int(i == j) for i in range(BLOCK)], first)[0] for j in range(BLOCK)]
+    shifts = fn([0] * BLOCK, first)[1]
+    return torch.tensor(cols, dtype=torch.float64).T, torch.tensor(shifts, dtype=torch.float64)
+
+
+_PASSES = {name: (_pass_matrix(fn, True), _pass_matrix(fn, False)) for name, fn in (("fdct", _fdct_1d),
+                                                                                     ("idct", _idct_1d))}
+
+
+def _descale_f(x: Tensor, shifts: Tensor) -> Tensor:
+    """DESCALE of float64 integers by per-output shifts (exact: every value is far below 2^53)."""
+    scale = torch.exp2(shifts)
+    return torch.where(shifts > 0, torch.floor((x + scale / 2) / scale), x)
+
+
+def _two_passes(blocks: Tensor, name: str, rows_first: bool) -> Tensor:
+    """Apply a 2-D islow transform as two exact float64 GEMMs, each followed by its DESCALE."""
+    (m1, s1), (m2, s2) = (tuple(t.to(blocks.device) for t in p) for p in _PASSES[name])
+    if rows_first:
+        y = _descale_f(blocks @ m1.T, s1)  # along the last dim (rows of the block)
+        return _descale_f((m2 @ y).transpose(-1, -2), s2).transpose(-1, -2)
+    y = _descale_f((m1 @ blocks).transpose(-1, -2), s1).transpose(-1, -2)  # along columns first
+    return _descale_f(y @ m2.T, s2)
 
 
 def fdct_islow(blocks: Tensor) -> Tensor:
-    """libjpeg's integer forward DCT of level-shifted int64 blocks (..., 8, 8): rows, then columns;
-    the result is 8× the orthonormal DCT, as libjpeg keeps it."""
-    return _along(_along(blocks, _fdct_1d, -1, True), _fdct_1d, -2, False)
+    """libjpeg's integer forward DCT (jfdctint.c) of level-shifted blocks (..., 8, 8) holding integers,
+    rows then columns; the result is 8× the orthonormal DCT, as libjpeg keeps it (float64 integers)."""
+    return _two_passes(blocks.double(), "fdct", rows_first=True)
 
 
 def idct_islow(coef: Tensor) -> Tensor:
-    """libjpeg's integer inverse DCT of dequantized int64 coefficients (..., 8, 8): columns, then rows;
-    returns level-shifted samples (before + 128 and the range limit)."""
-    return _along(_along(coef, _idct_1d, -2, True), _idct_1d, -1, False)
+    """libjpeg's integer inverse DCT (jidctint.c) of dequantized coefficients (..., 8, 8), columns then
+    rows; returns level-shifted samples (before + 128 and the range limit), float64 integers."""
+    return _two_passes(coef.double(), "idct", rows_first=False)
 
 
 def _blocks(x: Tensor) -> Tensor:
@@ -127,11 +142,12 @@ def code_component(x: Tensor, table: Tensor) -> Tensor:
     """One component (N, H, W) of int64 samples (H, W multiples of 8) through libjpeg: level shift,
     integer DCT, quantization (|c| + q/2) // q with q = 8·table, dequantization, integer IDCT,
     level shift back and range limit."""
-    q = (table.long() * 8).to(x.device)
+    t = table.double().to(x.device)
+    q = t * 8
     coef = fdct_islow(_blocks(x - 128))
-    quant = torch.sign(coef) * ((coef.abs() + (q >> 1)) // q)
-    out = idct_islow(quant * table.long().to(x.device)) + 128
-    return _unblocks(out.clamp(0, 255))
+    quant = torch.sign(coef) * torch.floor((coef.abs() + torch.floor(q / 2)) / q)
+    out = idct_islow(quant * t) + 128
+    return _unblocks(out.clamp(0, 255)).long()
 
 
 def _fix16(x: float) -> int:
