@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 
 from ..analysis import figures as afig
 from ..analysis.analyze import read_analysis, read_maps
-from ..analysis.corruptions import ordered
+from ..analysis.corruptions import CORRUPTIONS, ordered
 from ..analysis.robustness import error_profile, mce, mean_profile
 from ..errors import UserError
 from ..io import atomic_write_text, read_json_object, read_jsonl
@@ -237,8 +237,9 @@ def corruption_levels_heatmap(levels: list[LevelData]) -> Figure | None:
                              or [np.nan]) * 100 for n in names])
     if not rows:
         return None
-    return afig.heatmap_figure(np.array(vals), rows, names, "top-1 (%)",
-                               "top-1 per corruption (mean over severities and seeds)")
+    labels = [n + ("" if n not in CORRUPTIONS or CORRUPTIONS[n].faithful else " *") for n in names]
+    return afig.heatmap_figure(np.array(vals), rows, labels, "top-1 (%)",
+                               "top-1 per corruption (mean over severities and seeds; * = not in the mean)")
 
 
 def accuracy_latency_figure(levels: list[LevelData]) -> Figure | None:
@@ -288,8 +289,9 @@ def attention_html(factor: str, levels: list[LevelData], expected: int, sink: Fi
                                                           if lay["max_logit"] is not None)), 1, 2, expected),
                      ci_text(lev.values(lambda a, s_: a["attention"]["layers"][-1]["rank_residual"]), 1, 3, expected),
                      ci_text(lev.values(lambda a, s_: a["attention"]["layers"][-1]["token_cosine"]), 1, 3, expected)])
-    parts = [table_html(f"{factor}: attention statistics on {levels[0].analyses[0]['attention']['samples'] if levels[0].analyses else ''} "
-                        "fixed test images (mean over layers; mean [95% CI] over seeds)",
+    samples = next(lev for lev in levels if lev.analyses).analyses[0]["attention"]["samples"]
+    parts = [table_html(f"{factor}: attention statistics on {samples} fixed test images (mean over layers; "
+                        "mean [95% CI] over seeds)",
                         ["level", "seeds", "normalized entropy", "max weight", "distance (px)", "max logit",
                          "rank residual (last)", "token cosine (last)"], rows)]
     parts.append(sink(entropy_levels_figure(levels), f"{s}_attn_entropy",
