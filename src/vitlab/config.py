@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -181,6 +182,9 @@ class ScheduleConfig:
     warmup_epochs: float = knob(5.0, "linear warmup from 0 over this many epochs (any schedule)")
     min_lr: float = knob(0.0, "cosine: final learning rate")
     milestones: list[int] = knob([], "step: epochs at which the learning rate is multiplied by gamma")
+    milestone_fractions: list[float] = knob([], "step: fractions of the run's optimizer steps (in (0, 1)) at which the "
+                                            "learning rate is multiplied by gamma; the form that follows train.steps "
+                                            "and train.budget_minutes")
     gamma: float = knob(0.1, "step: decay factor at each milestone")
 
     def __post_init__(self):
@@ -188,12 +192,25 @@ class ScheduleConfig:
         _check_nonneg("sched.min_lr", self.min_lr)
         if any(m <= 0 for m in self.milestones) or list(self.milestones) != sorted(set(self.milestones)):
             raise ConfigError("sched.milestones", f"must be increasing positive epochs, got {self.milestones}")
+        fr = list(self.milestone_fractions)
+        if any(not 0 < f < 1 for f in fr) or fr != sorted(set(fr)):
+            raise ConfigError("sched.milestone_fractions", f"must be increasing fractions in (0, 1), got {fr}")
+        if fr and self.milestones:
+            raise ConfigError("sched.milestone_fractions", "set either sched.milestones (epochs) or "
+                              "sched.milestone_fractions, not both")
         _check_range("sched.gamma", self.gamma, 0.0, 1.0, lo_open=True)
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = knob(30, "training epochs (upper bound when early stopping)")
+    epochs: int = knob(30, "training epochs (upper bound when early stopping); ignored when train.steps or "
+                       "train.budget_minutes is set")
+    steps: Optional[int] = knob(None, "total optimizer steps; epochs become ceil(steps / steps per epoch), the last "
+                                "one possibly partial (reproduces a budgeted run: its summary.json records `steps`)")
+    budget_minutes: Optional[float] = knob(None, "wall-clock budget of the whole run in minutes: the run times a "
+                                           "few throwaway steps and evaluations, then fixes the number of optimizer "
+                                           "steps so that training, evaluations and checkpoints end within it "
+                                           "(exclusive with train.steps; recorded in summary.json)")
     batch_size: int = knob(128, "training batch size")
     eval_batch_size: int = knob(500, "batch size for evaluation")
     label_smoothing: float = knob(0.1, "label smoothing of the cross-entropy loss")
@@ -212,6 +229,12 @@ class TrainConfig:
 
     def __post_init__(self):
         _check_positive("train.epochs", self.epochs)
+        _check_positive("train.steps", self.steps, allow_none=True)
+        if self.budget_minutes is not None and not (math.isfinite(self.budget_minutes) and self.budget_minutes > 0):
+            raise ConfigError("train.budget_minutes", f"must be a finite number > 0, got {self.budget_minutes}")
+        if self.steps is not None and self.budget_minutes is not None:
+            raise ConfigError("train.steps", "set either train.steps or train.budget_minutes, not both (a budgeted "
+                              "run records its step count: reproduce it with train.budget_minutes=null train.steps=N)")
         _check_positive("train.batch_size", self.batch_size)
         _check_positive("train.eval_batch_size", self.eval_batch_size)
         _check_range("train.label_smoothing", self.label_smoothing, 0.0, 1.0, hi_open=True)
@@ -237,6 +260,9 @@ class RunConfig:
         dev = self.device
         if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
             raise ConfigError("device", f"must be auto, cpu, cuda, cuda:N or mps, got {dev!r}")
+        if self.sched.milestones and (self.train.steps is not None or self.train.budget_minutes is not None):
+            raise ConfigError("sched.milestones", "epoch milestones do not follow train.steps or "
+                              "train.budget_minutes; use sched.milestone_fractions")
 
 
 # ----------------------------------------------------------------------------------------------
