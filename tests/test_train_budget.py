@@ -58,6 +58,9 @@ def test_steps_and_budget_exclusive_and_milestones_must_be_fractions():
         load_config(None, ["sched.milestone_fractions=[0.5, 1.0]"])
     with pytest.raises(ConfigError, match="not both"):
         load_config(None, ["sched.milestone_fractions=[0.5]", "sched.milestones=[3]"])
+    for bad in ("1.0", "-0.1", "nan"):
+        with pytest.raises(ConfigError, match="sched.warmup_fraction"):
+            load_config(None, [f"sched.warmup_fraction={bad}"])
     cfg = load_config(None, ["train.steps=10", "sched.name=step", "sched.milestone_fractions=[0.5, 0.8]"])
     assert cfg.train.steps == 10 and cfg.sched.milestone_fractions == [0.5, 0.8]
 
@@ -69,8 +72,9 @@ def test_cli_rejects_bad_budget_in_one_line(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
-def naive_lr(step, base, total, spe, name, warmup_epochs, min_lr=0.0, fractions=(), gamma=0.1):
-    warm = min(round(warmup_epochs * spe), total)
+def naive_lr(step, base, total, spe, name, warmup_epochs=5.0, warmup_fraction=None, min_lr=0.0, fractions=(),
+             gamma=0.1):
+    warm = min(round(warmup_epochs * spe), total) if warmup_fraction is None else round(warmup_fraction * total)
     if step < warm:
         return base * (step + 1) / warm
     if name == "cosine":
@@ -85,6 +89,8 @@ def naive_lr(step, base, total, spe, name, warmup_epochs, min_lr=0.0, fractions=
     dict(name="cosine", warmup_epochs=1, min_lr=1e-5),
     dict(name="cosine", warmup_epochs=9),  # longer than the run: warmup is the whole run
     dict(name="step", warmup_epochs=0.5, fractions=[0.3, 0.75], gamma=0.5),
+    dict(name="cosine", warmup_epochs=2, warmup_fraction=0.1, min_lr=1e-4),  # the fraction wins
+    dict(name="constant", warmup_fraction=0.0),
 ])
 def test_schedule_over_a_fixed_step_count(kw):
     base, spe, total = 1e-3, 7, 23  # 4 epochs, the last one partial

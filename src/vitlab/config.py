@@ -179,7 +179,10 @@ class OptimConfig:
 @dataclass
 class ScheduleConfig:
     name: str = knob("cosine", "learning-rate schedule (per step)", choices=("cosine", "step", "constant"))
-    warmup_epochs: float = knob(5.0, "linear warmup from 0 over this many epochs (any schedule)")
+    warmup_epochs: float = knob(5.0, "linear warmup from 0 over this many epochs (any schedule), at most the whole run")
+    warmup_fraction: Optional[float] = knob(None, "linear warmup over this fraction of the run's optimizer steps, "
+                                            "in [0, 1); replaces sched.warmup_epochs (the form that follows "
+                                            "train.steps and train.budget_minutes)")
     min_lr: float = knob(0.0, "cosine: final learning rate")
     milestones: list[int] = knob([], "step: epochs at which the learning rate is multiplied by gamma")
     milestone_fractions: list[float] = knob([], "step: fractions of the run's optimizer steps (in (0, 1)) at which the "
@@ -190,6 +193,8 @@ class ScheduleConfig:
     def __post_init__(self):
         _check_nonneg("sched.warmup_epochs", self.warmup_epochs)
         _check_nonneg("sched.min_lr", self.min_lr)
+        if self.warmup_fraction is not None:
+            _check_range("sched.warmup_fraction", self.warmup_fraction, 0.0, 1.0, hi_open=True)
         if any(m <= 0 for m in self.milestones) or list(self.milestones) != sorted(set(self.milestones)):
             raise ConfigError("sched.milestones", f"must be increasing positive epochs, got {self.milestones}")
         fr = list(self.milestone_fractions)
@@ -272,17 +277,17 @@ class RunConfig:
 def _check_positive(name, v, allow_none=False):
     if v is None and allow_none:
         return
-    if v is None or v <= 0:
+    if v is None or not v > 0:  # `not >` also rejects NaN
         raise ConfigError(name, f"must be > 0, got {v}")
 
 
 def _check_nonneg(name, v):
-    if v < 0:
+    if not v >= 0:
         raise ConfigError(name, f"must be >= 0, got {v}")
 
 
 def _check_range(name, v, lo, hi, lo_open=False, hi_open=False):
-    bad = v < lo or v > hi or (lo_open and v == lo) or (hi_open and v == hi)
+    bad = not lo <= v <= hi or (lo_open and v == lo) or (hi_open and v == hi)  # NaN fails lo <= v
     if bad:
         lb, rb = ("(" if lo_open else "["), (")" if hi_open else "]")
         raise ConfigError(name, f"must be in {lb}{lo}, {hi}{rb}, got {v}")

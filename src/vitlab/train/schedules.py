@@ -4,9 +4,11 @@
 state (its step counter and the run's fixed step count) goes into checkpoints like any other.
 
 The schedule spans the run's total optimizer steps: `epochs × steps_per_epoch` by default, or the
-fixed count of `train.steps` / `train.budget_minutes` (then the last epoch may be partial). Warmup is
-measured in epochs of data (`warmup_epochs × steps_per_epoch` steps, at most the whole run); step
-decay happens at epoch `milestones` or at `milestone_fractions` of the total steps.
+fixed count of `train.steps` / `train.budget_minutes` (then the last epoch may be partial). Warmup
+lasts `warmup_fraction` of the total steps (rounded), else `warmup_epochs` epochs of data (at most the
+whole run); step decay happens at epoch `milestones` or at `milestone_fractions` of the total steps
+(each at step round(f · total)). Under a time budget use the fractions: they scale with the steps a
+model gets, so a slow and a fast model are annealed alike.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ def fraction_milestones(fractions, total_steps: int) -> list[int]:
 class LRMultiplier:
     """Multiplier of the peak learning rate at optimizer step `step` (0-based).
 
-    - linear warmup from 0 to 1 over `warmup_epochs` (for every schedule), at most the whole run;
+    - linear warmup from 0 to 1 over `warmup_fraction` of the run or `warmup_epochs` (every schedule);
     - cosine: 1 -> min_lr/base_lr over the remaining steps;
     - step: ×gamma at each milestone (epochs counted from the start, warmup included, or fractions of
       the total steps);
@@ -37,7 +39,10 @@ class LRMultiplier:
         self.name = cfg.name
         self.steps_per_epoch = steps_per_epoch
         self.total = total_steps if total_steps is not None else epochs * steps_per_epoch
-        self.warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), self.total)
+        if cfg.warmup_fraction is not None:
+            self.warmup = int(round(cfg.warmup_fraction * self.total))
+        else:
+            self.warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), self.total)
         self.floor = cfg.min_lr / base_lr
         if cfg.milestone_fractions:
             self.milestones = fraction_milestones(cfg.milestone_fractions, self.total)
