@@ -222,7 +222,8 @@ class TrainConfig:
     grad_clip: float = knob(1.0, "clip the gradient norm to this value (0 disables)")
     amp: str = knob("auto", "mixed precision; auto = bf16 on CUDA, none on CPU", choices=("auto", "none", "bf16", "fp16"))
     compile: bool = knob(False, "torch.compile the model")
-    channels_last: bool = knob(True, "channels-last memory format for the model and its inputs (faster convolutions on CPU and CUDA)")
+    channels_last: bool = knob(True, "channels-last memory format for the model and its inputs (faster convolutions on "
+                                     "CPU and CUDA; MobileViT runs channels-last inside either way)")
     ema: bool = knob(False, "keep an exponential moving average of the weights and evaluate it")
     ema_decay: float = knob(0.999, "EMA decay per step")
     patience: int = knob(0, "early stopping: epochs without improvement of `monitor` (0 disables)")
