@@ -35,6 +35,12 @@ def test_steps_within_budget_matches_brute_force(seconds, step_s, overhead_s, sp
         naive_steps_within_budget(seconds, step_s, overhead_s, spe)
 
 
+def test_calibration_time_is_a_bounded_share_of_the_budget():
+    assert budget.calibration_seconds(60) == budget.CALIBRATION_MIN_SECONDS
+    assert budget.calibration_seconds(600) == pytest.approx(budget.CALIBRATION_SHARE * 600)
+    assert budget.calibration_seconds(10 * 3600) == budget.CALIBRATION_MAX_SECONDS
+
+
 @pytest.mark.parametrize("override,field", [
     ("train.budget_minutes=nan", "train.budget_minutes"),
     ("train.budget_minutes=.inf", "train.budget_minutes"),
@@ -116,7 +122,8 @@ def test_fixed_steps_give_a_partial_last_epoch(tmp_path):
 def quick_calibration(monkeypatch):
     """Calibrate briefly and cap the solved step count at 17, so that budgeted runs are short and
     deterministic while the real calibration runs."""
-    monkeypatch.setattr(budget, "CALIBRATION_SECONDS", 0.05)
+    monkeypatch.setattr(budget, "CALIBRATION_MIN_SECONDS", 0.05)
+    monkeypatch.setattr(budget, "CALIBRATION_SHARE", 0.0)
     real = budget.steps_within_budget
     monkeypatch.setattr(budget, "steps_within_budget", lambda *a: min(17, real(*a)))
 
@@ -127,7 +134,7 @@ def test_calibration_leaves_no_trace(tmp_path, quick_calibration):
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     ema_before = {k: v.clone() for k, v in trainer.ema.state_dict().items()}
     rng_before = capture_rng(trainer.generators)
-    cal = budget.calibrate(trainer)
+    cal = budget.calibrate(trainer, seconds=0.05)
     assert cal.step_s > 0 and cal.eval_image_s > 0 and cal.checkpoint_s > 0
     for k, v in trainer.model.state_dict().items():
         assert torch.equal(v, before[k]), k

@@ -10,19 +10,24 @@ over the steps it gets. At the start of a fresh budgeted run:
    a few validation batches and one checkpoint write; then restore the model, optimizer, grad scaler,
    EMA and every random generator to their state before. The calibration is thrown away: it leaves
    no trace in the run, so `train.steps=N` with the recorded N computes exactly the same run. It
-   costs its own time (a few seconds: `CALIBRATION_SECONDS` of timed steps plus warm-up steps and a
-   few evaluation batches), which is counted against the budget;
+   costs its own time (1% of the budget, 3 to 20 s, of timed steps, plus two warm-up steps and a few
+   evaluation batches), which is counted against the budget;
 2. **solve** — the largest N whose training steps, per-epoch evaluations and checkpoints, and final
    test evaluation fit in what is left of the budget (`steps_within_budget`).
 
 N goes into the run state (so every checkpoint holds it) and `summary.json`: a resumed run keeps its
 step count and never recalibrates. The budget covers the whole `run_training` call from the moment
 the trainer starts loading data; the time lost to an interruption is not budgeted.
+
+The step count is fixed from the speed measured at the start, so a run ends within its budget as far
+as that speed holds: on a machine shared with other jobs whose load changes during the run, it ends
+early or late in proportion (see benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 
 import copy
 import math
+import statistics
 import time
 from dataclasses import asdict, dataclass
 
@@ -34,10 +39,13 @@ CALIBRATION_WARMUP_STEPS = 2
 """Untimed steps first: the first steps pay one-off costs (allocator, kernel selection, compilation)."""
 CALIBRATION_MIN_STEPS = 3
 """Timed steps at least ..."""
-CALIBRATION_MAX_STEPS = 30
-"""... and at most; in between, steps are timed until CALIBRATION_SECONDS have passed."""
-CALIBRATION_SECONDS = 3.0
-"""Target duration of the timed steps (longer is less noisy but wastes more of the budget)."""
+CALIBRATION_MAX_STEPS = 200
+"""... and at most; in between, steps are timed for `calibration_seconds(budget)`."""
+CALIBRATION_SHARE = 0.01
+"""Share of the budget spent timing steps (longer averages over more load fluctuation, wastes more) ..."""
+CALIBRATION_MIN_SECONDS = 3.0
+CALIBRATION_MAX_SECONDS = 20.0
+"""... within these bounds."""
 CALIBRATION_EVAL_BATCHES = 2
 """Evaluation batches timed (after one untimed batch) to estimate the evaluation cost per image."""
 CHECKPOINTS_PER_EPOCH = 2
@@ -67,11 +75,16 @@ def steps_within_budget(seconds: float, step_s: float, epoch_overhead_s: float, 
         best, epochs = n, epochs + 1
 
 
+def calibration_seconds(budget_s: float) -> float:
+    """How long to time training steps for a budget of `budget_s` seconds."""
+    return min(CALIBRATION_MAX_SECONDS, max(CALIBRATION_MIN_SECONDS, CALIBRATION_SHARE * budget_s))
+
+
 @dataclass
 class Calibration:
     """What a budgeted run measured about itself before fixing its step count."""
 
-    step_s: float  # seconds per training step
+    step_s: float  # seconds per training step (median of the timed steps)
     eval_image_s: float  # seconds per evaluated image
     checkpoint_s: float  # seconds per checkpoint write
     seconds: float  # wall-clock the calibration took
@@ -82,8 +95,10 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def calibrate(trainer) -> Calibration:
-    """Time training steps, evaluation and a checkpoint of `trainer`, leaving its state untouched."""
+def calibrate(trainer, seconds: float = CALIBRATION_MIN_SECONDS) -> Calibration:
+    """Time training steps (for about `seconds`), evaluation and a checkpoint of `trainer`, leaving its
+    state untouched. The step time is the median of the timed steps: a burst of load from other
+    processes during a few of them does not move it."""
     t_start = time.perf_counter()
     d, device = trainer.data, trainer.device
     snapshot = {
@@ -106,13 +121,14 @@ def calibrate(trainer) -> Calibration:
         for _ in range(CALIBRATION_WARMUP_STEPS):
             one_step()
         _sync(device)
-        timed, t0 = 0, time.perf_counter()
-        while timed < CALIBRATION_MAX_STEPS and (
-                timed < CALIBRATION_MIN_STEPS or time.perf_counter() - t0 < CALIBRATION_SECONDS):
+        times, t0 = [], time.perf_counter()
+        while len(times) < CALIBRATION_MAX_STEPS and (
+                len(times) < CALIBRATION_MIN_STEPS or time.perf_counter() - t0 < seconds):
+            ts = time.perf_counter()
             one_step()
-            timed += 1
             _sync(device)
-        step_s = (time.perf_counter() - t0) / timed
+            times.append(time.perf_counter() - ts)
+        step_s = statistics.median(times)
 
         ebs = trainer.cfg.train.eval_batch_size
         trainer.evaluate(d.val_x[:ebs], d.val_y[:ebs], "val")  # untimed: first-call costs
@@ -141,7 +157,7 @@ def calibrate(trainer) -> Calibration:
 
 def plan_budget(trainer, budget_minutes: float) -> tuple[int, dict]:
     """(total optimizer steps, record for the run state) that fit `budget_minutes` from trainer.started."""
-    cal = calibrate(trainer)
+    cal = calibrate(trainer, calibration_seconds(budget_minutes * 60))
     d, cfg = trainer.data, trainer.cfg
     per_epoch_eval = len(d.val_y) + (len(d.test_y) if cfg.train.test_every_epoch else 0)
     epoch_overhead = per_epoch_eval * cal.eval_image_s + CHECKPOINTS_PER_EPOCH * cal.checkpoint_s
@@ -152,4 +168,4 @@ def plan_budget(trainer, budget_minutes: float) -> tuple[int, dict]:
     return steps, {"budget_minutes": budget_minutes, **asdict(cal)}
 
 
-__all__ = ["steps_within_budget", "calibrate", "plan_budget", "Calibration"]
+__all__ = ["steps_within_budget", "calibration_seconds", "calibrate", "plan_budget", "Calibration"]
