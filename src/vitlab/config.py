@@ -222,6 +222,21 @@ class TrainConfig:
 
 
 @dataclass
+class TrackConfig:
+    """Experiment tracking. Execution-only: turning it on or off never changes a run's ID."""
+
+    tensorboard: bool = knob(False, "write TensorBoard event files to RUN/tensorboard/ (per-epoch scalars, hparams, "
+                                    "confusion matrix); needs `pip install 'vitlab[tensorboard]'`")
+    mlflow: Optional[str] = knob(None, "log each run to MLflow at this tracking URI: a directory (a local file store, "
+                                       "relative to the current directory), a .db file (SQLite), or any MLflow URI "
+                                       "(http://..., sqlite:///...); needs `pip install 'vitlab[mlflow]'`")
+
+    def __post_init__(self):
+        if self.mlflow is not None and not self.mlflow.strip():
+            raise ConfigError("track.mlflow", "must be a tracking URI or a directory, or null to turn MLflow off")
+
+
+@dataclass
 class RunConfig:
     seed: int = knob(0, "one seed drives initialization, split, shuffling and augmentation")
     device: str = knob("auto", "auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps")
@@ -231,6 +246,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig, metadata={"doc": "optimizer"})
     sched: ScheduleConfig = field(default_factory=ScheduleConfig, metadata={"doc": "learning-rate schedule"})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"doc": "training loop"})
+    track: TrackConfig = field(default_factory=TrackConfig, metadata={"doc": "experiment tracking (not part of the run ID)"})
 
     def __post_init__(self):
         _check_nonneg("seed", self.seed)
@@ -453,15 +469,17 @@ def describe_keys(cls=RunConfig, prefix: str = "") -> list[tuple[str, str, str]]
 
 
 # Fields that change how a run executes but not what it computes: excluded from the run's identity.
-EXECUTION_ONLY = {("train", "threads"), ("train", "progress")}
+EXECUTION_ONLY = {("train", "threads"), ("train", "progress"), ("track", "tensorboard"), ("track", "mlflow")}
 
 
 def identity_dict(cfg: RunConfig) -> dict:
-    """The config as a dict without execution-only fields: what defines a run's result."""
+    """The config as a dict without execution-only fields: what defines a run's result.
+
+    A section left empty (`track`) is dropped too, so adding one never changes existing run IDs."""
     d = to_dict(cfg)
     for section, key in EXECUTION_ONLY:
         d[section].pop(key, None)
-    return d
+    return {k: v for k, v in d.items() if v != {}}
 
 
 def config_hash(cfg: RunConfig, length: int = 12) -> str:

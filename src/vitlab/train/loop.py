@@ -23,6 +23,7 @@ from .. import __version__
 from ..config import RunConfig, config_from, dump_yaml, identity_dict, read_yaml, build
 from ..errors import UserError
 from ..io import append_jsonl, atomic_write_json, atomic_write_text, read_json_object, read_jsonl, write_jsonl
+from ..track import Trackers, open_trackers
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .metrics import SplitMetrics
 from .progress import EpochProgress
@@ -383,11 +384,13 @@ def prepare_out_dir(cfg: RunConfig, out: Path, resume: bool) -> dict | None:
 
 
 def run_training(cfg, out_dir, resume: bool = True, on_epoch: Callable[[int, dict], bool] | None = None,
-                 progress: bool | None = None) -> dict:
+                 progress: bool | None = None, context: dict | None = None) -> dict:
     """Train one run into `out_dir` and return its summary (also written to summary.json).
 
     resume: continue from `out_dir/checkpoints/last.pt` when present; a finished run is returned as is.
     on_epoch(epoch, row) -> True stops the run with status "pruned" (used by the Optuna search).
+    context: where the run sits in a study, {study, factor, level, seed, run_id}, for the trackers
+    that `cfg.track` turns on (MLflow experiment and tags, TensorBoard hparams).
     """
     cfg = config_from(cfg)
     out = Path(out_dir)
@@ -396,23 +399,43 @@ def run_training(cfg, out_dir, resume: bool = True, on_epoch: Callable[[int, dic
         return done
     show = cfg.train.progress if progress is None else progress
     summary_path = out / "summary.json"
+    trackers = open_trackers(cfg, out, context)  # a missing tracker extra fails here, before any write
     trainer = Trainer(cfg, out, show)  # bad input (model knobs, data files) fails here, before any write
     atomic_write_text(out / "config.yaml", dump_yaml(cfg))
     try:
-        if not (resume and trainer.try_resume()):
+        resumed = bool(resume and trainer.try_resume())
+        if not resumed:
             atomic_write_text(out / "metrics.jsonl", "")
         atomic_write_json(summary_path, {**trainer.base_summary(), "status": "running",
                                          "epochs_run": trainer.state.epoch})
-        summary = trainer.run(on_epoch)
+        trackers.start(trainer.state.history, resumed)
+        summary = trainer.run(_tracked(on_epoch, trackers))
     except UserError:
+        trackers.close()
         raise
     except BaseException as e:
         if not isinstance(e, (KeyboardInterrupt, SystemExit)):
-            atomic_write_json(summary_path, {**trainer.base_summary(), "status": "failed",
-                                             "error": f"{type(e).__name__}: {e}"})
+            failed = {**trainer.base_summary(), "status": "failed", "error": f"{type(e).__name__}: {e}"}
+            atomic_write_json(summary_path, failed)
+            trackers.finish(failed)
+        trackers.close()
         raise
     atomic_write_json(summary_path, summary)
+    trackers.finish(summary)
+    trackers.close()
     return summary
+
+
+def _tracked(on_epoch: Callable[[int, dict], bool] | None, trackers: Trackers):
+    """on_epoch that first hands the epoch's metrics.jsonl row to the trackers (it only enqueues)."""
+    if not trackers:
+        return on_epoch
+
+    def hook(epoch: int, row: dict) -> bool:
+        trackers.log_epoch(row)
+        return bool(on_epoch(epoch, row)) if on_epoch is not None else False
+
+    return hook
 
 
 def read_metrics(run_dir) -> list[dict]:
