@@ -159,6 +159,13 @@ def cmd_report(a) -> int:
     return EXIT_OK
 
 
+def cmd_track(a) -> int:
+    from .notebook import export_dir
+
+    print(export_dir(a.dir, a.to, a.uri).describe())
+    return EXIT_OK
+
+
 def cmd_demo(a) -> int:
     from .demo import run_demo
 
@@ -230,6 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("dir")
     rp.add_argument("-o", "--output", help="HTML file (default DIR/report/report.html)")
     rp.set_defaults(fn=cmd_report)
+
+    tk = sub.add_parser("track", help="export a run or study directory to TensorBoard or MLflow",
+                        description="Export the runs of DIR (a study or a run directory) after the fact; "
+                                    "rerunning it adds nothing twice.")
+    tk.add_argument("dir")
+    tk.add_argument("--to", required=True, choices=("tensorboard", "mlflow"))
+    tk.add_argument("--uri", help="mlflow: tracking URI or local directory (default DIR/mlruns); "
+                                  "tensorboard: log directory (default: each run's RUN/tensorboard/)")
+    tk.set_defaults(fn=cmd_track)
 
     dm = sub.add_parser("demo", help="a small attention-normalization study on synthetic data (CPU, minutes)")
     dm.add_argument("--out", default="demo-out", help="study directory (rerun to resume)")

@@ -95,8 +95,10 @@ class MlflowTracker:
 
     name = "mlflow"
 
-    def __init__(self, info: RunInfo, uri: str, experiment: str | None = None):
+    def __init__(self, info: RunInfo, uri: str, experiment: str | None = None,
+                 interrupted_status: str | None = "KILLED"):
         self.info = info
+        self.interrupted_status = interrupted_status  # set when closed before finish (None: left as is)
         self.uri = tracking_uri(uri)
         self.experiment = experiment or info.study or DEFAULT_EXPERIMENT
         self.client = None
@@ -201,5 +203,5 @@ class MlflowTracker:
                 self.client.log_artifact(self.run_id, str(png))
 
     def close(self) -> None:
-        if self.client is not None and self.run_id is not None and not self.finished:
-            self.client.set_terminated(self.run_id, status="KILLED")  # interrupted: a resume continues it
+        if self.client is not None and self.run_id is not None and not self.finished and self.interrupted_status:
+            self.client.set_terminated(self.run_id, status=self.interrupted_status)  # a resume continues it
