@@ -367,3 +367,12 @@ def test_dataframes_need_pandas(study, monkeypatch):
     monkeypatch.setitem(sys.modules, "pandas", None)
     with pytest.raises(UserError, match=r"pip install 'vitlab\[pandas\]'"):
         vitlab.load_results(study)
+
+
+def test_a_study_report_renders_in_a_notebook(study):
+    rep = vitlab.open_report(study)
+    html = rep._repr_html_()
+    assert html.count("<table>") >= 2  # the factor table and the paired comparison
+    assert "tiny_norms" in html and "softmax" in html and "cosine" in html
+    assert "data:image/png;base64," in html and "<html" not in html
+    assert (study / "report" / "tables").is_dir()

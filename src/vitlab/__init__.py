@@ -28,6 +28,10 @@ def __getattr__(name):
         from .report import write_report
 
         return write_report
+    if name == "open_report":
+        from .report import open_report
+
+        return open_report
     if name in ("load_results", "load_history", "export_dir"):
         from . import notebook
 
@@ -36,4 +40,4 @@ def __getattr__(name):
 
 
 __all__ = ["RunConfig", "load_config", "train", "create_model", "run_study", "run_search", "write_report",
-           "load_results", "load_history", "export_dir", "__version__"]
+           "open_report", "load_results", "load_history", "export_dir", "__version__"]

@@ -73,6 +73,9 @@ class Report:
     search_figures: list[Artifact] = field(default_factory=list)
     generated: str = ""
 
+    def _repr_html_(self) -> str:  # Jupyter renders a Report as its tables and figures
+        return notebook_html(self)
+
 
 def slug(text: str) -> str:
     """A file-name-safe version of a factor name."""
@@ -303,3 +306,37 @@ def write_report(study_dir: str | Path, out_path: str | Path | None = None) -> P
 def report_main(study_dir: str | Path, out: str | Path | None = None) -> Path:
     """`vitlab report DIR [-o FILE]`: UserError (one line) when DIR is not a study."""
     return write_report(study_dir, out)
+
+
+# ----------------------------------------------------------------------------------------------
+# notebooks
+
+
+def notebook_html(rep: Report) -> str:
+    """The report's tables and figures as an HTML fragment for a notebook (no page, no global CSS)."""
+    e = html.escape
+    parts = [f"<h3>{e(str(rep.meta.get('name') or 'study'))}</h3>"]
+    for s in rep.sections:
+        parts.append(tables.to_html(tables.factor_grid(s.table)))
+        if s.paired is not None:
+            parts.append(tables.to_html(tables.paired_grid(s.paired)))
+        if s.figure is not None:
+            parts.append(_img(s.figure))
+    if rep.search is not None:
+        objective = rep.meta.get("objective") or primary_metric(rep.meta)
+        parts.append(tables.to_html(tables.trials_grid(rep.search.rows, rep.search.maximize, objective)))
+        parts += [_img(a) for a in rep.search_figures]
+    return "\n".join(parts)
+
+
+def open_report(study_dir: str | Path) -> Report:
+    """The report of a study as an object (tables and figures are written under DIR/report/, as by
+    `write_report`, but no HTML file); in a notebook it renders as its tables and figures."""
+    study_dir = Path(study_dir)
+    with _open(study_dir) as index:
+        meta: dict[str, Any] = index.meta()
+        records = index.runs()
+    search = None
+    if meta.get("kind") == "search":
+        search = search_data(study_dir, meta.get("study_name") or meta.get("name"))
+    return build_report(meta, records, study_dir / REPORT_DIR, search)
