@@ -68,7 +68,7 @@ def export_runs(runs: Iterable[RunData], to: str, uri: str | None = None, experi
         else:
             tracker = ml.MlflowTracker(info, uri, experiment, interrupted_status=None)
         try:
-            tracker.start(run.history, resumed=False)
+            tracker.start(run.history, resumed=True)  # what a tracker already holds of the run stays valid
             if _ended(run):
                 tracker.finish(run.summary)
         finally:

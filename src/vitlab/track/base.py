@@ -2,7 +2,9 @@
 and `Trackers`, which keeps a tracker from ever stopping or delaying training.
 
 A tracker is told four things, in this order: `start(history, resumed)` once (with the epochs already
-in metrics.jsonl, so a resumed run, or one whose tracking was turned on late, is complete),
+in metrics.jsonl, so a resumed run, or one whose tracking was turned on late, is complete; `resumed`
+says whether what the tracker holds of the run from before is still valid — False for a run that starts
+over from epoch 1),
 `log_epoch(row)` per epoch (the metrics.jsonl row), `finish(summary)` when the run ends (any status),
 and `close()` always last.
 """
@@ -22,7 +24,7 @@ from ..errors import UserError
 
 #: Seconds `Trackers.close` waits for a tracker to write what it was given before training goes on
 #: without it (a tracking server that does not answer must not hold the run forever).
-CLOSE_TIMEOUT_S = 120.0
+CLOSE_TIMEOUT_S = 60.0
 #: Context keys the study worker passes to `run_training(..., context=...)`.
 CONTEXT_KEYS = ("study", "factor", "level", "seed", "run_id")
 #: Prefix of the summary metrics each tracker logs once at the end (`final/test_top1`, ...).

@@ -8,9 +8,6 @@ from typing import Iterable
 
 from .base import flatten, require
 
-#: Leading columns of a runs frame (the columns of `vitlab results --format csv` come first).
-RUN_KEYS = ("run_id", "factor", "level", "seed")
-
 
 def with_details(row: dict, summary: dict, config: dict) -> dict:
     """`row` extended with every scalar summary field and every config field (dotted names, e.g.

@@ -154,7 +154,8 @@ class MlflowTracker:
         params = [Param(k, param_text(v)) for k, v in self.info.params().items() if k not in have]
         for i in range(0, len(params), MAX_PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, params=params[i:i + MAX_PARAMS_PER_BATCH])
-        self.logged = int(run.data.tags.get(EPOCHS_TAG, "0") or 0)
+        # A fresh start (no checkpoint) trains every epoch again: log them again too.
+        self.logged = int(run.data.tags.get(EPOCHS_TAG, "0") or 0) if resumed else 0
         rows = [r for r in history if int(r.get("epoch", 0)) > self.logged]
         if rows:
             self._log_rows(rows)

@@ -14,7 +14,6 @@ on (or whose events a crash lost) are filled in.
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -123,8 +122,7 @@ class TensorBoardTracker:
     def finish(self, summary: dict) -> None:
         step = int(summary.get("epochs_run") or self.last_step)
         for key, value in final_metrics(summary).items():
-            if math.isfinite(value):
-                self.writer.add_scalar(FINAL_PREFIX + key, value, step)
+            self.writer.add_scalar(FINAL_PREFIX + key, value, step)
         confusion = read_confusion(self.info.run_dir / CONFUSION_FILE)
         if confusion is not None:
             self.writer.add_image(CONFUSION_TAG, figure_rgb(confusion_figure(*confusion)), step,
