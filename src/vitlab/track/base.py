@@ -150,7 +150,10 @@ class _Worker:
                     self.failed = True
                 msg = f"tracker {self.tracker.name}: {method} failed ({type(e).__name__}: {e}); training goes on"
                 self.errors.append(msg)
-                warnings.warn(msg, TrackerWarning, stacklevel=1)
+                try:
+                    warnings.warn(msg, TrackerWarning, stacklevel=1)
+                except Exception:  # a warnings filter set to "error" must not end this thread  # noqa: BLE001
+                    pass
 
     def call(self, method: str, *args) -> None:
         self.q.put((method, args))
