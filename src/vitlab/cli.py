@@ -142,11 +142,11 @@ def cmd_search(a) -> int:
 
     result = run_search(a.spec, a.out, trials=a.trials, workers=a.workers, profile=a.profile)
     print(result.describe())
-    return EXIT_OK
+    return EXIT_OK if result.ok else EXIT_INTERNAL
 
 
 def cmd_results(a) -> int:
-    from .study.index import format_rows, results_rows
+    from .study.query import format_rows, results_rows
 
     print(format_rows(results_rows(a.dir, where=a.where), a.format))
     return EXIT_OK
