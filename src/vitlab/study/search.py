@@ -18,7 +18,7 @@ from ..errors import UserError
 from ..io import atomic_write_json
 from ..rundir import TRIAL_FILE, RunStatus
 from . import spec as specmod
-from .index import IndexWriter, read_epochs, run_dir, study_meta
+from .index import IndexWriter, open_writer, read_epochs, run_dir, study_meta
 from .optuna_glue import PruneHook, make_pruner, objective_value, open_storage, suggest_params
 from .progress import StudyProgress
 from .runner import check_options, make_pool, prepare_study_dir, study_directory
