@@ -15,7 +15,8 @@ class ConfigError(UserError):
     def __init__(self, field: str, problem: str):
         self.field = field
         self.problem = problem
-        super().__init__(f"{field}: {problem}" if field else problem)
+        shown = one_line(field, MAX_SHOWN_CHARS)  # a key may come from an untrusted file too
+        super().__init__(f"{shown}: {problem}" if field else problem)
 
 
 class DataError(UserError):
