@@ -243,7 +243,9 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return args.fn(args)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        from .errors import one_line
+
+        print(f"error: {one_line(e, 2000)}", file=sys.stderr)  # one line, however the message was built
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

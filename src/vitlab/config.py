@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import yaml
 
-from .errors import ConfigError, UserError
+from .errors import ConfigError, UserError, one_line, short_repr
 
 
 def knob(default: Any, doc: str, *, choices: tuple | None = None) -> Any:
@@ -142,7 +142,7 @@ class ModelConfig:
             raise ConfigError("model.level", "set either model.level or model.width_mult, not both")
         if self.stage_expansion is not None:
             if len(self.stage_expansion) != 5 or any(e <= 0 for e in self.stage_expansion):
-                raise ConfigError("model.stage_expansion", f"needs 5 positive values, got {self.stage_expansion}")
+                raise ConfigError("model.stage_expansion", f"needs 5 positive values, got {short_repr(self.stage_expansion)}")
 
     def overrides(self) -> dict:
         """The knobs that differ from the preset (not None), as keyword arguments for create_model."""
@@ -171,7 +171,7 @@ class OptimConfig:
             raise ConfigError("optim.lr", f"must be > 0, got {self.lr}")
         _check_nonneg("optim.weight_decay", self.weight_decay)
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise ConfigError("optim.betas", f"needs two values in [0, 1), got {self.betas}")
+            raise ConfigError("optim.betas", f"needs two values in [0, 1), got {short_repr(self.betas)}")
         _check_range("optim.momentum", self.momentum, 0.0, 1.0, hi_open=True)
 
 
@@ -187,7 +187,7 @@ class ScheduleConfig:
         _check_nonneg("sched.warmup_epochs", self.warmup_epochs)
         _check_nonneg("sched.min_lr", self.min_lr)
         if any(m <= 0 for m in self.milestones) or list(self.milestones) != sorted(set(self.milestones)):
-            raise ConfigError("sched.milestones", f"must be increasing positive epochs, got {self.milestones}")
+            raise ConfigError("sched.milestones", f"must be increasing positive epochs, got {short_repr(self.milestones)}")
         _check_range("sched.gamma", self.gamma, 0.0, 1.0, lo_open=True)
 
 
@@ -236,7 +236,7 @@ class RunConfig:
         _check_nonneg("seed", self.seed)
         dev = self.device
         if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
-            raise ConfigError("device", f"must be auto, cpu, cuda, cuda:N or mps, got {dev!r}")
+            raise ConfigError("device", f"must be auto, cpu, cuda, cuda:N or mps, got {short_repr(dev)}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -286,18 +286,18 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = [value]  # `milestones=20` means [20]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(path, f"must be a list, got {value!r}")
+            raise ConfigError(path, f"must be a list, got {short_repr(value)}")
         return [_coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(path, f"must be true or false, got {value!r}")
+        raise ConfigError(path, f"must be true or false, got {short_repr(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise ConfigError(path, f"must be an integer, got {value!r}")
+        raise ConfigError(path, f"must be an integer, got {short_repr(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -306,16 +306,18 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
                 return float(value)  # YAML 1.1 reads "1e-3" as a string
             except ValueError:
                 pass
-        raise ConfigError(path, f"must be a number, got {value!r}")
+        raise ConfigError(path, f"must be a number, got {short_repr(value)}")
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-        raise ConfigError(path, f"must be a string, got {value!r}")
+        raise ConfigError(path, f"must be a string, got {short_repr(value)}")
     raise ConfigError(path, f"unsupported type {tp}")  # pragma: no cover
 
 
 def suggest(word: str, options) -> str:
     """' (did you mean X?)' for the closest option, or ''."""
+    if len(word) > 100:  # no option is that long; and difflib on a huge string is slow
+        return ""
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -341,7 +343,7 @@ def build(cls, data: Any, prefix: str = ""):
         choices = fields[key].metadata.get("choices")
         if choices is not None and v not in choices:
             shown = ", ".join(str(c) for c in choices if c is not None)
-            raise ConfigError(path, f"must be one of {shown}; got {v!r}" + suggest(str(v), [c for c in choices if c]))
+            raise ConfigError(path, f"must be one of {shown}; got {short_repr(v)}" + suggest(str(v), [c for c in choices if c]))
         kwargs[key] = v
     return cls(**kwargs)  # __post_init__ validates; its errors already carry the full dotted name
 
@@ -353,7 +355,7 @@ def to_dict(cfg) -> dict:
 def parse_value(text: str) -> Any:
     """Parse the right side of `key=value` as YAML, so `3`, `1e-3`, `[1,2]`, `true`, `null` work."""
     try:
-        return yaml.safe_load(text) if text != "" else ""
+        return yaml_load(text) if text != "" else ""
     except yaml.YAMLError:
         return text
 
@@ -365,11 +367,11 @@ def apply_overrides(data: dict, overrides: list[str], cls=None) -> dict:
     out = copy.deepcopy(data) if data else {}
     for item in overrides:
         if "=" not in item:
-            raise UserError(f"override {item!r}: expected key=value")
+            raise UserError(f"override {short_repr(item)}: expected key=value")
         key, text = item.split("=", 1)
         key = key.strip()
         if not key:
-            raise UserError(f"override {item!r}: empty key")
+            raise UserError(f"override {short_repr(item)}: empty key")
         parts = key.split(".")
         if cls is not None:
             check_key_path(cls, parts)
@@ -394,18 +396,98 @@ def check_key_path(cls, parts: list[str]) -> None:
         tp = typing.get_type_hints(tp)[p]
 
 
+#: The most a YAML document may hold once its aliases are expanded: nodes plus characters of scalars.
+#: A config or spec is a few kB; a "billion laughs" alias bomb is refused before anything walks it.
+MAX_YAML_SIZE = 1_000_000
+#: The largest YAML file read (configs and specs are a few kB).
+MAX_YAML_BYTES = 10_000_000
+#: The deepest nesting of mappings and lists a YAML document may have (configs nest 2-4 levels).
+MAX_YAML_DEPTH = 64
+
+
+class BoundedSafeLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses documents whose aliases expand past MAX_YAML_SIZE, that nest
+    deeper than MAX_YAML_DEPTH, or whose aliases refer to themselves. Every YAML read goes through it."""
+
+    def compose_document(self):
+        node = super().compose_document()
+        check_yaml_size(node)
+        return node
+
+
+def check_yaml_size(root: yaml.Node) -> int:
+    """The size of the YAML node graph `root` expanded to a tree (aliases share nodes, so a few
+    lines can stand for 10⁹ values). Iterative, memoized by node: linear in the file, not the tree.
+    Raises yaml.composer.ComposerError when a limit is passed."""
+    def refuse(node, problem):
+        raise yaml.composer.ComposerError(None, None, problem, node.start_mark)
+
+    def children(node):
+        if isinstance(node, yaml.SequenceNode):
+            return node.value
+        if isinstance(node, yaml.MappingNode):
+            return [n for pair in node.value for n in pair]
+        return ()
+
+    sizes: dict[int, int] = {}
+    active: set[int] = set()  # nodes whose subtree is being walked: meeting one again is a cycle
+    stack = [(root, 1, False)]
+    while stack:
+        node, depth, walked = stack.pop()
+        key = id(node)
+        if walked:
+            active.discard(key)
+            own = len(node.value) if isinstance(node, yaml.ScalarNode) else 0
+            sizes[key] = 1 + own + sum(sizes[id(c)] for c in children(node))
+            if sizes[key] > MAX_YAML_SIZE:
+                refuse(node, f"aliases expand this document past {MAX_YAML_SIZE:,} values and characters")
+            continue
+        if key in sizes:
+            continue
+        if key in active:
+            refuse(node, "an alias refers to the collection that contains it")
+        if depth > MAX_YAML_DEPTH:
+            refuse(node, f"nested deeper than {MAX_YAML_DEPTH} levels")
+        active.add(key)
+        stack.append((node, depth, True))
+        stack.extend((c, depth + 1, False) for c in children(node) if id(c) not in sizes)
+    return sizes[id(root)]
+
+
+def yaml_load(text: str, loader: type = BoundedSafeLoader) -> Any:
+    """Parse YAML text with the bounded safe loader (raises yaml.YAMLError, also for a nesting so
+    deep that PyYAML's recursive composer would overflow the stack)."""
+    try:
+        return yaml.load(text, Loader=loader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise yaml.YAMLError(f"nested deeper than {MAX_YAML_DEPTH} levels") from None
+
+
+def yaml_problem(e: yaml.YAMLError, text: str = "") -> str:
+    """One line saying where and why YAML `text` failed to parse."""
+    if isinstance(e, yaml.reader.ReaderError):  # e.g. a NUL byte: PyYAML's own message is two lines
+        code = e.character if isinstance(e.character, int) else ord(str(e.character)[:1] or "\0")
+        line = text.count("\n", 0, e.position) + 1
+        return f"line {line}: character U+{code:04X} is not allowed in YAML (a binary file?)"
+    mark = getattr(e, "problem_mark", None)
+    where = f"line {mark.line + 1}: " if mark is not None else ""
+    return one_line(where + str(getattr(e, "problem", None) or e))
+
+
 def read_yaml(path: str | Path) -> dict:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{p}: no such file")
+    text = ""
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        if p.stat().st_size > MAX_YAML_BYTES:
+            raise UserError(f"{p}: larger than {MAX_YAML_BYTES:,} bytes; not a config")
+        text = p.read_text(encoding="utf-8")
+        data = yaml_load(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{p}:{where} invalid YAML ({getattr(e, 'problem', None) or e})") from None
+        raise UserError(f"{p}: invalid YAML ({yaml_problem(e, text)})") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{p}: cannot read ({e})") from None
+        raise UserError(f"{p}: cannot read ({one_line(e)})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -330,11 +330,13 @@ def search_rows_from_dirs(study_dir: Path) -> list[tuple]:
     """Index rows of a search's trials from their run directories (trial.json + config.yaml)."""
     import yaml
 
+    from ..config import yaml_load
+
     rows = []
     for path in sorted((study_dir / RUNS_DIR).glob(f"*/{TRIAL_FILE}")):
         try:
             trial = json.loads(path.read_text(encoding="utf-8"))
-            config = yaml.safe_load((path.parent / "config.yaml").read_text(encoding="utf-8")) \
+            config = yaml_load((path.parent / "config.yaml").read_text(encoding="utf-8")) \
                 if (path.parent / "config.yaml").is_file() else trial.get("config", {})
         except (OSError, ValueError, yaml.YAMLError):
             continue

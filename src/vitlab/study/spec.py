@@ -19,9 +19,9 @@ from typing import Any
 
 import yaml
 
-from ..config import (EXECUTION_ONLY, build, canonical_json, check_key_path, config_hash, identity_dict,
-                      read_yaml, RunConfig, suggest, to_dict)
-from ..errors import UserError
+from ..config import (EXECUTION_ONLY, BoundedSafeLoader, build, canonical_json, check_key_path, config_hash,
+                      identity_dict, read_yaml, RunConfig, suggest, to_dict, yaml_load)
+from ..errors import UserError, one_line, short_repr
 
 #: Hex digits of a run ID (48 bits: a collision among a study's runs is negligible).
 RUN_ID_HEX = 12
@@ -237,7 +237,7 @@ def field_type(key: str) -> Any:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+    return one_line(text, 500)
 
 
 class _Where:
@@ -269,7 +269,7 @@ def load_spec(spec: str | Path | dict | StudySpec, source: str | None = None) ->
     raise UserError(f"cannot read a study spec from {type(spec).__name__}")
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class _UniqueKeyLoader(BoundedSafeLoader):
     """A YAML loader that refuses a key given twice in one mapping (PyYAML keeps the last one)."""
 
     def construct_mapping(self, node, deep=False):
@@ -278,7 +278,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             try:
                 if key in seen:
-                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {short_repr(key)}", key_node.start_mark)
                 seen.add(key)
             except TypeError:  # an unhashable key: the normal constructor reports it
                 pass
@@ -287,7 +287,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def _check_duplicate_keys(path: Path) -> None:
     try:
-        yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+        yaml_load(path.read_text(encoding="utf-8"), _UniqueKeyLoader)
     except yaml.constructor.ConstructorError as e:
         mark = e.problem_mark
         raise UserError(f"{path}: line {mark.line + 1}: {e.problem}") from None
