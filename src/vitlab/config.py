@@ -328,6 +328,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     if value is None:
         if optional or tp is Any:
             return None
+        if dataclasses.is_dataclass(tp):
+            return build(tp, None, f"{path}.")  # an empty section: its defaults
         raise ConfigError(path, "must not be null")
     origin = typing.get_origin(tp)
     if origin is typing.Annotated:
