@@ -290,6 +290,8 @@ BAD = [
      "pruner: must be a mapping {name, startup_trials, warmup_epochs} or none"),
     (spec_dict(vary=None, seeds=None, space={"optim.lr": {"low": 1e-4, "high": 1e-2}}, pruner={"warmup_epochs": -1}),
      "pruner.warmup_epochs: must be an integer >= 0"),
+    (spec_dict(vary=None, seeds=None, space={"optim.lr": {"low": float("-inf"), "high": 1e-2}}),
+     "space.optim.lr.low: must be a finite number, got -inf"),
     (spec_dict(name="a\nb"), "name: must be a non-empty string"),
     (spec_dict(origin={"profile": "quick", "when": 1}), "origin.when: unknown key"),
 ]

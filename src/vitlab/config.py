@@ -12,7 +12,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import yaml
 
@@ -286,6 +286,15 @@ def brief(value: Any) -> str:
     """`repr(value)` capped at BRIEF_CHARS characters, for error messages."""
     text = repr(value)
     return text if len(text) <= BRIEF_CHARS else text[: BRIEF_CHARS - 3] + "..."
+
+
+def require(ok: Callable[[Any], bool], problem: str) -> Callable[[Any, str], Any]:
+    """A check for `Annotated[T, ...]` fields: `require(lambda v: v >= 0, "must be >= 0")`."""
+    def check(value: Any, path: str) -> Any:
+        if not ok(value):
+            raise ConfigError(path, f"{problem}, got {brief(value)}")
+        return value
+    return check
 
 
 def _kind(tp: Any) -> str:

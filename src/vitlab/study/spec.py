@@ -42,7 +42,7 @@ from typing import Annotated, Any, Optional, Union
 import yaml
 
 from ..config import (EXECUTION_ONLY, SEED_SOURCE_FIELDS, brief, build, canonical_json, check_key_path,
-                      config_hash, identity_dict, knob, read_yaml, RunConfig, suggest, to_dict)
+                      config_hash, identity_dict, knob, read_yaml, require, RunConfig, suggest, to_dict)
 from ..errors import ConfigError, UserError
 
 #: Hex digits of a run ID (48 bits: a collision among a study's runs is negligible).
@@ -107,34 +107,7 @@ def _metrics(names: list[str], path: str) -> list[str]:
     return _distinct(names, path)
 
 
-def _distinct(items: list, path: str) -> list:
-    if len({canonical_json(v) for v in items}) != len(items):
-        raise ConfigError(path, f"an entry is listed twice in {brief(items)}")
-    return items
-
-
-def _validation_metric(name: str, path: str) -> str:
-    if name.startswith("test_"):
-        raise ConfigError(path, f"must be a validation metric, got {brief(name)} (a search must never select on the test set)")
-    return name
-
-
-def _positive(value: float, path: str) -> float:
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(path, f"must be a finite number > 0, got {value}")
-    return value
-
-
-def _nonneg(value: int, path: str) -> int:
-    if value < 0:
-        raise ConfigError(path, f"must be an integer >= 0, got {value}")
-    return value
-
-
-def _seed(value: int, path: str) -> int:
-    if not 0 <= value < SEED_LIMIT:
-        raise ConfigError(path, f"must be in [0, 2**32) to fit the RNGs, got {value}")
-    return value
+_distinct = require(lambda items: len(set(items)) == len(items), "an entry is listed twice")
 
 
 def _seed_count(n: int, path: str) -> int:
@@ -170,12 +143,6 @@ def _levels(levels: list, path: str) -> list:
     return levels
 
 
-def _nonempty(mapping: dict, path: str) -> dict:
-    if not mapping:
-        raise ConfigError(path, "must be a non-empty mapping of dotted config key -> levels (or search range)")
-    return mapping
-
-
 def _config_keys(mapping: dict, path: str) -> dict:
     """Keys of vary/grid/space: dotted RunConfig fields that change what a run computes, not nested."""
     for key in mapping:
@@ -208,13 +175,17 @@ def _ranges(space: dict, path: str) -> dict:
     return space
 
 
+_nonempty = require(bool, "must be a non-empty mapping of dotted config key -> levels (or search range)")
+_validation_metric = require(lambda name: not name.startswith("test_"),
+                             "must be a validation metric (a search must never select on the test set)")
 Levels = Annotated[list[Any], _levels]
 Metric = Annotated[str, _metric]
 Metrics = Annotated[list[str], _metrics]
 Analyses = Annotated[list[str], _distinct]
-Positive = Annotated[float, _positive]
-NonNegInt = Annotated[int, _nonneg]
-Seed = Annotated[int, _seed]
+Finite = Annotated[float, require(math.isfinite, "must be a finite number")]
+Positive = Annotated[float, require(lambda v: math.isfinite(v) and v > 0, "must be a finite number > 0")]
+NonNegInt = Annotated[int, require(lambda v: v >= 0, "must be an integer >= 0")]
+Seed = Annotated[int, require(lambda v: 0 <= v < SEED_LIMIT, "must be in [0, 2**32) to fit the RNGs")]
 SeedCount = Annotated[int, _seed_count]
 SeedList = Annotated[list[int], _seed_list]
 Factors = Annotated[dict[str, Levels], _nonempty, _config_keys]
@@ -228,10 +199,10 @@ Factors = Annotated[dict[str, Levels], _nonempty, _config_keys]
 class ParamFile:
     """One dimension of `space:`: a numeric range `{low, high[, log | step]}` or `{choices: [...]}`."""
 
-    low: Union[int, float, None] = knob(None, "lower end of the range (inclusive)")
-    high: Union[int, float, None] = knob(None, "upper end of the range (inclusive)")
+    low: Union[int, Finite, None] = knob(None, "lower end of the range (inclusive)")
+    high: Union[int, Finite, None] = knob(None, "upper end of the range (inclusive)")
     log: bool = knob(False, "sample on a log scale (needs low > 0)")
-    step: Union[int, float, None] = knob(None, "sample on the grid low, low+step, ... (not with log)")
+    step: Union[int, Finite, None] = knob(None, "sample on the grid low, low+step, ... (not with log)")
     choices: Optional[Levels] = knob(None, "values to choose from, instead of a range")
 
     def __post_init__(self):
@@ -241,9 +212,9 @@ class ParamFile:
             return
         if self.low is None or self.high is None:
             raise ConfigError("", "needs low and high (or choices)")
-        if not all(map(math.isfinite, (self.low, self.high))) or not self.low < self.high:
+        if not self.low < self.high:
             raise ConfigError("", f"low must be < high, got low={self.low}, high={self.high}")
-        if self.step is not None and not (math.isfinite(self.step) and self.step > 0):
+        if self.step is not None and self.step <= 0:
             raise ConfigError("step", f"must be > 0, got {self.step}")
         if self.log and self.low <= 0:
             raise ConfigError("", f"log scale needs low > 0, got {self.low}")
