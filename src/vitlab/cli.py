@@ -155,7 +155,7 @@ def cmd_results(a) -> int:
 def cmd_report(a) -> int:
     from .report import report_main
 
-    print(report_main(a.dir, a.output))
+    print(report_main(a.dir, a.output, ci=a.ci, target_delta=a.target_delta))
     return EXIT_OK
 
 
@@ -229,6 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="tables, figures and one self-contained HTML report")
     rp.add_argument("dir")
     rp.add_argument("-o", "--output", help="HTML file (default DIR/report/report.html)")
+    rp.add_argument("--ci", choices=("t", "bootstrap", "bca"), default=None,
+                    help="interval of a mean over seeds: Student t (default), percentile bootstrap or BCa "
+                         "(default: the spec's report.ci, else t)")
+    rp.add_argument("--target-delta", type=float, default=None, metavar="PP",
+                    help="difference in percentage points that 'seeds needed' is computed for "
+                         "(default: the spec's report.target_delta, else 1)")
     rp.set_defaults(fn=cmd_report)
 
     dm = sub.add_parser("demo", help="a small attention-normalization study on synthetic data (CPU, minutes)")

@@ -248,13 +248,13 @@ def _render(renderable) -> str:
 
 
 def _cell(values: list[float], metric: str) -> str:
-    """`mean [lo, hi]` of one metric over seeds (just the mean for one seed)."""
-    from ..report.stats import bootstrap_ci
+    """`mean [lo, hi]` of one metric over seeds (just the mean for one seed): the Student-t interval."""
+    from ..stats import mean_ci
 
     if not values:
         return "-"
     pct = metric.endswith(PERCENT_SUFFIXES)
-    ci = bootstrap_ci([v * 100.0 if pct else v for v in values])
+    ci = mean_ci([v * 100.0 if pct else v for v in values])
     num = (lambda x: f"{x:.2f}") if pct else _fmt
     if math.isnan(ci.lo) or ci.lo == ci.hi:  # one seed, or the same value for every seed (params, flops)
         return num(ci.mean)
@@ -262,7 +262,7 @@ def _cell(values: list[float], metric: str) -> str:
 
 
 def summary_table(study_dir: str | Path) -> str:
-    """Per factor and level: completed seeds and the mean [95% bootstrap CI] over seeds of each of
+    """Per factor and level: completed seeds and the mean [95% t interval] over seeds of each of
     the spec's metrics (accuracies, macro scores and ECE in %). A search lists its best trials."""
     with open_index(study_dir) as index:
         meta = index.meta()
@@ -294,7 +294,7 @@ def summary_table(study_dir: str | Path) -> str:
                 cells.append(_cell(vals, m))
             t.add_row(label + (" (ref)" if label == ref else ""), seeds, *cells)
         parts.append(_render(t))
-    parts.append("cells: mean [95% bootstrap CI] over completed seeds")
+    parts.append("cells: mean [95% Student-t interval] over completed seeds")
     return "\n\n".join(parts)
 
 
