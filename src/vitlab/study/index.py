@@ -313,9 +313,12 @@ def study_meta(study) -> dict:
     """The meta table of a resolved StudySpec."""
     from . import spec as specmod
 
+    import dataclasses
+
     meta = {"name": study.name, "kind": study.kind, "description": study.description,
             "metrics": list(study.metrics), "profile": study.profile, "base": study.base,
-            "spec": specmod.spec_to_dict(study)}
+            "spec": specmod.spec_to_dict(study), "report": dataclasses.asdict(study.report),
+            "analysis": list(study.analysis)}
     if study.kind == "study":
         meta.update(mode=study.mode, factors=specmod.factor_labels(study),
                     reference=specmod.reference_labels(study), seeds=list(study.seeds),
