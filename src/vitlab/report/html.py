@@ -24,6 +24,7 @@ from . import tables
 from .figures import curves_figure, history_figure, importances_figure, save_figure
 from .formats import Grid, to_html, to_latex, to_markdown
 from .search import IMPORTANCE_EVALUATOR, SearchData, search_data
+from .variance import variance_csv, variance_grid, variance_table
 
 REPORT_DIR = "report"
 HTML_NAME = "report.html"
@@ -92,6 +93,7 @@ class FactorSection:
     paired: tables.PairedTable | None
     figure: Artifact | None
     adaptive: Grid | None = None
+    variance: Grid | None = None
 
 
 @dataclass
@@ -161,6 +163,11 @@ def build_report(meta: dict, records: Sequence, report_dir: str | Path,
             pt = tables.paired_table(rep.records, factor, ref, paired_metrics, levels, confidence=opt.confidence,
                                      ci=opt.ci, target_delta=opt.target_delta)
             _write_grid(tdir, f"{s}_paired", tables.paired_grid(pt), tables.paired_csv(pt))
+        vg = None
+        vt = variance_table(rep.records, factor, paired_metrics, levels)
+        if vt is not None:
+            vg = variance_grid(vt)
+            _write_grid(tdir, f"{s}_variance", vg, variance_csv(vt))
         ag = None
         if adaptive:
             ag = tables.adaptive_grid(factor, adaptive)
@@ -168,7 +175,7 @@ def build_report(meta: dict, records: Sequence, report_dir: str | Path,
         fig = _figure(curves_figure(rep.records, factor, levels, opt.ci, opt.confidence), fdir / f"{s}_curves",
                       f"{factor}: per-epoch curves, one line per level (mean over completed seeds), shaded band = "
                       f"{tables.interval_name(opt.confidence, opt.ci)} of that mean (none where one seed).")
-        rep.sections.append(FactorSection(factor, ft, pt, fig, ag))
+        rep.sections.append(FactorSection(factor, ft, pt, fig, ag, vg))
     if search is not None:
         objective = meta.get("objective") or primary_metric(meta)
         _write_grid(tdir, "trials", tables.trials_grid(search.rows, search.maximize, objective),
@@ -278,6 +285,15 @@ def _methods(rep: Report) -> list[str]:
         "Adaptive seeding (when the study used it): a level gets more seeds only while its comparison is "
         "undecided; it stops when its paired interval excludes 0 and the exact test rejects, when the interval "
         "contains 0 and is narrower than target_delta, or at the maximum.",
+    ]
+    if any(sec.variance is not None for sec in rep.sections):
+        items.append(
+            "Sources of variance (Bouthillier et al. 2021): where the runs of a level cross seed_init, seed_split "
+            "and seed_order, a random-effects ANOVA splits each metric's variance into one component per source: "
+            "with N runs and L levels of a source, its component is (MS_source − MS_residual) / (N / L), floored "
+            "at 0, where MS are the ANOVA mean squares of the main effects; the residual holds interactions and "
+            "randomness no seed controls. The dominant source has the largest component.")
+    items += [
         f"Measured coverage of the nominal 95% intervals on normal data (benchmarks/bench_coverage.py): "
         f"{_coverage_text()}.",
         f"Stability: epochs to {frac}% of best = first epoch whose validation top-1 reaches {frac}% of the "
@@ -341,6 +357,8 @@ def render_html(rep: Report) -> str:
             parts.append(to_html(tables.paired_grid(s.paired)))
         if s.adaptive is not None:
             parts.append(to_html(s.adaptive))
+        if s.variance is not None:
+            parts.append(to_html(s.variance))
         parts.append(_img(s.figure) if s.figure else '<p class="note">No completed run with curves yet.</p>')
         parts.append("</section>")
     if rep.search:
