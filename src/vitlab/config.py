@@ -221,12 +221,20 @@ class TrainConfig:
         _check_positive("train.threads", self.threads, allow_none=True)
 
 
+SEED_SOURCES = ("seed_init", "seed_split", "seed_order")
+"""Per-source seed overrides (Bouthillier et al. 2021): None means the source uses `seed`."""
+MAX_SEED = 2**32 - 1
+"""Largest seed every RNG accepts (numpy's legacy seeding is 32-bit)."""
+
+
 @dataclass
 class RunConfig:
-    seed: int = knob(0, "one seed drives initialization, split, shuffling and augmentation")
-    seed_init: Optional[int] = knob(None, "seed of the weight initialization (default: seed)")
-    seed_split: Optional[int] = knob(None, "seed of the train/validation split (default: seed)")
-    seed_order: Optional[int] = knob(None, "seed of the data order and augmentation (default: seed)")
+    seed: int = knob(0, "one seed drives initialization, split, shuffling and augmentation (unless seed_init, "
+                        "seed_split or seed_order override one source)")
+    seed_init: Optional[int] = knob(None, "seed of model initialization (and of dropout / drop-path, which draw "
+                                          "from the same stream); null: seed")
+    seed_split: Optional[int] = knob(None, "seed of the validation split held out of the training set; null: seed")
+    seed_order: Optional[int] = knob(None, "seed of the data order (shuffling) and of augmentation; null: seed")
     device: str = knob("auto", "auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps")
     data: DataConfig = field(default_factory=DataConfig, metadata={"doc": "dataset"})
     aug: AugmentConfig = field(default_factory=AugmentConfig, metadata={"doc": "augmentation"})
@@ -237,9 +245,19 @@ class RunConfig:
 
     def __post_init__(self):
         _check_nonneg("seed", self.seed)
+        for name in SEED_SOURCES:
+            v = getattr(self, name)
+            if v is not None and not 0 <= v <= MAX_SEED:
+                raise ConfigError(name, f"must be null or an integer in [0, {MAX_SEED}], got {v}")
         dev = self.device
         if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
             raise ConfigError("device", f"must be auto, cpu, cuda, cuda:N or mps, got {short_repr(dev)}")
+
+    def source_seed(self, source: str) -> int:
+        """The seed of one source of randomness ('seed_init', 'seed_split', 'seed_order'): its
+        override, else `seed`."""
+        v = getattr(self, source)
+        return self.seed if v is None else v
 
 
 # ----------------------------------------------------------------------------------------------
@@ -624,20 +642,20 @@ def describe_keys(cls=RunConfig, prefix: str = "") -> list[tuple[str, str, str]]
 
 
 #: Per-source seeds: each overrides `seed` for its source of randomness when set.
-SEED_SOURCE_FIELDS = ("seed_init", "seed_split", "seed_order")
 
 # Fields that change how a run executes but not what it computes: excluded from the run's identity.
 EXECUTION_ONLY = {("train", "threads"), ("train", "progress")}
 
 
 def identity_dict(cfg: RunConfig) -> dict:
-    """The config as a dict without execution-only fields: what defines a run's result."""
+    """The config as a dict without execution-only fields: what defines a run's result. Seed-source
+    overrides left at None are omitted, so configs written before they existed keep their run IDs."""
     d = to_dict(cfg)
     for section, key in EXECUTION_ONLY:
         d[section].pop(key, None)
-    for key in SEED_SOURCE_FIELDS:
+    for key in SEED_SOURCES:
         if d.get(key) is None:
-            d.pop(key, None)  # unset: the run is the one it was before these fields existed (same run ID)
+            d.pop(key, None)
     return d
 
 

@@ -23,7 +23,9 @@ from ..io import atomic_write_text
 from . import tables
 from .figures import curves_figure, history_figure, importances_figure, save_figure
 from .formats import Grid, to_html, to_latex, to_markdown
+from . import datasets as ds
 from .search import IMPORTANCE_EVALUATOR, SearchData, search_data
+from .variance import variance_csv, variance_grid, variance_table
 
 REPORT_DIR = "report"
 HTML_NAME = "report.html"
@@ -92,6 +94,10 @@ class FactorSection:
     paired: tables.PairedTable | None
     figure: Artifact | None
     adaptive: Grid | None = None
+    variance: Grid | None = None
+    per_dataset: list[tuple[str, tables.FactorTable, tables.PairedTable | None]] = field(default_factory=list)
+    aggregate: Grid | None = None
+    profile: Artifact | None = None
 
 
 @dataclass
@@ -157,10 +163,16 @@ def build_report(meta: dict, records: Sequence, report_dir: str | Path,
         ref = (meta.get("reference") or {}).get(factor)
         ref = str(ref) if ref is not None else (levels[0] if levels else None)
         pt = None
-        if ref in levels and len(levels) > 1:
+        split = ds.split_by_dataset(rep.records, factor, ref)
+        if split is None and ref in levels and len(levels) > 1:
             pt = tables.paired_table(rep.records, factor, ref, paired_metrics, levels, confidence=opt.confidence,
                                      ci=opt.ci, target_delta=opt.target_delta)
             _write_grid(tdir, f"{s}_paired", tables.paired_grid(pt), tables.paired_csv(pt))
+        vg = None
+        vt = variance_table(rep.records, factor, paired_metrics, levels)
+        if vt is not None:
+            vg = variance_grid(vt)
+            _write_grid(tdir, f"{s}_variance", vg, variance_csv(vt))
         ag = None
         if adaptive:
             ag = tables.adaptive_grid(factor, adaptive)
@@ -168,7 +180,10 @@ def build_report(meta: dict, records: Sequence, report_dir: str | Path,
         fig = _figure(curves_figure(rep.records, factor, levels, opt.ci, opt.confidence), fdir / f"{s}_curves",
                       f"{factor}: per-epoch curves, one line per level (mean over completed seeds), shaded band = "
                       f"{tables.interval_name(opt.confidence, opt.ci)} of that mean (none where one seed).")
-        rep.sections.append(FactorSection(factor, ft, pt, fig, ag))
+        section = FactorSection(factor, ft, pt, fig, ag, vg)
+        if split is not None:
+            _datasets_section(section, split, meta, metrics, paired_metrics, opt, tdir, fdir)
+        rep.sections.append(section)
     if search is not None:
         objective = meta.get("objective") or primary_metric(meta)
         _write_grid(tdir, "trials", tables.trials_grid(search.rows, search.maximize, objective),
@@ -182,6 +197,35 @@ def build_report(meta: dict, records: Sequence, report_dir: str | Path,
             if art is not None:
                 rep.search_figures.append(art)
     return rep
+
+
+def _datasets_section(section: FactorSection, split: ds.DatasetSplit, meta: dict, metrics: list,
+                      paired_metrics: list, opt: ReportOptions, tdir: Path, fdir: Path) -> None:
+    """Per-dataset factor and paired tables, the aggregate across datasets, performance profiles."""
+    s = slug(split.factor)
+    for d in split.datasets:
+        recs = split.records[d]
+        methods = [mth for mth in split.methods if any(r.level_label == mth for r in recs)]
+        base = f"{s}__{slug(d)}"
+        ft = tables.factor_table(recs, split.factor, methods, metrics, seeds=meta.get("seeds"),
+                                 confidence=opt.confidence, ci=opt.ci)
+        ft.factor = f"{split.factor} on {d}"
+        _write_grid(tdir, base, tables.factor_grid(ft), tables.factor_csv(ft))
+        pt = None
+        if split.reference in methods and len(methods) > 1:
+            pt = tables.paired_table(recs, split.factor, split.reference, paired_metrics, methods,
+                                     confidence=opt.confidence, ci=opt.ci, target_delta=opt.target_delta)
+            pt.factor = f"{split.factor} on {d}"
+            _write_grid(tdir, f"{base}_paired", tables.paired_grid(pt), tables.paired_csv(pt))
+        section.per_dataset.append((d, ft, pt))
+    rows = ds.aggregate_rows(split, paired_metrics, opt.confidence)
+    section.aggregate = ds.aggregate_grid(split, rows, opt.confidence)
+    _write_grid(tdir, f"{s}_datasets", section.aggregate, ds.aggregate_csv(split, rows, opt.confidence))
+    m = paired_metrics[-1]  # the primary metric
+    section.profile = _figure(ds.profile_figure(split, m, opt.confidence), fdir / f"{s}_profiles",
+                              f"{split.factor}: performance profiles of {m.label} over {len(split.datasets)} datasets "
+                              "(share of runs above each score, Agarwal et al. 2021); band = pointwise "
+                              f"{round(opt.confidence * 100)}% stratified-bootstrap interval.")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -278,6 +322,25 @@ def _methods(rep: Report) -> list[str]:
         "Adaptive seeding (when the study used it): a level gets more seeds only while its comparison is "
         "undecided; it stops when its paired interval excludes 0 and the exact test rejects, when the interval "
         "contains 0 and is narrower than target_delta, or at the maximum.",
+    ]
+    if any(sec.variance is not None for sec in rep.sections):
+        items.append(
+            "Sources of variance (Bouthillier et al. 2021): where the runs of a level cross seed_init, seed_split "
+            "and seed_order, a random-effects ANOVA splits each metric's variance into one component per source: "
+            "with N runs and L levels of a source, its component is (MS_source − MS_residual) / (N / L), floored "
+            "at 0, where MS are the ANOVA mean squares of the main effects; the residual holds interactions and "
+            "randomness no seed controls. The dominant source has the largest component.")
+    if any(sec.aggregate is not None for sec in rep.sections):
+        items.append(
+            "Several datasets (Agarwal et al. 2021): each dataset has its own tables. Across datasets, IQM = the "
+            "interquartile mean, the mean of the middle 50% of all runs of a method pooled over datasets "
+            "(scipy.stats.trim_mean, 25% cut from each end), robust to an outlying run or dataset; its interval is "
+            "a stratified bootstrap (each resample redraws the runs within every dataset and keeps the datasets). "
+            "P(improve) across datasets is the average over datasets of the per-dataset probability of "
+            "improvement. Performance profile: for each score τ, the share of a method's runs (over all datasets) "
+            "scoring above τ, with a pointwise stratified-bootstrap band; a curve above another is better "
+            "everywhere.")
+    items += [
         f"Measured coverage of the nominal 95% intervals on normal data (benchmarks/bench_coverage.py): "
         f"{_coverage_text()}.",
         f"Stability: epochs to {frac}% of best = first epoch whose validation top-1 reaches {frac}% of the "
@@ -341,6 +404,18 @@ def render_html(rep: Report) -> str:
             parts.append(to_html(tables.paired_grid(s.paired)))
         if s.adaptive is not None:
             parts.append(to_html(s.adaptive))
+        if s.variance is not None:
+            parts.append(to_html(s.variance))
+        for d, ft, pt in s.per_dataset:
+            parts.append(f"<h3>Dataset: {e(d)}</h3>")
+            parts.append(to_html(tables.factor_grid(ft)))
+            if pt is not None:
+                parts.append(to_html(tables.paired_grid(pt)))
+        if s.aggregate is not None:
+            parts.append("<h3>Across datasets</h3>")
+            parts.append(to_html(s.aggregate))
+        if s.profile is not None:
+            parts.append(_img(s.profile))
         parts.append(_img(s.figure) if s.figure else '<p class="note">No completed run with curves yet.</p>')
         parts.append("</section>")
     if rep.search:

@@ -425,7 +425,7 @@ def paired_grid(t: PairedTable) -> Grid:
         d = r.metric.decimals
         unit = f" {r.metric.diff_unit}" if r.metric.diff_unit else ""
         if r.n == 0:
-            rows.append([r.level, r.metric.label, "0"] + [MISSING] * (len(header) - 3))
+            rows.append([r.level, r.metric.title, "0"] + [MISSING] * (len(header) - 3))
             continue
         poi = num(r.p_improve, P_DECIMALS) + (
             f" [{num(r.p_improve_lo, P_DECIMALS)}, {num(r.p_improve_hi, P_DECIMALS)}]"
@@ -441,8 +441,8 @@ def paired_grid(t: PairedTable) -> Grid:
              f"sign patterns); its smallest possible value is 2/2^n, so n >= 6 pairs are needed to reach {a}. "
              f"p Holm: Holm-Bonferroni adjusted across this factor's levels; the verdict is 'better'/'worse' when it "
              f"is <= {a} (lower is better for losses and ECE). P(improve): probability that a run of the level beats "
-             "a run of the reference (Agarwal et al. 2021), with its stratified-bootstrap interval; it never decides "
-             f"the verdict. MDE: smallest true difference the paired t-test detects at this n with power "
+             "a run of the reference (Agarwal et al. 2021), with its stratified-bootstrap interval (too narrow at a "
+             f"few runs, like every bootstrap); it never decides the verdict. MDE: smallest true difference the paired t-test detects at this n with power "
              f"{t.power:g} at level {a}, from the observed spread of the differences. Seeds: pairs needed to detect "
              f"a difference of {t.target_delta:g} pp (report.target_delta) with that power (percentage metrics)."]
     if any(stats.interval_note(t.method, r.n) for r in t.rows):

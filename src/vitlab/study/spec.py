@@ -41,7 +41,7 @@ from typing import Annotated, Any, Optional, Union
 
 import yaml
 
-from ..config import (EXECUTION_ONLY, SEED_SOURCE_FIELDS, BoundedSafeLoader, build, canonical_json, check_key_path,
+from ..config import (EXECUTION_ONLY, SEED_SOURCES, BoundedSafeLoader, build, canonical_json, check_key_path,
                       config_hash, identity_dict, knob, read_yaml, require, RunConfig, suggest, to_dict, yaml_load)
 from ..errors import ConfigError, UserError, short_repr
 
@@ -58,7 +58,7 @@ SEED_LIMIT = 2**32
 #: Runs a study may have unless the caller raises the limit (`--max-runs`).
 DEFAULT_MAX_RUNS = 10_000
 #: Sources of randomness a spec can vary factorially: `seeds: {init: 3}` sets the config's `seed_init`.
-SEED_SOURCES = tuple(f.removeprefix("seed_") for f in SEED_SOURCE_FIELDS)
+SEED_SOURCES = tuple(f.removeprefix("seed_") for f in SEED_SOURCES)
 #: Columns a study tabulates when `metrics:` is not given.
 DEFAULT_METRICS = ("test_top1", "test_top5", "val_top1", "test_f1_macro", "test_ece", "train_loss",
                    "params", "flops", "train_time_s")
