@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from test_report_data import FACTOR, study_meta, study_records
+from vitlab.cli import main as cli_main
 from vitlab.errors import UserError
 from vitlab.report import report_main
 from vitlab.study.index import INDEX_FILE, IndexWriter
@@ -121,3 +122,39 @@ def test_report_on_a_real_tiny_search(tmp_path):
     assert text.count("<table>") == 1 and text.count("<img ") == 1 and "at least" in text
     rows = list(csv.DictReader((out / "report" / "tables" / "trials.csv").open()))
     assert [r["state"] for r in rows] == ["COMPLETE"] * 3 and all(r["param_optim.lr"] for r in rows)
+
+
+def test_report_options_come_from_the_spec_and_the_command_line(tmp_path):
+    """`report: {ci, target_delta}` in the study meta sets the defaults; CLI / API arguments override."""
+    write_index(tmp_path, study_records(), study_meta(report={"ci": "bootstrap", "target_delta": 2.0}))
+    tdir = tmp_path / "report" / "tables"
+    report_main(tmp_path)
+    rows = list(csv.DictReader((tdir / f"{FACTOR}.csv").open()))
+    assert {r["ci_method"] for r in rows} == {"bootstrap"}
+    paired = list(csv.DictReader((tdir / f"{FACTOR}_paired.csv").open()))
+    assert {r["target_delta"] for r in paired} == {"2.0"} and {r["ci_method"] for r in paired} == {"bootstrap"}
+    assert "percentile bootstrap interval" in (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
+
+    assert cli_main(["report", str(tmp_path), "--ci", "t", "--target-delta", "0.5"]) == 0
+    rows = list(csv.DictReader((tdir / f"{FACTOR}.csv").open()))
+    assert {r["ci_method"] for r in rows} == {"t"}
+    paired = list(csv.DictReader((tdir / f"{FACTOR}_paired.csv").open()))
+    assert {r["target_delta"] for r in paired} == {"0.5"}
+
+
+@pytest.mark.parametrize("args, field", [(["--ci", "percentile"], "--ci"), (["--target-delta", "-1"], "target_delta"),
+                                         (["--target-delta", "nan"], "target_delta")])
+def test_cli_report_rejects_bad_options(tmp_path, capsys, args, field):
+    write_index(tmp_path, study_records(), study_meta())
+    assert cli_main(["report", str(tmp_path), *args]) == 2
+    cap = capsys.readouterr()
+    out = (cap.err + cap.out).strip().splitlines()
+    assert len(out) == 1 and field in out[0]
+    assert not (tmp_path / "report").exists()  # nothing written
+
+
+def test_bad_report_section_is_a_user_error(tmp_path):
+    write_index(tmp_path, study_records(), study_meta(report={"ci": "studentized"}))
+    with pytest.raises(UserError, match="report.ci"):
+        report_main(tmp_path)
+    assert not (tmp_path / "report").exists()
