@@ -15,6 +15,7 @@ import json
 import math
 import queue
 import threading
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,8 +190,6 @@ class Trackers:
 
     def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
         """Let every tracker write what it was given (at most `timeout` seconds in all), then stop."""
-        import time
-
         deadline = time.monotonic() + timeout
         for w in self._workers:
             w.call("close")
