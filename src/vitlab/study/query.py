@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import suggest
-from ..errors import UserError
+from ..errors import UserError, short_repr
 from .index import RunRecord, open_index
 
 FORMATS = ("table", "csv", "json", "md")
@@ -22,6 +22,11 @@ TABLE_WIDTH = 200
 FLOAT_DECIMALS = 4
 #: Metrics shown as percentages by `summary_table`.
 PERCENT_SUFFIXES = ("_top1", "_top5", "_macro", "_ece")
+
+#: Deepest nesting a --where expression may have (`not not ...`, `- - ...`, brackets), and its length:
+#: the interpreter recurses over the tree, so both are bounded before it runs.
+MAX_WHERE_DEPTH = 50
+MAX_WHERE_CHARS = 10_000
 
 _COMPARE: dict[type, Callable[[Any, Any], bool]] = {
     ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
@@ -44,6 +49,16 @@ def _dotted(node: ast.AST) -> str | None:
     return None
 
 
+def _depth(root: ast.AST) -> int:
+    """Nesting depth of a syntax tree, computed without recursion."""
+    deepest, stack = 0, [(root, 1)]
+    while stack:
+        node, d = stack.pop()
+        deepest = max(deepest, d)
+        stack.extend((child, d + 1) for child in ast.iter_child_nodes(node))
+    return deepest
+
+
 class WhereExpr:
     """A filter such as `model.num_heads == 4 and seed < 2` or `status in ['failed', 'diverged']`.
 
@@ -55,10 +70,16 @@ class WhereExpr:
 
     def __init__(self, text: str):
         self.text = text
+        if len(text) > MAX_WHERE_CHARS:
+            raise UserError(f"--where: longer than {MAX_WHERE_CHARS:,} characters")
         try:
             tree = ast.parse(text.strip(), mode="eval")
         except SyntaxError as e:
-            raise UserError(f"--where: cannot parse {text!r} ({e.msg})") from None
+            raise UserError(f"--where: cannot parse {short_repr(text)} ({e.msg})") from None
+        except (RecursionError, MemoryError):  # Python's parser gives up on very deep nesting
+            raise UserError(f"--where: nested deeper than {MAX_WHERE_DEPTH} levels") from None
+        if _depth(tree.body) > MAX_WHERE_DEPTH:
+            raise UserError(f"--where: nested deeper than {MAX_WHERE_DEPTH} levels")
         self.body = tree.body
         self.names: set[str] = set()
         self._check(self.body)
@@ -72,22 +93,22 @@ class WhereExpr:
         elif isinstance(node, ast.Compare):
             for op in node.ops:
                 if type(op) not in _COMPARE:
-                    raise UserError(f"--where: operator {type(op).__name__} is not allowed in {self.text!r}")
+                    raise UserError(f"--where: operator {type(op).__name__} is not allowed in {short_repr(self.text)}")
             for v in [node.left, *node.comparators]:
                 self._check(v)
         elif isinstance(node, (ast.Name, ast.Attribute)):
             name = _dotted(node)
             if name is None:
-                raise UserError(f"--where: {ast.unparse(node)!r} is not a column or config key")
+                raise UserError(f"--where: {short_repr(ast.unparse(node))} is not a column or config key")
             self.names.add(name)
         elif isinstance(node, ast.Constant):
             pass
         elif isinstance(node, (ast.List, ast.Tuple)):
             for v in node.elts:
                 if not isinstance(v, ast.Constant):
-                    raise UserError(f"--where: lists may hold only constants, got {ast.unparse(v)!r}")
+                    raise UserError(f"--where: lists may hold only constants, got {short_repr(ast.unparse(v))}")
         else:
-            raise UserError(f"--where: {ast.unparse(node)!r} is not allowed (only names, constants, "
+            raise UserError(f"--where: {short_repr(ast.unparse(node))} is not allowed (only names, constants, "
                             "comparisons, and/or/not)")
 
     def check_names(self, known: set[str]) -> None:
