@@ -28,6 +28,12 @@ ANALYSIS_DIR = "analysis"
 TRIAL_FILE = "trial.json"  # search runs: {"number": N, "params": {...}}
 
 
+#: Every entry a run directory may hold besides dot-files (locks, temporary files): a directory with
+#: anything else is not a run directory, and `vitlab train --out` refuses to write into it.
+RUN_DIR_ENTRIES = frozenset({CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, CONFUSION_FILE, CHECKPOINTS_DIR,
+                             ANALYSIS_DIR, TRIAL_FILE})
+
+
 class RunStatus(str, enum.Enum):
     """Status of a run. `summary.json` holds running/completed/diverged/failed/pruned; the study
     index adds `pending` (not started, or interrupted and waiting to resume)."""
@@ -63,5 +69,5 @@ def checkpoint_path(run_dir: str | Path, which: str = LAST_CHECKPOINT) -> Path:
 
 
 __all__ = ["ANALYSIS_DIR", "BEST_CHECKPOINT", "CHECKPOINTS_DIR", "CONFIG_FILE", "CONFUSION_FILE",
-           "FINAL_STATUSES", "LAST_CHECKPOINT", "METRICS_FILE", "RunStatus", "SUMMARY_FILE", "TRIAL_FILE",
+           "FINAL_STATUSES", "LAST_CHECKPOINT", "METRICS_FILE", "RUN_DIR_ENTRIES", "RunStatus", "SUMMARY_FILE", "TRIAL_FILE",
            "checkpoint_path"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import UserError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, check_output_file, make_writable_dir
 from . import stats, tables
 from .figures import curves_figure, history_figure, importances_figure, save_figure
 from .search import IMPORTANCE_EVALUATOR, SearchData, search_data
@@ -294,8 +294,10 @@ def write_report(study_dir: str | Path, out_path: str | Path | None = None) -> P
     if meta.get("kind") == "search":
         search = search_data(study_dir, meta.get("study_name") or meta.get("name"))
     report_dir = study_dir / REPORT_DIR
-    rep = build_report(meta, records, report_dir, search)
     out = Path(out_path) if out_path is not None else report_dir / HTML_NAME
+    check_output_file(out, "report file")  # both places are checked before any table or figure is written
+    make_writable_dir(report_dir, "report directory")
+    rep = build_report(meta, records, report_dir, search)
     atomic_write_text(out, render_html(rep))
     return out
 
