@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from .errors import UserError
 
@@ -130,7 +129,7 @@ def cmd_study(a) -> int:
 
     result = run_study(a.spec, a.out, workers=a.workers, backend=a.backend, ray_address=a.ray_address,
                        profile=a.profile, gpus_per_run=a.gpus_per_run, cpus_per_run=a.cpus_per_run,
-                       max_retries=a.max_retries)
+                       max_retries=a.max_retries, max_runs=a.max_runs or None)
     from .study import summary_table
 
     print(summary_table(a.out))
@@ -142,11 +141,11 @@ def cmd_search(a) -> int:
 
     result = run_search(a.spec, a.out, trials=a.trials, workers=a.workers, profile=a.profile)
     print(result.describe())
-    return EXIT_OK
+    return EXIT_OK if result.ok else EXIT_INTERNAL
 
 
 def cmd_results(a) -> int:
-    from .study.index import format_rows, results_rows
+    from .study.query import format_rows, results_rows
 
     print(format_rows(results_rows(a.dir, where=a.where), a.format))
     return EXIT_OK
@@ -210,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cpus-per-run", type=float, default=None, help="Ray: CPUs per run (default: cores / workers)")
     s.add_argument("--profile", help="a profile of the spec, e.g. quick")
     s.add_argument("--max-retries", type=int, default=2, help="retries of a failed run")
+    s.add_argument("--max-runs", type=int, default=10_000,
+                   help="refuse a study with more runs than this (counted before expanding; 0: no limit)")
     s.set_defaults(fn=cmd_study)
 
     se = sub.add_parser("search", help="Optuna search over a spec's space: section; rerun to resume")
@@ -249,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return args.fn(args)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        from .errors import one_line
+
+        print(f"error: {one_line(e, 2000)}", file=sys.stderr)  # one line, however the message was built
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

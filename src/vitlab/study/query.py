@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from ..config import suggest
 from ..errors import UserError
+from ..rundir import RunStatus
 from .index import RunRecord, open_index
 
 FORMATS = ("table", "csv", "json", "md")
@@ -151,7 +152,7 @@ def _row(rec: RunRecord, metrics: list[str], varied_cols: list[str]) -> dict:
     row.update(status=rec.status, attempts=rec.attempts, epochs=s.get("epochs_run"))
     for m in metrics:
         row[m] = s.get(m)
-    if rec.status == "failed":
+    if rec.status == RunStatus.FAILED:
         row["error"] = s.get("error")
     return row
 
@@ -283,8 +284,8 @@ def summary_table(study_dir: str | Path) -> str:
             t.add_column(m + (" %" if m.endswith(PERCENT_SUFFIXES) else ""), justify="right")
         for label in labels:
             recs = [r for r in records if r.factor == factor and r.level_label == label]
-            done = [r for r in recs if r.status == "completed"]
-            other = sorted({r.status for r in recs} - {"completed"})
+            done = [r for r in recs if r.status == RunStatus.COMPLETED]
+            other = sorted({r.status for r in recs} - {RunStatus.COMPLETED.value})
             seeds = f"{len(done)}/{n_seeds or len(recs)}" + (f" ({', '.join(other)})" if other else "")
             cells = []
             for m in metrics:
@@ -305,7 +306,7 @@ def _search_table(meta: dict, records: list[RunRecord]) -> str:
     from rich.table import Table
 
     obj, maximize = meta.get("objective", "val_top1"), meta.get("direction", "maximize") == "maximize"
-    done = [r for r in records if r.status == "completed" and isinstance(r.summary.get(obj), (int, float))]
+    done = [r for r in records if r.status == RunStatus.COMPLETED and isinstance(r.summary.get(obj), (int, float))]
     done.sort(key=lambda r: r.summary[obj], reverse=maximize)
     counts: dict[str, int] = {}
     for r in records:

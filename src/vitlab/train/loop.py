@@ -23,7 +23,7 @@ from .. import __version__
 from ..config import RunConfig, config_from, dump_yaml, identity_dict, read_yaml, build
 from ..errors import UserError
 from ..io import append_jsonl, atomic_write_json, atomic_write_text, read_json_object, read_jsonl, write_jsonl
-from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from .checkpoint import BEST_KEYS, LAST_KEYS, capture_rng, damaged, load_checkpoint, restore_rng, save_checkpoint
 from .metrics import SplitMetrics
 from .progress import EpochProgress
 from .schedules import make_scheduler
@@ -169,17 +169,20 @@ class Trainer:
         path = self.ckpt_dir / "last.pt"
         if not path.exists():
             return False
-        ck = load_checkpoint(path)
+        ck = load_checkpoint(path, LAST_KEYS)
         if ck["config"] != identity_dict(self.cfg):
             raise UserError(f"{path}: checkpoint was written for a different config; use another --out")
-        self.model.load_state_dict(ck["model"])
-        self.optimizer.load_state_dict(ck["optimizer"])
-        self.scheduler.load_state_dict(ck["scheduler"])
-        self.scaler.load_state_dict(ck["scaler"])
-        if self.ema is not None:
-            self.ema.load_state_dict(ck["ema"])
-        restore_rng(ck["rng"], self.generators)
-        self.state = RunState(**ck["run_state"])
+        try:
+            self.model.load_state_dict(ck["model"])
+            self.optimizer.load_state_dict(ck["optimizer"])
+            self.scheduler.load_state_dict(ck["scheduler"])
+            self.scaler.load_state_dict(ck["scaler"])
+            if self.ema is not None:
+                self.ema.load_state_dict(ck["ema"])
+            restore_rng(ck["rng"], self.generators)
+            self.state = RunState(**ck["run_state"])
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
+            raise damaged(path, e) from None
         # metrics.jsonl may hold a line of an epoch whose checkpoint never landed: the checkpoint wins.
         write_jsonl(self.out / "metrics.jsonl", self.state.history)
         return True
@@ -308,8 +311,12 @@ class Trainer:
             best_row = st.history[st.best_epoch - 1]
             summary.update({k: best_row[k] for k in best_row if k.startswith(("train_", "val_"))})
         if status == "completed" or (status == "diverged" and st.best_epoch):
-            best = load_checkpoint(self.ckpt_dir / "best.pt")
-            self.eval_model().load_state_dict(best["model"])
+            best_path = self.ckpt_dir / "best.pt"
+            best = load_checkpoint(best_path, BEST_KEYS)
+            try:
+                self.eval_model().load_state_dict(best["model"])
+            except (RuntimeError, TypeError, AttributeError) as e:
+                raise damaged(best_path, e) from None
             test, confusion = self.evaluate(d.test_x, d.test_y, "test", confusion=True)
             summary.update(test)
             write_confusion(self.out / "confusion_test.csv", confusion, d.classes)
