@@ -273,20 +273,21 @@ def summary_table(study_dir: str | Path) -> str:
         return _search_table(meta, records)
     metrics = [m for m in meta.get("metrics", []) if m not in ("flops", "train_time_s")]
     parts = []
-    n_seeds = len(meta.get("seeds", [])) or None
     for factor, labels in meta.get("factors", {}).items():
         ref = meta.get("reference", {}).get(factor)
         t = Table(title=f"{meta['name']}: {factor}" + ("  (synthetic data)" if _synthetic(records) else ""),
                   show_edge=False, pad_edge=False)
         t.add_column("level")
-        t.add_column("seeds", justify="right")
+        t.add_column("runs", justify="right")
         for m in metrics:
             t.add_column(m + (" %" if m.endswith(PERCENT_SUFFIXES) else ""), justify="right")
         for label in labels:
             recs = [r for r in records if r.factor == factor and r.level_label == label]
             done = [r for r in recs if r.status == RunStatus.COMPLETED]
             other = sorted({r.status for r in recs} - {RunStatus.COMPLETED.value})
-            seeds = f"{len(done)}/{n_seeds or len(recs)}" + (f" ({', '.join(other)})" if other else "")
+            # planned runs of the level: its index rows (seeds x seed-source combinations; an adaptive
+            # study's rows grow with its seeds)
+            seeds = f"{len(done)}/{len(recs)}" + (f" ({', '.join(other)})" if other else "")
             cells = []
             for m in metrics:
                 vals = [float(r.summary[m]) for r in done if isinstance(r.summary.get(m), (int, float))
