@@ -19,7 +19,7 @@ from vitlab.io import read_jsonl
 from vitlab.study import open_index, results_rows, summary_table
 from vitlab.study.search import (ATTR_RETRY_OF, ATTR_RUN_ID, JOURNAL_FILE, make_pruner, objective_value,
                                  open_storage, run_search)
-from vitlab.study.worker import _optuna_hook
+from vitlab.study.optuna_glue import PruneHook
 
 SPEC = {
     "name": "tiny_search",
@@ -125,8 +125,8 @@ def test_pruning_hook_reports_to_optuna_and_asks_the_median_pruner(tmp_path):
     hooks = []
     for _ in range(2):
         trial = study.ask()
-        hooks.append(_optuna_hook({"storage": str(path), "study_name": "s", "trial_id": trial._trial_id,
-                                   "metric": "val_top1", "pruner": pruner_cfg}))
+        hooks.append(PruneHook(storage=str(path), study_name="s", trial_id=trial._trial_id,
+                               metric="val_top1", pruner=pruner_cfg).open())
     assert hooks[0](1, {"val_top1": 0.9}) is False  # better than the completed trial at epoch 1: go on
     assert hooks[1](1, {"val_top1": 0.1}) is True  # worse: prune
     assert study.trials[2].intermediate_values == {1: 0.1}

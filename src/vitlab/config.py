@@ -13,7 +13,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import yaml
 
@@ -237,9 +237,18 @@ class TrainConfig:
             _check_range("train.threads", self.threads, 1, MAX_THREADS)
 
 
+SEED_SOURCES = ("seed_init", "seed_split", "seed_order")
+"""Per-source seed overrides (Bouthillier et al. 2021): None means the source uses `seed`."""
+
+
 @dataclass
 class RunConfig:
-    seed: int = knob(0, "one seed drives initialization, split, shuffling and augmentation")
+    seed: int = knob(0, "one seed drives initialization, split, shuffling and augmentation (unless seed_init, "
+                        "seed_split or seed_order override one source)")
+    seed_init: Optional[int] = knob(None, "seed of model initialization (and of dropout / drop-path, which draw "
+                                          "from the same stream); null: seed")
+    seed_split: Optional[int] = knob(None, "seed of the validation split held out of the training set; null: seed")
+    seed_order: Optional[int] = knob(None, "seed of the data order (shuffling) and of augmentation; null: seed")
     device: str = knob("auto", "auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps")
     data: DataConfig = field(default_factory=DataConfig, metadata={"doc": "dataset"})
     aug: AugmentConfig = field(default_factory=AugmentConfig, metadata={"doc": "augmentation"})
@@ -250,9 +259,18 @@ class RunConfig:
 
     def __post_init__(self):
         check_seed("seed", self.seed)
+        for name in SEED_SOURCES:
+            if getattr(self, name) is not None:
+                check_seed(name, getattr(self, name))
         dev = self.device
         if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
             raise ConfigError("device", f"must be auto, cpu, cuda, cuda:N or mps, got {short_repr(dev)}")
+
+    def source_seed(self, source: str) -> int:
+        """The seed of one source of randomness ('seed_init', 'seed_split', 'seed_order'): its
+        override, else `seed`."""
+        v = getattr(self, source)
+        return self.seed if v is None else v
 
 
 # ----------------------------------------------------------------------------------------------
@@ -300,20 +318,92 @@ def check_finite(name: str, v: Any) -> None:
 
 
 def _strip_optional(tp):
+    """(type without None, whether None is allowed); a union of several types stays a Union."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return args[0], True
+        return (args[0] if len(args) == 1 else typing.Union[tuple(args)]), len(args) < len(typing.get_args(tp))
     return tp, False
 
 
+def require(ok: Callable[[Any], bool], problem: str) -> Callable[[Any, str], Any]:
+    """A check for `Annotated[T, ...]` fields: `require(lambda v: v >= 0, "must be >= 0")`."""
+    def check(value: Any, path: str) -> Any:
+        if not ok(value):
+            raise ConfigError(path, f"{problem}, got {short_repr(value)}")
+        return value
+    return check
+
+
+def _kind(tp: Any) -> str:
+    """What a value of type `tp` looks like, in words, for "must be X or Y" messages."""
+    if typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    if dataclasses.is_dataclass(tp) or typing.get_origin(tp) is dict:
+        return "a mapping"
+    return {list: "a list", bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        typing.get_origin(tp) or tp, str(tp))
+
+
+def _fits(value: Any, tp: Any) -> bool:
+    """Whether `value` has the shape of `tp` (picks the member of a union that coerces it)."""
+    kind = _kind(tp)
+    if kind == "a mapping":
+        return isinstance(value, dict)
+    if kind == "a list":
+        return isinstance(value, (list, tuple))
+    if isinstance(value, bool) or kind == "true or false":
+        return isinstance(value, bool) and kind == "true or false"
+    if kind == "an integer":
+        return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if kind == "a number":
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                float(value)
+            except ValueError:
+                return False
+            return True
+        return isinstance(value, (int, float))
+    return kind == "a string" and isinstance(value, str)
+
+
 def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """`value` as type `tp`, strictly. Beyond scalars and lists: `dict[str, T]`, nested dataclasses,
+    `Any` (taken as is), a union of a few types (the member whose shape the value has), and
+    `Annotated[T, check, ...]`, where each `check(value, path)` returns the value or raises ConfigError."""
     tp, optional = _strip_optional(tp)
     if value is None:
-        if optional:
+        if optional or tp is Any:
             return None
+        if dataclasses.is_dataclass(tp):
+            return build(tp, None, f"{path}.")  # an empty section: its defaults
         raise ConfigError(path, "must not be null")
     origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        inner, *checks = typing.get_args(tp)
+        value = _coerce(value, inner, path)
+        for check in checks:
+            value = check(value, path)
+        return value
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, f"{path}.")
+    if origin in (typing.Union, types.UnionType):
+        members = typing.get_args(tp)
+        for member in members:
+            if _fits(value, member):
+                return _coerce(value, member, path)
+        kinds = [_kind(m) for m in members]
+        raise ConfigError(path, f"must be {', '.join(kinds[:-1])} or {kinds[-1]}, got {short_repr(value)}")
+    if origin is dict:
+        _, item_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(path, f"must be a mapping, got {short_repr(value)}")
+        bad = [k for k in value if not isinstance(k, str)]
+        if bad:
+            raise ConfigError(path, f"keys must be strings, got {short_repr(bad[0])}")
+        return {k: _coerce(v, item_tp, f"{path}.{k}") for k, v in value.items()}
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -349,6 +439,17 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     raise ConfigError(path, f"unsupported type {tp}")  # pragma: no cover
 
 
+def _check_choices(value: Any, choices: tuple, path: str) -> None:
+    """A value (or each item of a list value) must be one of `choices`."""
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_choices(v, choices, f"{path}[{i}]")
+        return
+    if value not in choices:
+        shown = ", ".join(str(c) for c in choices if c is not None)
+        raise ConfigError(path, f"must be one of {shown}; got {short_repr(value)}" + suggest(str(value), [c for c in choices if c]))
+
+
 def suggest(word: str, options) -> str:
     """' (did you mean X?)' for the closest option, or ''."""
     if len(word) > 100:  # no option is that long; and difflib on a huge string is slow
@@ -358,31 +459,34 @@ def suggest(word: str, options) -> str:
 
 
 def build(cls, data: Any, prefix: str = ""):
-    """Build dataclass `cls` from a nested dict, strictly: unknown keys, bad types and values are errors."""
+    """Build dataclass `cls` from a nested dict, strictly: unknown keys, bad types and values are errors.
+
+    Errors of `cls.__post_init__` that name a field relative to `cls` get `prefix` in front, so a
+    dataclass used at several places (a dict of them, say) reports the full dotted path."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(prefix.rstrip(".") or "config", f"must be a mapping, got {type(data).__name__}")
     fields = {fl.name: fl for fl in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     kwargs = {}
     for key, value in data.items():
         path = f"{prefix}{key}"
         if key not in fields:
             raise ConfigError(path, "unknown key" + suggest(str(key), fields))
-        tp = hints[key]
-        if dataclasses.is_dataclass(tp):
-            kwargs[key] = build(tp, value, f"{path}.")
-            continue
-        v = _coerce(value, tp, path)
+        v = _coerce(value, hints[key], path)
         if fields[key].metadata.get("finite", True):
             check_finite(path, v)
         choices = fields[key].metadata.get("choices")
-        if choices is not None and v not in choices:
-            shown = ", ".join(str(c) for c in choices if c is not None)
-            raise ConfigError(path, f"must be one of {shown}; got {short_repr(v)}" + suggest(str(v), [c for c in choices if c]))
+        if choices is not None and v is not None:
+            _check_choices(v, choices, path)
         kwargs[key] = v
-    return cls(**kwargs)  # __post_init__ validates; its errors already carry the full dotted name
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        if not prefix or e.field.startswith(prefix):
+            raise  # already the full dotted name (RunConfig's sections spell theirs out)
+        raise ConfigError((prefix + e.field).rstrip("."), e.problem) from None
 
 
 def to_dict(cfg) -> dict:
@@ -572,15 +676,21 @@ def describe_keys(cls=RunConfig, prefix: str = "") -> list[tuple[str, str, str]]
     return rows
 
 
+#: Per-source seeds: each overrides `seed` for its source of randomness when set.
+
 # Fields that change how a run executes but not what it computes: excluded from the run's identity.
 EXECUTION_ONLY = {("train", "threads"), ("train", "progress")}
 
 
 def identity_dict(cfg: RunConfig) -> dict:
-    """The config as a dict without execution-only fields: what defines a run's result."""
+    """The config as a dict without execution-only fields: what defines a run's result. Seed-source
+    overrides left at None are omitted, so configs written before they existed keep their run IDs."""
     d = to_dict(cfg)
     for section, key in EXECUTION_ONLY:
         d[section].pop(key, None)
+    for key in SEED_SOURCES:
+        if d.get(key) is None:
+            d.pop(key, None)
     return d
 
 

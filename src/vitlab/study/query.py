@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from ..config import suggest
 from ..errors import UserError, short_repr
+from ..rundir import RunStatus
 from .index import RunRecord, open_index
 
 FORMATS = ("table", "csv", "json", "md")
@@ -172,7 +173,7 @@ def _row(rec: RunRecord, metrics: list[str], varied_cols: list[str]) -> dict:
     row.update(status=rec.status, attempts=rec.attempts, epochs=s.get("epochs_run"))
     for m in metrics:
         row[m] = s.get(m)
-    if rec.status == "failed":
+    if rec.status == RunStatus.FAILED:
         row["error"] = s.get("error")
     return row
 
@@ -268,13 +269,13 @@ def _render(renderable) -> str:
 
 
 def _cell(values: list[float], metric: str) -> str:
-    """`mean [lo, hi]` of one metric over seeds (just the mean for one seed)."""
-    from ..report.stats import bootstrap_ci
+    """`mean [lo, hi]` of one metric over seeds (just the mean for one seed): the Student-t interval."""
+    from ..stats import mean_ci
 
     if not values:
         return "-"
     pct = metric.endswith(PERCENT_SUFFIXES)
-    ci = bootstrap_ci([v * 100.0 if pct else v for v in values])
+    ci = mean_ci([v * 100.0 if pct else v for v in values])
     num = (lambda x: f"{x:.2f}") if pct else _fmt
     if math.isnan(ci.lo) or ci.lo == ci.hi:  # one seed, or the same value for every seed (params, flops)
         return num(ci.mean)
@@ -282,7 +283,7 @@ def _cell(values: list[float], metric: str) -> str:
 
 
 def summary_table(study_dir: str | Path) -> str:
-    """Per factor and level: completed seeds and the mean [95% bootstrap CI] over seeds of each of
+    """Per factor and level: completed seeds and the mean [95% t interval] over seeds of each of
     the spec's metrics (accuracies, macro scores and ECE in %). A search lists its best trials."""
     with open_index(study_dir) as index:
         meta = index.meta()
@@ -293,20 +294,21 @@ def summary_table(study_dir: str | Path) -> str:
         return _search_table(meta, records)
     metrics = [m for m in meta.get("metrics", []) if m not in ("flops", "train_time_s")]
     parts = []
-    n_seeds = len(meta.get("seeds", [])) or None
     for factor, labels in meta.get("factors", {}).items():
         ref = meta.get("reference", {}).get(factor)
         t = Table(title=f"{meta['name']}: {factor}" + ("  (synthetic data)" if _synthetic(records) else ""),
                   show_edge=False, pad_edge=False)
         t.add_column("level")
-        t.add_column("seeds", justify="right")
+        t.add_column("runs", justify="right")
         for m in metrics:
             t.add_column(m + (" %" if m.endswith(PERCENT_SUFFIXES) else ""), justify="right")
         for label in labels:
             recs = [r for r in records if r.factor == factor and r.level_label == label]
-            done = [r for r in recs if r.status == "completed"]
-            other = sorted({r.status for r in recs} - {"completed"})
-            seeds = f"{len(done)}/{n_seeds or len(recs)}" + (f" ({', '.join(other)})" if other else "")
+            done = [r for r in recs if r.status == RunStatus.COMPLETED]
+            other = sorted({r.status for r in recs} - {RunStatus.COMPLETED.value})
+            # planned runs of the level: its index rows (seeds x seed-source combinations; an adaptive
+            # study's rows grow with its seeds)
+            seeds = f"{len(done)}/{len(recs)}" + (f" ({', '.join(other)})" if other else "")
             cells = []
             for m in metrics:
                 vals = [float(r.summary[m]) for r in done if isinstance(r.summary.get(m), (int, float))
@@ -314,7 +316,7 @@ def summary_table(study_dir: str | Path) -> str:
                 cells.append(_cell(vals, m))
             t.add_row(label + (" (ref)" if label == ref else ""), seeds, *cells)
         parts.append(_render(t))
-    parts.append("cells: mean [95% bootstrap CI] over completed seeds")
+    parts.append("cells: mean [95% Student-t interval] over completed seeds")
     return "\n\n".join(parts)
 
 
@@ -326,7 +328,7 @@ def _search_table(meta: dict, records: list[RunRecord]) -> str:
     from rich.table import Table
 
     obj, maximize = meta.get("objective", "val_top1"), meta.get("direction", "maximize") == "maximize"
-    done = [r for r in records if r.status == "completed" and isinstance(r.summary.get(obj), (int, float))]
+    done = [r for r in records if r.status == RunStatus.COMPLETED and isinstance(r.summary.get(obj), (int, float))]
     done.sort(key=lambda r: r.summary[obj], reverse=maximize)
     counts: dict[str, int] = {}
     for r in records:

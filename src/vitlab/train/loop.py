@@ -114,9 +114,9 @@ class Trainer:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         seed_everything(cfg.seed)
-        self.data = load_dataset(cfg.data, cfg.seed, self.device)
+        self.data = load_dataset(cfg.data, cfg.source_seed("seed_split"), self.device)
         d = self.data
-        torch.manual_seed(cfg.seed)  # initialization does not depend on what loading consumed
+        torch.manual_seed(cfg.source_seed("seed_init"))  # initialization does not depend on what loading consumed
         self.model = build_model(cfg.model, d.num_classes, d.in_chans, d.image_size).to(self.device)
         self.params = count_params(self.model)
         self.flops = count_flops(self.model, self.model.input_size, d.in_chans)
@@ -135,8 +135,8 @@ class Trainer:
             self.ema = torch.optim.swa_utils.AveragedModel(self.model, multi_avg_fn=multi_avg, use_buffers=True)
         self.forward = torch.compile(self.model) if cfg.train.compile else self.model
         # Separate streams so that evaluation or model changes never shift the data order.
-        self.shuffle_gen = torch.Generator().manual_seed(cfg.seed)
-        self.aug_gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
+        self.shuffle_gen = torch.Generator().manual_seed(cfg.source_seed("seed_order"))
+        self.aug_gen = torch.Generator(device=self.device).manual_seed(cfg.source_seed("seed_order") + 1)
         self.generators = {"shuffle": self.shuffle_gen, "augment": self.aug_gen}
         self.state = RunState(history=[])
 
