@@ -63,8 +63,9 @@ def test_cli_report_exit_code(tmp_path):
 TINY_STUDY = """\
 name: tiny_report
 base:
+  device: cpu
   data: {name: synthetic, synthetic_train: 200, synthetic_test: 100, val_fraction: 0.2}
-  model: {name: vit_nano}
+  model: {name: vit_nano, dim: 32, depth: 1, num_heads: 2}
   sched: {warmup_epochs: 0}
   train: {epochs: 2, batch_size: 64, threads: 1}
 vary:
@@ -73,7 +74,6 @@ seeds: 2
 """
 
 
-@pytest.mark.slow
 def test_report_on_a_real_tiny_study(tmp_path):
     """Train a real 2 levels x 2 seeds study (~1 min on 2 CPU cores), report it, then make it
     partial (one run's results gone, index rebuilt) and report again."""
@@ -92,14 +92,15 @@ def test_report_on_a_real_tiny_study(tmp_path):
     (out / INDEX_FILE).unlink()
     text = report_main(out).read_text(encoding="utf-8")
     assert "3 completed, 0 failed of 4 (1 pending)" in text
-    assert "1/2 (1 pending)" in text and "(no CI) (n=1/2)" in text
+    assert "1/2 (1 pending)" in text and "(no interval) (n=1/2)" in text
 
 
 TINY_SEARCH = """\
 name: tiny_search
 base:
+  device: cpu
   data: {name: synthetic, synthetic_train: 200, synthetic_test: 100, val_fraction: 0.2}
-  model: {name: vit_nano}
+  model: {name: vit_nano, dim: 32, depth: 1, num_heads: 2}
   sched: {warmup_epochs: 0}
   train: {epochs: 2, batch_size: 64, threads: 1}
 space:
@@ -108,7 +109,6 @@ objective: {metric: val_top1, direction: maximize}
 """
 
 
-@pytest.mark.slow
 def test_report_on_a_real_tiny_search(tmp_path):
     """A real 3-trial Optuna search (~40 s), reported from its journal: trials table and history;
     too few trials for importances, which the report says."""

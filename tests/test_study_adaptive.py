@@ -88,3 +88,16 @@ def test_adaptive_study_killed_mid_way_ends_with_the_same_seeds_and_table(tmp_pa
         return sorted((r["level"], r["seed"], r["test_top1"]) for r in results_rows(d))
 
     assert rows(out) == rows(ref)
+
+
+def test_rebuilt_index_keeps_the_seeds_adaptive_seeding_added(tmp_path):
+    from vitlab.study import rebuild_index
+
+    out = tmp_path / "study"
+    run_study(dict(SPEC, seeds={"adaptive": True, "min": 2, "max": 4, "target_delta": 1.0}), out, workers=1,
+              progress=False, trainer=fake_trainer)
+    before = seeds_by_level(out)
+    assert before["zscore"] == [0, 1, 2, 3]
+    (out / "index.sqlite").unlink()
+    rebuild_index(out)
+    assert seeds_by_level(out) == before

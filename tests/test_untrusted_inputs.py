@@ -3,15 +3,12 @@ huge values in error messages, gzip bombs and oversized files in the data root, 
 images and symbolic links leaving a folder dataset. Each is a one-line error (exit 2 on the CLI)."""
 from __future__ import annotations
 
-import gzip
 import os
 import struct
 import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
 from vitlab import config

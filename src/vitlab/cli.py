@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import UserError
+from .errors import RunError, UserError, one_line
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -266,10 +266,11 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return args.fn(args)
     except UserError as e:
-        from .errors import one_line
-
         print(f"error: {one_line(e, 2000)}", file=sys.stderr)  # one line, however the message was built
         return EXIT_BAD_INPUT
+    except RunError as e:
+        print(f"error: {one_line(e, 2000)}", file=sys.stderr)
+        return EXIT_INTERNAL
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

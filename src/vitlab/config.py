@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,13 +20,25 @@ import yaml
 from .errors import ConfigError, UserError, one_line, short_repr
 
 
-def knob(default: Any, doc: str, *, choices: tuple | None = None) -> Any:
-    """A documented config field. Mutable defaults (lists) are copied per instance."""
-    meta = {"doc": doc, "choices": choices}
+def knob(default: Any, doc: str, *, choices: tuple | None = None, finite: bool = True) -> Any:
+    """A documented config field. Mutable defaults (lists) are copied per instance.
+
+    finite: a float field (or list of floats) refuses NaN and ±inf unless this is False."""
+    meta = {"doc": doc, "choices": choices, "finite": finite}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
 
+
+#: Seeds must fit every RNG they seed (numpy's legacy seed takes 32 bits): 0 <= seed <= MAX_SEED.
+MAX_SEED = 2**32 - 1
+
+#: Largest integer any field takes (int64, what torch and numpy index with); larger is an error, not an overflow.
+MAX_INT = 2**63 - 1
+#: Sanity bounds on sizes that allocate memory or threads in proportion (far above any real use).
+MAX_IMAGE_SIZE = 4096
+MAX_SYNTHETIC_IMAGES = 1_000_000
+MAX_THREADS = 1024
 
 DATASETS = ("synthetic", "cifar10", "cifar100", "fashion_mnist", "folder")
 ATTN_NORMS = (
@@ -55,12 +68,12 @@ class DataConfig:
         _check_range("data.val_fraction", self.val_fraction, 0.0, 0.9, lo_open=True)
         _check_positive("data.train_subset", self.train_subset, allow_none=True)
         _check_positive("data.test_subset", self.test_subset, allow_none=True)
-        _check_positive("data.synthetic_train", self.synthetic_train)
-        _check_positive("data.synthetic_test", self.synthetic_test)
-        _check_nonneg("data.synthetic_seed", self.synthetic_seed)
+        _check_range("data.synthetic_train", self.synthetic_train, 1, MAX_SYNTHETIC_IMAGES)
+        _check_range("data.synthetic_test", self.synthetic_test, 1, MAX_SYNTHETIC_IMAGES)
+        check_seed("data.synthetic_seed", self.synthetic_seed)
         if not 10 <= self.synthetic_classes <= 16:
             raise ConfigError("data.synthetic_classes", f"must be between 10 and 16, got {self.synthetic_classes}")
-        _check_positive("data.folder_image_size", self.folder_image_size)
+        _check_range("data.folder_image_size", self.folder_image_size, 1, MAX_IMAGE_SIZE)
         _check_range("data.folder_test_fraction", self.folder_test_fraction, 0.0, 0.9, lo_open=True)
         if self.name == "folder" and not self.folder_path:
             raise ConfigError("data.folder_path", "is required when data.name is 'folder'")
@@ -128,9 +141,11 @@ class ModelConfig:
     def __post_init__(self):
         for name in ("image_size", "num_heads", "head_dim", "patch_size", "dim", "depth"):
             _check_positive(f"model.{name}", getattr(self, name), allow_none=True)
+        if self.image_size is not None:
+            _check_range("model.image_size", self.image_size, 1, MAX_IMAGE_SIZE)
         for name in ("mlp_ratio", "expansion", "width_mult"):
             v = getattr(self, name)
-            if v is not None and v <= 0:
+            if v is not None and not v > 0:
                 raise ConfigError(f"model.{name}", f"must be > 0, got {v}")
         for name in ("dropout", "attn_dropout", "drop_path"):
             v = getattr(self, name)
@@ -141,7 +156,7 @@ class ModelConfig:
         if self.level is not None and self.width_mult is not None:
             raise ConfigError("model.level", "set either model.level or model.width_mult, not both")
         if self.stage_expansion is not None:
-            if len(self.stage_expansion) != 5 or any(e <= 0 for e in self.stage_expansion):
+            if len(self.stage_expansion) != 5 or any(not e > 0 for e in self.stage_expansion):
                 raise ConfigError("model.stage_expansion", f"needs 5 positive values, got {short_repr(self.stage_expansion)}")
 
     def overrides(self) -> dict:
@@ -218,13 +233,12 @@ class TrainConfig:
         _check_nonneg("train.grad_clip", self.grad_clip)
         _check_range("train.ema_decay", self.ema_decay, 0.0, 1.0, hi_open=True)
         _check_nonneg("train.patience", self.patience)
-        _check_positive("train.threads", self.threads, allow_none=True)
+        if self.threads is not None:
+            _check_range("train.threads", self.threads, 1, MAX_THREADS)
 
 
 SEED_SOURCES = ("seed_init", "seed_split", "seed_order")
 """Per-source seed overrides (Bouthillier et al. 2021): None means the source uses `seed`."""
-MAX_SEED = 2**32 - 1
-"""Largest seed every RNG accepts (numpy's legacy seeding is 32-bit)."""
 
 
 @dataclass
@@ -260,11 +274,10 @@ class RunConfig:
     track: TrackConfig = field(default_factory=TrackConfig, metadata={"doc": "experiment tracking (not part of the run ID)"})
 
     def __post_init__(self):
-        _check_nonneg("seed", self.seed)
+        check_seed("seed", self.seed)
         for name in SEED_SOURCES:
-            v = getattr(self, name)
-            if v is not None and not 0 <= v <= MAX_SEED:
-                raise ConfigError(name, f"must be null or an integer in [0, {MAX_SEED}], got {v}")
+            if getattr(self, name) is not None:
+                check_seed(name, getattr(self, name))
         dev = self.device
         if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
             raise ConfigError("device", f"must be auto, cpu, cuda, cuda:N or mps, got {short_repr(dev)}")
@@ -280,23 +293,40 @@ class RunConfig:
 # checks
 
 
+# Written as `not (v ok)` so that NaN, which fails every comparison, is refused too.
+
+
 def _check_positive(name, v, allow_none=False):
     if v is None and allow_none:
         return
-    if v is None or v <= 0:
+    if v is None or not v > 0:
         raise ConfigError(name, f"must be > 0, got {v}")
 
 
 def _check_nonneg(name, v):
-    if v < 0:
+    if not v >= 0:
         raise ConfigError(name, f"must be >= 0, got {v}")
 
 
 def _check_range(name, v, lo, hi, lo_open=False, hi_open=False):
-    bad = v < lo or v > hi or (lo_open and v == lo) or (hi_open and v == hi)
+    bad = not (lo <= v <= hi) or (lo_open and v == lo) or (hi_open and v == hi)
     if bad:
         lb, rb = ("(" if lo_open else "["), (")" if hi_open else "]")
         raise ConfigError(name, f"must be in {lb}{lo}, {hi}{rb}, got {v}")
+
+
+def check_seed(name: str, v: Any) -> None:
+    """A seed is an integer in [0, MAX_SEED] (what numpy, torch and Python's random all accept)."""
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_SEED:
+        raise ConfigError(name, f"must be an integer in [0, 2**32 - 1 = {MAX_SEED}], got {short_repr(v)}")
+
+
+def check_finite(name: str, v: Any) -> None:
+    """Refuse NaN and ±inf in a float or a list of floats (a field opts out with knob(finite=False))."""
+    values = v if isinstance(v, list) else [v]
+    for x in values:
+        if isinstance(x, float) and not math.isfinite(x):
+            raise ConfigError(name, f"must be a finite number, got {x}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -402,10 +432,12 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             return value
         raise ConfigError(path, f"must be true or false, got {short_repr(value)}")
     if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
         if isinstance(value, float) and value.is_integer():
-            return int(value)
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > MAX_INT:
+                raise ConfigError(path, f"must be an integer within ±2**63, got {short_repr(value)}")
+            return value
         raise ConfigError(path, f"must be an integer, got {short_repr(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -459,6 +491,8 @@ def build(cls, data: Any, prefix: str = ""):
         if key not in fields:
             raise ConfigError(path, "unknown key" + suggest(str(key), fields))
         v = _coerce(value, hints[key], path)
+        if fields[key].metadata.get("finite", True):
+            check_finite(path, v)
         choices = fields[key].metadata.get("choices")
         if choices is not None and v is not None:
             _check_choices(v, choices, path)
@@ -626,9 +660,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def config_from(obj: Any) -> RunConfig:
-    """Accept a RunConfig, a nested dict, or a YAML path."""
+    """Accept a RunConfig, a nested dict, or a YAML path; always validated by `build` (a RunConfig
+    made in Python, or changed after it was built, is checked again)."""
     if isinstance(obj, RunConfig):
-        return obj
+        return build(RunConfig, to_dict(obj))
     if isinstance(obj, dict):
         return build(RunConfig, obj)
     if isinstance(obj, (str, Path)):

@@ -9,6 +9,11 @@ class UserError(Exception):
     """Bad input from the user: a config field, a file, a path. The message is one line."""
 
 
+class RunError(Exception):
+    """A run could not go on for a reason outside its input (a full disk): the CLI prints its one
+    line and exits 1. The run directory says `failed` with the reason where it could be written."""
+
+
 class ConfigError(UserError):
     """A config field has a bad value; the message starts with the dotted field name."""
 

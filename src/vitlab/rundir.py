@@ -32,6 +32,12 @@ TENSORBOARD_DIR = "tensorboard"
 MLFLOW_RUN_FILE = "mlflow_run.json"  # {"tracking_uri": ..., "experiment_id": ..., "run_id": ...}
 
 
+#: Every entry a run directory may hold besides dot-files (locks, temporary files): a directory with
+#: anything else is not a run directory, and `vitlab train --out` refuses to write into it.
+RUN_DIR_ENTRIES = frozenset({CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, CONFUSION_FILE, CHECKPOINTS_DIR,
+                             ANALYSIS_DIR, TRIAL_FILE})
+
+
 class RunStatus(str, enum.Enum):
     """Status of a run. `summary.json` holds running/completed/diverged/failed/pruned; the study
     index adds `pending` (not started, or interrupted and waiting to resume)."""
@@ -67,5 +73,9 @@ def checkpoint_path(run_dir: str | Path, which: str = LAST_CHECKPOINT) -> Path:
 
 
 __all__ = ["ANALYSIS_DIR", "BEST_CHECKPOINT", "CHECKPOINTS_DIR", "CONFIG_FILE", "CONFUSION_FILE",
+<<<<<<< HEAD
            "FINAL_STATUSES", "LAST_CHECKPOINT", "METRICS_FILE", "MLFLOW_RUN_FILE", "RunStatus", "SUMMARY_FILE", "TENSORBOARD_DIR", "TRIAL_FILE",
+=======
+           "FINAL_STATUSES", "LAST_CHECKPOINT", "METRICS_FILE", "RUN_DIR_ENTRIES", "RunStatus", "SUMMARY_FILE", "TRIAL_FILE",
+>>>>>>> main
            "checkpoint_path"]

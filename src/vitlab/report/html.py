@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from .. import stats
 from ..errors import UserError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, check_output_file, make_writable_dir
 from . import tables
 from .figures import curves_figure, history_figure, importances_figure, save_figure
 from .formats import Grid, to_html, to_latex, to_markdown
@@ -462,8 +462,10 @@ def write_report(study_dir: str | Path, out_path: str | Path | None = None, ci: 
     if meta.get("kind") == "search":
         search = search_data(study_dir, meta.get("study_name") or meta.get("name"))
     report_dir = study_dir / REPORT_DIR
-    rep = build_report(meta, records, report_dir, search, options)
     out = Path(out_path) if out_path is not None else report_dir / HTML_NAME
+    check_output_file(out, "report file")  # both places are checked before any table or figure is written
+    make_writable_dir(report_dir, "report directory")
+    rep = build_report(meta, records, report_dir, search, options)
     atomic_write_text(out, render_html(rep))
     return out
 

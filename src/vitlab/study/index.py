@@ -295,8 +295,11 @@ def write_fresh_index(study_dir: Path, target: Path) -> None:
     with IndexWriter(study_dir, db_path=target) as writer:
         writer.set_meta(study_meta(study))
         if study.kind == "study":
+            # An adaptive study's extra seeds are the runs of seeds >= min that have a directory.
+            seeds = range(study.adaptive.max) if study.adaptive is not None else None
+            runs = specmod.expand(study, check_models=False, seeds=seeds, max_runs=None)
             rows = [(r.run_id, r.factor, r.level, r.level_label, r.level_order, r.seed, r.varied, r.config_dict())
-                    for r in specmod.expand(study, check_models=False)]
+                    for r in runs if r.seed in study.seeds or run_dir(study_dir, r.run_id).is_dir()]
         else:
             rows = search_rows_from_dirs(study_dir)
             writer.set_meta({**study_meta(study), "factors": {"search": [r[3] for r in sorted(rows, key=lambda r: r[4])]}})

@@ -133,8 +133,8 @@ class _Worker:
         self.tracker, self.errors = tracker, errors
         self.q: queue.Queue = queue.Queue()
         self.failed = False  # a failed start leaves nothing to log to: later calls are skipped
+        # Started on the first call, so trackers opened for a run that then fails to load leave no thread.
         self.thread = threading.Thread(target=self._loop, name=f"vitlab-track-{tracker.name}", daemon=True)
-        self.thread.start()
 
     def _loop(self) -> None:
         while True:
@@ -157,6 +157,8 @@ class _Worker:
                     pass
 
     def call(self, method: str, *args) -> None:
+        if not self.thread.is_alive() and self.thread.ident is None:
+            self.thread.start()
         self.q.put((method, args))
 
 
@@ -191,10 +193,11 @@ class Trackers:
     def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
         """Let every tracker write what it was given (at most `timeout` seconds in all), then stop."""
         deadline = time.monotonic() + timeout
-        for w in self._workers:
+        running = [w for w in self._workers if w.thread.ident is not None]  # never called: nothing to close
+        for w in running:
             w.call("close")
             w.q.put(None)
-        for w in self._workers:
+        for w in running:
             w.thread.join(max(0.0, deadline - time.monotonic()))
             if w.thread.is_alive():
                 msg = (f"tracker {w.tracker.name}: still writing after {timeout:.0f} s; "

@@ -7,7 +7,6 @@ Output contract (the study runner and users rely on it):
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import time
 from dataclasses import dataclass
@@ -21,8 +20,10 @@ import torch.nn.functional as F
 
 from .. import __version__
 from ..config import RunConfig, config_from, dump_yaml, identity_dict, read_yaml, build
-from ..errors import UserError
-from ..io import append_jsonl, atomic_write_json, atomic_write_text, read_json_object, read_jsonl, write_jsonl
+from ..errors import RunError, UserError
+from ..io import (append_jsonl, atomic_write_json, atomic_write_text, make_writable_dir, nearest_existing,
+                  read_json_object, read_jsonl, remove_empty_dirs, remove_stale_temp_files, write_jsonl)
+from ..rundir import CONFIG_FILE, METRICS_FILE, RUN_DIR_ENTRIES, SUMMARY_FILE
 from ..track import Trackers, open_trackers
 from .checkpoint import BEST_KEYS, LAST_KEYS, capture_rng, damaged, load_checkpoint, restore_rng, save_checkpoint
 from .metrics import SplitMetrics
@@ -364,15 +365,27 @@ def write_confusion(path: Path, matrix: torch.Tensor, classes: list[str]) -> Non
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def prepare_out_dir(cfg: RunConfig, out: Path, resume: bool) -> dict | None:
-    """Check that `out` may hold this run. Returns the finished summary if there is nothing to do."""
+def check_run_dir(out: Path) -> None:
+    """Refuse, before anything is created, an --out that is `/` or a directory holding other things
+    than a run (so `--out /` or `--out ~` never scatters run files or overwrites a config.yaml).
+    Dot-files (locks, temporary files) do not count."""
+    nearest_existing(out, "output directory")  # a symlink loop or an unreadable component: one line
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise UserError(f"{out}: output directory is not writable ({e.strerror})") from None
+        resolved = out.resolve()
+        foreign = sorted(e.name for e in out.iterdir() if not e.name.startswith(".")
+                         and e.name not in RUN_DIR_ENTRIES) if out.is_dir() else []
+    except (OSError, RuntimeError) as e:  # a symlink loop, an unreadable directory
+        raise UserError(f"{out}: output directory is not usable ({getattr(e, 'strerror', None) or e})") from None
+    if resolved == Path(resolved.anchor):
+        raise UserError(f"{out}: is the filesystem root; choose a directory for the run")
+    started = (out / CONFIG_FILE).is_file() and any((out / n).exists() for n in (METRICS_FILE, SUMMARY_FILE))
+    if foreign and not started:  # a run, once started, may have gained files of its user's
+        raise UserError(f"{out}: not empty and not a vitlab run directory (has {foreign[0]}); choose another --out")
+
+
+def prepare_out_dir(cfg: RunConfig, out: Path, resume: bool) -> dict | None:
+    """Check that `out` (already created) may hold this run. Returns the finished summary if there
+    is nothing to do."""
     cfg_file = out / "config.yaml"
     has_results = (out / "checkpoints" / "last.pt").exists() or (out / "summary.json").exists()
     if cfg_file.exists() and has_results:
@@ -401,15 +414,23 @@ def run_training(cfg, out_dir, resume: bool = True, on_epoch: Callable[[int, dic
     """
     cfg = config_from(cfg)
     out = Path(out_dir)
-    done = prepare_out_dir(cfg, out, resume)
-    if done is not None:
-        return done
-    show = cfg.train.progress if progress is None else progress
-    summary_path = out / "summary.json"
-    trackers = open_trackers(cfg, out, context)  # a missing tracker extra fails here, before any write
-    trainer = Trainer(cfg, out, show)  # bad input (model knobs, data files) fails here, before any write
-    atomic_write_text(out / "config.yaml", dump_yaml(cfg))
+    check_run_dir(out)
+    created = make_writable_dir(out, "output directory")
     try:
+        done = prepare_out_dir(cfg, out, resume)
+        if done is not None:
+            return done
+        show = cfg.train.progress if progress is None else progress
+        trackers = open_trackers(cfg, out, context)  # a missing tracker extra fails here, before any write
+        trainer = Trainer(cfg, out, show)  # bad input (model knobs, data files) fails here, before any write
+    except BaseException:
+        remove_empty_dirs(created)  # a run that never started leaves no empty directory behind
+        raise
+    summary_path = out / "summary.json"
+    for d in (out, trainer.ckpt_dir):  # what a killed process was writing when it died
+        remove_stale_temp_files(d)
+    try:
+        atomic_write_text(out / "config.yaml", dump_yaml(cfg))
         resumed = bool(resume and trainer.try_resume())
         if not resumed:
             atomic_write_text(out / "metrics.jsonl", "")
@@ -417,19 +438,21 @@ def run_training(cfg, out_dir, resume: bool = True, on_epoch: Callable[[int, dic
                                          "epochs_run": trainer.state.epoch})
         trackers.start(trainer.state.history, resumed)
         summary = trainer.run(_tracked(on_epoch, trackers))
+        atomic_write_json(summary_path, summary)
+        trackers.finish(summary)
     except UserError:
-        trackers.close()
         raise
+    except OSError as e:  # a full disk, a vanished mount: the last good checkpoint stays (writes are atomic)
+        reason = f"cannot write {e.filename or 'a file'}: {e.strerror or e}"
+        trackers.finish(_mark_failed(trainer, summary_path, reason))
+        remove_empty_dirs(created)
+        raise RunError(f"{out}: run failed, {reason}; what was written before is intact: make room and rerun with --resume") from e
     except BaseException as e:
         if not isinstance(e, (KeyboardInterrupt, SystemExit)):
-            failed = {**trainer.base_summary(), "status": "failed", "error": f"{type(e).__name__}: {e}"}
-            atomic_write_json(summary_path, failed)
-            trackers.finish(failed)
-        trackers.close()
+            trackers.finish(_mark_failed(trainer, summary_path, f"{type(e).__name__}: {e}"))
         raise
-    atomic_write_json(summary_path, summary)
-    trackers.finish(summary)
-    trackers.close()
+    finally:
+        trackers.close()
     return summary
 
 
@@ -443,6 +466,17 @@ def _tracked(on_epoch: Callable[[int, dict], bool] | None, trackers: Trackers):
         return bool(on_epoch(epoch, row)) if on_epoch is not None else False
 
     return hook
+
+
+def _mark_failed(trainer: Trainer, summary_path: Path, error: str) -> dict:
+    """Best effort: summary.json says `failed` and why (on a full disk even that may not be writable).
+    Returns that summary."""
+    failed = {**trainer.base_summary(), "status": "failed", "error": error, "epochs_run": trainer.state.epoch}
+    try:
+        atomic_write_json(summary_path, failed)
+    except OSError:
+        pass
+    return failed
 
 
 def read_metrics(run_dir) -> list[dict]:
