@@ -35,7 +35,7 @@ MLFLOW_RUN_FILE = "mlflow_run.json"  # {"tracking_uri": ..., "experiment_id": ..
 #: Every entry a run directory may hold besides dot-files (locks, temporary files): a directory with
 #: anything else is not a run directory, and `vitlab train --out` refuses to write into it.
 RUN_DIR_ENTRIES = frozenset({CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, CONFUSION_FILE, CHECKPOINTS_DIR,
-                             ANALYSIS_DIR, TRIAL_FILE})
+                             ANALYSIS_DIR, TRIAL_FILE, TENSORBOARD_DIR, MLFLOW_RUN_FILE})
 
 
 class RunStatus(str, enum.Enum):
@@ -73,9 +73,6 @@ def checkpoint_path(run_dir: str | Path, which: str = LAST_CHECKPOINT) -> Path:
 
 
 __all__ = ["ANALYSIS_DIR", "BEST_CHECKPOINT", "CHECKPOINTS_DIR", "CONFIG_FILE", "CONFUSION_FILE",
-<<<<<<< HEAD
-           "FINAL_STATUSES", "LAST_CHECKPOINT", "METRICS_FILE", "MLFLOW_RUN_FILE", "RunStatus", "SUMMARY_FILE", "TENSORBOARD_DIR", "TRIAL_FILE",
-=======
-           "FINAL_STATUSES", "LAST_CHECKPOINT", "METRICS_FILE", "RUN_DIR_ENTRIES", "RunStatus", "SUMMARY_FILE", "TRIAL_FILE",
->>>>>>> main
+           "FINAL_STATUSES", "LAST_CHECKPOINT", "METRICS_FILE", "MLFLOW_RUN_FILE", "RUN_DIR_ENTRIES", "RunStatus",
+           "SUMMARY_FILE", "TENSORBOARD_DIR", "TRIAL_FILE",
            "checkpoint_path"]
