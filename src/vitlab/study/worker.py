@@ -47,6 +47,7 @@ class Task:
     label: str = ""  # how progress shows it, e.g. "model.num_heads=4 seed=1"
     threads: int | None = None  # CPU threads for this run (when the config leaves train.threads unset)
     epoch_hook: EpochHook | None = None  # asked after every epoch whether to stop the run (pruning)
+    context: dict | None = None  # study, factor, level, seed, run_id: what trackers tag the run with
 
 
 @dataclass
@@ -96,7 +97,8 @@ def execute(task: Task, trainer: Trainer | None = None,
         if not lock.acquire(timeout=RUN_LOCK_WAIT_S):
             raise RuntimeError(f"{task.run_dir}: still locked by pid {lock.holder()} after {RUN_LOCK_WAIT_S:.0f} s")
         trainer = trainer or default_trainer()
-        out.summary = dict(trainer(cfg, task.run_dir, resume=True, on_epoch=hook, progress=False) or {})
+        out.summary = dict(trainer(cfg, task.run_dir, resume=True, on_epoch=hook, progress=False,
+                                      context=task.context) or {})
     except UserError as e:
         out.error, out.user_error = " ".join(str(e).split()), True
     except Exception as e:  # the run's own failure: reported, retried by the coordinator
