@@ -15,9 +15,11 @@ ratio both as a ratio of medians and as the median of the per-round ratios (robu
 
 Before timing, timm's weights (randomly perturbed, since timm zero-initializes the classifier) are
 copied into the vitlab model — the two have the same parameters (in the same order for MobileViT,
-matched by name for the ViT) — and the
-eval-mode logits are compared: the benchmark checks that both compute the same function, not just
-that they have the same size.
+matched by name for the ViT) — and the eval-mode logits are compared: the benchmark exits non-zero
+unless they are identical (max |Δ| = 0; for MobileViT against timm in channels_last, the layout
+vitlab's MobileViT always computes in — against timm's contiguous layout they differ by the float
+rounding of another convolution algorithm, printed too) and, for MobileViT, the parameter counts of
+XXS, XS and S equal timm's — both compute the same function, not just models of the same size.
 
 timm is used here only, from a benchmark-only virtual environment; `benchmarks/torchvision_stub.py`
 satisfies timm's import-time torchvision imports (torchvision cannot be installed beside CPU torch
@@ -128,8 +130,24 @@ def main(argv=None) -> int:
         copy_weights(theirs, ours, by_name=args.model.startswith("vit"))
         with torch.no_grad():
             x = torch.randn(2, 3, size, size)
-            diff = (ours.eval()(x) - theirs.eval()(x)).abs().max().item()
-        print(f"same weights, max |logit difference| vitlab vs timm: {diff:.2e}")
+            contiguous_diff = (ours.eval()(x) - theirs.eval()(x)).abs().max().item()
+            if args.model.startswith("mobilevit"):
+                ref = copy.deepcopy(theirs).to(memory_format=torch.channels_last).eval()
+                diff = (ours(x) - ref(x.contiguous(memory_format=torch.channels_last))).abs().max().item()
+                print(f"same weights, max |logit difference| vitlab vs timm in channels_last: {diff:.2e} "
+                      f"(vs timm contiguous: {contiguous_diff:.2e})")
+            else:
+                diff = contiguous_diff
+                print(f"same weights, max |logit difference| vitlab vs timm: {diff:.2e}")
+        if diff != 0 or count_params(ours) != count_params(theirs):
+            raise SystemExit(f"vitlab's {args.model} is not timm's: the logits must be identical (max |Δ| = 0)")
+        if args.model.startswith("mobilevit"):
+            for name in ("mobilevit_xs", "mobilevit_s"):  # the larger presets: the same parameter count
+                n_ours = count_params(create_model(name, num_classes=1000))
+                n_timm = count_params(load_timm(name, 1000))
+                print(f"params  {name}: vitlab {n_ours:,}, timm {n_timm:,}")
+                if n_ours != n_timm:
+                    raise SystemExit(f"{name}: vitlab has {n_ours:,} parameters, timm {n_timm:,}")
         models["timm contiguous"] = theirs.train()
         models["timm channels_last"] = copy.deepcopy(theirs).to(memory_format=torch.channels_last).train()
     models["vitlab contiguous"] = ours.train()

@@ -2,7 +2,6 @@
 under one time budget per run, sized to about an hour per study on 2 CPU cores with 2 workers."""
 import dataclasses
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -11,13 +10,12 @@ from vitlab.config import load_config, to_dict
 from vitlab.study.spec import expand
 from vitlab.train import run_training
 
+from realdata import real_data_root
+
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
 SPECS = ["mobilevit_heads", "mobilevit_expansion", "mobilevit_complexity", "vit_attention_norm"]
 WORKERS = 2
 HOUR_MINUTES = 60
-DATA_ROOT = os.environ.get("VITLAB_DATA_ROOT")
-real_data = pytest.mark.skipif(not (DATA_ROOT and (Path(DATA_ROOT) / "fashion-mnist").is_dir()),
-                               reason="real Fashion-MNIST not found under $VITLAB_DATA_ROOT")
 
 
 def recipe_part(cfg) -> dict:
@@ -41,13 +39,13 @@ def test_fmnist_profile_is_the_recipe_under_a_budget_that_fits_an_hour(name):
     assert math.ceil(trained / WORKERS) * budgets.pop() <= HOUR_MINUTES
 
 
-@real_data
 @pytest.mark.parametrize("name", SPECS)
 def test_fmnist_profile_run_trains_on_real_data(name, tmp_path):
     """A few steps of the reference run of each study on a slice of the real data (the full runs are
     minutes each; see benchmarks/RESULTS.md)."""
+    root = str(real_data_root("fashion-mnist"))
     run = expand(STUDIES / f"{name}.yaml", "fmnist")[0]
-    cfg = dataclasses.replace(run.config, data=dataclasses.replace(run.config.data, root=DATA_ROOT,
+    cfg = dataclasses.replace(run.config, data=dataclasses.replace(run.config.data, root=root,
                                                                    val_fraction=0.005, train_subset=320, test_subset=200),
                               train=dataclasses.replace(run.config.train, budget_minutes=None, steps=5,
                                                         progress=False, threads=1))

@@ -181,3 +181,15 @@ def test_budgeted_run_resumes_exactly_without_recalibrating(tmp_path, quick_cali
         read_jsonl(tmp_path / "ref" / "metrics.jsonl"))
     for key in RESULT_KEYS:
         assert resumed[key] == reference[key], key
+
+
+def test_budget_and_steps_are_part_of_the_run_identity_only_when_set():
+    from vitlab.config import config_hash, identity_dict
+
+    plain = identity_dict(load_config(None, []))
+    assert "steps" not in plain["train"] and "budget_minutes" not in plain["train"]  # older run IDs hold
+    assert "warmup_fraction" not in plain["sched"] and "milestone_fractions" not in plain["sched"]
+    a, b = load_config(None, ["train.budget_minutes=7"]), load_config(None, ["train.budget_minutes=7"])
+    assert config_hash(a) == config_hash(b) != config_hash(load_config(None, ["train.budget_minutes=8"]))
+    assert config_hash(a) != config_hash(load_config(None, []))
+    assert identity_dict(load_config(None, ["train.steps=100"]))["train"]["steps"] == 100
