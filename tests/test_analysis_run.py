@@ -51,8 +51,9 @@ def analyzed(trained, tmp_path_factory):
 
 def test_trainer_records_attention_entropy_per_layer(trained):
     rows = read_jsonl(trained / "metrics.jsonl")
-    h = rows[0]["attn_entropy_norm"]
-    assert isinstance(h, list) and len(h) == 2 and all(0.0 < v <= 1.0 for v in h)
+    h = [rows[0]["val_attn_entropy_norm_l0"], rows[0]["val_attn_entropy_norm_l1"]]
+    assert all(0.0 < v <= 1.0 for v in h) and "val_attn_entropy_norm_l2" not in rows[0]
+    assert rows[0]["val_attn_entropy_norm_mean"] == pytest.approx(sum(h) / 2)
 
 
 def test_analysis_json_layout(analyzed):

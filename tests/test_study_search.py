@@ -19,7 +19,7 @@ from vitlab.io import read_jsonl
 from vitlab.study import open_index, results_rows, summary_table
 from vitlab.study.search import (ATTR_RETRY_OF, ATTR_RUN_ID, JOURNAL_FILE, make_pruner, objective_value,
                                  open_storage, run_search)
-from vitlab.study.worker import _optuna_hook
+from vitlab.study.optuna_glue import PruneHook
 
 SPEC = {
     "name": "tiny_search",
@@ -37,7 +37,7 @@ SPEC = {
 }
 
 
-def kill_coordinator_once(cfg, out_dir, resume=True, on_epoch=None, progress=None):
+def kill_coordinator_once(cfg, out_dir, resume=True, on_epoch=None, progress=None, context=None):
     """The real trainer; the first time any trial of the study reaches epoch 2, it SIGKILLs the
     coordinator (its parent process) - a deterministic mid-run crash."""
     from vitlab.train import run_training
@@ -51,7 +51,7 @@ def kill_coordinator_once(cfg, out_dir, resume=True, on_epoch=None, progress=Non
             os.kill(os.getppid(), signal.SIGKILL)
         return stop
 
-    return run_training(cfg, out_dir, resume=resume, on_epoch=hook, progress=progress)
+    return run_training(cfg, out_dir, resume=resume, on_epoch=hook, progress=progress, context=context)
 
 
 def _trials(out: Path):
@@ -125,8 +125,8 @@ def test_pruning_hook_reports_to_optuna_and_asks_the_median_pruner(tmp_path):
     hooks = []
     for _ in range(2):
         trial = study.ask()
-        hooks.append(_optuna_hook({"storage": str(path), "study_name": "s", "trial_id": trial._trial_id,
-                                   "metric": "val_top1", "pruner": pruner_cfg}))
+        hooks.append(PruneHook(storage=str(path), study_name="s", trial_id=trial._trial_id,
+                               metric="val_top1", pruner=pruner_cfg).open())
     assert hooks[0](1, {"val_top1": 0.9}) is False  # better than the completed trial at epoch 1: go on
     assert hooks[1](1, {"val_top1": 0.1}) is True  # worse: prune
     assert study.trials[2].intermediate_values == {1: 0.1}

@@ -110,18 +110,21 @@ def entropy_layers_figure(layers: list[dict]) -> Figure | None:
 
 
 def entropy_epochs_figure(rows: list[dict]) -> Figure | None:
-    """`attn_entropy_norm` per layer over the epochs of metrics.jsonl (one line per layer)."""
-    pts = [(r["epoch"], r["attn_entropy_norm"]) for r in rows
-           if isinstance(r.get("attn_entropy_norm"), list) and "epoch" in r]
-    if not pts:
+    """`val_attn_entropy_norm_l{i}` over the epochs of metrics.jsonl (one line per layer)."""
+    from ..models.probe import ENTROPY_KEY
+
+    n = 0
+    while any(f"{ENTROPY_KEY}{n}" in r for r in rows):
+        n += 1
+    if not n:
         return None
-    n = max(len(v) for _, v in pts)
     fig = Figure(figsize=(6.0, 3.2), layout="constrained")
     ax = fig.subplots()
     for i in range(n):
-        ep = [e for e, v in pts if i < len(v) and v[i] is not None]
-        val = [v[i] for e, v in pts if i < len(v) and v[i] is not None]
-        ax.plot(ep, val, "-", marker="." if len(ep) < 30 else None, label=f"L{i}", color=_layer_color(i, n))
+        pts = [(r["epoch"], r[f"{ENTROPY_KEY}{i}"]) for r in rows
+               if r.get(f"{ENTROPY_KEY}{i}") is not None and "epoch" in r]
+        ax.plot([e for e, _ in pts], [v for _, v in pts], "-", marker="." if len(pts) < 30 else None,
+                label=f"L{i}", color=_layer_color(i, n))
     ax.set_xlabel("epoch")
     ax.set_ylabel("normalized entropy (val batch)")
     ax.set_ylim(-0.02, 1.02)

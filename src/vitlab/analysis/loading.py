@@ -64,7 +64,7 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
     """Load a run's config, test data and best-checkpoint weights (on `device`, default the run's)."""
     from ..data import Augmenter, load_dataset
     from ..models import build_model
-    from ..train.checkpoint import load_checkpoint
+    from ..train.checkpoint import BEST_KEYS, load_checkpoint
     from ..train.loop import amp_dtype, resolve_device
 
     p = check_run_dir(run_dir)
@@ -72,7 +72,7 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
     dev = resolve_device(device or cfg.device)
     data = load_dataset(cfg.data, cfg.seed, dev)
     model = build_model(cfg.model, data.num_classes, data.in_chans, data.image_size)
-    ck = load_checkpoint(checkpoint_path(p, BEST_CHECKPOINT))
+    ck = load_checkpoint(checkpoint_path(p, BEST_CHECKPOINT), BEST_KEYS)
     try:
         model.load_state_dict(ck["model"])
     except (KeyError, RuntimeError) as e:

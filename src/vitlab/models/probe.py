@@ -168,8 +168,8 @@ def mean_entropy_per_layer(model: nn.Module, x: Tensor) -> list[float | None]:
     """Mean normalized attention entropy of every layer (forward order) on the batch x, in eval mode;
     the model's training mode is restored. None for a layer with a single key per query.
 
-    This is what the trainer records each epoch (`attn_entropy_norm` in metrics.jsonl). Each layer's
-    weights are reduced as soon as they are computed, ENTROPY_CHUNK images at a time.
+    The trainer records it each epoch (see `entropy_row`). Each layer's weights are reduced as soon
+    as they are computed, ENTROPY_CHUNK images at a time.
     """
     layers = attention_layers(model)
     sums = [0.0] * len(layers)
@@ -200,6 +200,19 @@ def mean_entropy_per_layer(model: nn.Module, x: Tensor) -> list[float | None]:
     return out
 
 
-__all__ = ["AttentionLayer", "Recording", "TokenGrid", "attention_distribution", "attention_entropy",
+ENTROPY_KEY = "val_attn_entropy_norm_l"
+"""Prefix of the per-layer metrics.jsonl fields (`val_attn_entropy_norm_l0`, ...; `..._mean` = their mean)."""
+
+
+def entropy_row(per_layer: list[float | None]) -> dict[str, float | None]:
+    """The metrics.jsonl fields of one epoch's per-layer entropies: one scalar per layer (so trackers and
+    tables see them as ordinary metrics) and their mean."""
+    row: dict[str, float | None] = {f"{ENTROPY_KEY}{i}": h for i, h in enumerate(per_layer)}
+    vals = [h for h in per_layer if h is not None]
+    row["val_attn_entropy_norm_mean"] = sum(vals) / len(vals) if vals else None
+    return row
+
+
+__all__ = ["ENTROPY_KEY", "entropy_row", "AttentionLayer", "Recording", "TokenGrid", "attention_distribution", "attention_entropy",
            "attention_layers", "keys_per_query", "mean_entropy_per_layer", "normalized_entropy",
            "record_attention"]

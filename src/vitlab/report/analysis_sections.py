@@ -30,9 +30,9 @@ from ..analysis.corruptions import CORRUPTIONS, ordered
 from ..analysis.robustness import error_profile, mce, mean_profile
 from ..errors import UserError
 from ..io import atomic_write_text, read_json_object, read_jsonl
-from ..rundir import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
+from ..rundir import ANALYSIS_DIR, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
 from . import stats
-from .html import CSS, HTML_NAME, REPORT_DIR, slug
+from .html import CSS, HTML_NAME, slug
 
 COMPLETED = "completed"
 ROLLOUT_IMAGES = 2
@@ -513,14 +513,15 @@ def render_run_html(run_dir: Path, summary: dict, analysis: dict | None, section
 
 
 def write_run_report(run_dir: str | Path, out_path: str | Path | None = None) -> Path:
-    """`vitlab report RUN_DIR`: RUN/report/report.html (figures under RUN/report/figures)."""
+    """`vitlab report RUN_DIR`: RUN/analysis/report.html, beside the figures it embeds (a run directory
+    holds only the entries rundir.RUN_DIR_ENTRIES names)."""
     p = Path(run_dir)
     if not is_run_dir(p):
         raise UserError(f"{p}: not a run directory (no {CONFIG_FILE} and {SUMMARY_FILE})")
     summary = read_json_object(p / SUMMARY_FILE) or {}
     analysis = read_analysis(p)
-    report_dir = p / REPORT_DIR
-    sections = run_sections(p, analysis, FigureSink(report_dir / "figures")) if analysis else []
+    report_dir = p / ANALYSIS_DIR
+    sections = run_sections(p, analysis, FigureSink(report_dir)) if analysis else []
     out = Path(out_path) if out_path is not None else report_dir / HTML_NAME
     atomic_write_text(out, render_run_html(p, summary, analysis, sections))
     return out

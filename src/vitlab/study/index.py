@@ -17,11 +17,11 @@ from typing import Any, Iterable
 
 from ..errors import UserError
 from ..io import read_json_object, read_jsonl
+from ..rundir import FINAL_STATUSES, METRICS_FILE, SUMMARY_FILE, TRIAL_FILE, RunStatus  # noqa: F401
 
 INDEX_FILE = "index.sqlite"
 SPEC_FILE = "spec.yaml"
 RUNS_DIR = "runs"
-TRIAL_FILE = "trial.json"  # search mode: {"number": N, "params": {...}} in each trial's run dir
 #: Seconds a connection waits for the writer's lock before giving up.
 SQLITE_TIMEOUT_S = 60.0
 
@@ -35,10 +35,6 @@ CREATE TABLE IF NOT EXISTS epochs(
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
 """
 
-#: Run statuses: `pending` (not started or interrupted), `running`, and the final ones of
-#: RUN/summary.json.
-STATUSES = ("pending", "running", "completed", "diverged", "failed", "pruned")
-FINAL_STATUSES = ("completed", "diverged", "pruned")
 
 
 @dataclass
@@ -66,7 +62,16 @@ def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
         # A reader that may write can roll back a hot journal left by a killed writer.
         con = sqlite3.connect(path, timeout=SQLITE_TIMEOUT_S)
     con.row_factory = sqlite3.Row
+    try:  # a truncated or foreign file fails here, not in the middle of a command
+        con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as e:
+        con.close()
+        raise CorruptIndex(f"{path}: not a readable SQLite index ({e})") from None
     return con
+
+
+class CorruptIndex(UserError):
+    """DIR/index.sqlite is damaged; `open_index` and the coordinator rebuild it from the run directories."""
 
 
 class StudyIndex:
@@ -143,13 +148,13 @@ class IndexWriter(StudyIndex):
                                  [(k, json.dumps(v)) for k, v in meta.items()])  # keeps spec order
 
     def add_run(self, run_id: str, factor: str, level: Any, level_label: str, level_order: int,
-                seed: int, varied: dict, config: dict, status: str = "pending", attempts: int = 0,
+                seed: int, varied: dict, config: dict, status: str = RunStatus.PENDING, attempts: int = 0,
                 summary: dict | None = None) -> None:
         """Insert a row unless (run_id, factor) is already there (its status and attempts are kept)."""
         with self.con:
             self.con.execute(
                 "INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, factor, json.dumps(level), level_label, level_order, seed, status, attempts,
+                (run_id, factor, json.dumps(level), level_label, level_order, seed, RunStatus(status).value, attempts,
                  json.dumps(varied, sort_keys=True), json.dumps(config, sort_keys=True),
                  json.dumps(summary or {}, sort_keys=True), time.time()))
 
@@ -168,8 +173,7 @@ class IndexWriter(StudyIndex):
     def set_status(self, run_id: str, status: str, summary: dict | None = None, add_attempt: bool = False,
                    attempts: int | None = None) -> None:
         """Update every row of a run (all its factors)."""
-        assert status in STATUSES, status
-        sets, args = ["status = ?", "updated_at = ?"], [status, time.time()]
+        sets, args = ["status = ?", "updated_at = ?"], [RunStatus(status).value, time.time()]
         if summary is not None:
             sets.append("summary_json = ?")
             args.append(json.dumps(summary, sort_keys=True, default=str))
@@ -208,19 +212,19 @@ def run_dir(study_dir: str | Path, run_id: str) -> Path:
 
 def read_summary(run_path: str | Path) -> dict | None:
     """RUN/summary.json, or None when the run never started or the file is unreadable."""
-    return read_json_object(Path(run_path) / "summary.json")
+    return read_json_object(Path(run_path) / SUMMARY_FILE)
 
 
 def read_epochs(run_path: str | Path) -> list[dict]:
-    return [r for r in read_jsonl(Path(run_path) / "metrics.jsonl") if isinstance(r, dict) and "epoch" in r]
+    return [r for r in read_jsonl(Path(run_path) / METRICS_FILE) if isinstance(r, dict) and "epoch" in r]
 
 
-def status_from_summary(summary: dict | None) -> str:
+def status_from_summary(summary: dict | None) -> RunStatus:
     """Index status of a run directory read while no coordinator runs it."""
-    st = (summary or {}).get("status")
-    if st in ("completed", "diverged", "failed", "pruned"):
+    st = RunStatus.parse((summary or {}).get("status"))
+    if st in FINAL_STATUSES or st == RunStatus.FAILED:
         return st
-    return "pending"  # absent, or "running" when its process died: it resumes from its checkpoint
+    return RunStatus.PENDING  # absent, or "running" when its process died: it resumes from its checkpoint
 
 
 # ----------------------------------------------------------------------------------------------
@@ -228,11 +232,31 @@ def status_from_summary(summary: dict | None) -> str:
 
 
 def open_index(study_dir: str | Path) -> StudyIndex:
-    """The study's index for reading; rebuilt from DIR/spec.yaml + DIR/runs/* when missing."""
+    """The study's index for reading; rebuilt from DIR/spec.yaml + DIR/runs/* when missing or damaged."""
     d = Path(study_dir)
     if not (d / INDEX_FILE).is_file():
         return rebuild_index(d)
-    return StudyIndex(d)
+    try:
+        return StudyIndex(d)
+    except CorruptIndex as e:
+        warn_rebuild(e)
+        return rebuild_index(d)
+
+
+def open_writer(study_dir: Path) -> IndexWriter:
+    """The coordinator's index (call with the study lock held), rebuilt first when damaged."""
+    try:
+        return IndexWriter(study_dir)
+    except CorruptIndex as e:
+        warn_rebuild(e)
+        replace_with_fresh_index(study_dir)
+        return IndexWriter(study_dir)
+
+
+def warn_rebuild(e: CorruptIndex) -> None:
+    import sys
+
+    print(f"warning: {e}; rebuilding it from the run directories (attempt counts restart)", file=sys.stderr)
 
 
 def rebuild_index(study_dir: str | Path) -> StudyIndex:
@@ -247,13 +271,20 @@ def rebuild_index(study_dir: str | Path) -> StudyIndex:
         raise UserError(f"{d}: a coordinator (pid {lock.holder()}) is running this study and keeps its index; "
                         "wait for it to finish")
     try:
-        tmp = d / f".{INDEX_FILE}.rebuild-{os.getpid()}"
-        tmp.unlink(missing_ok=True)
-        write_fresh_index(d, tmp)
-        os.replace(tmp, d / INDEX_FILE)
+        replace_with_fresh_index(d)
     finally:
         lock.release()
     return StudyIndex(d)
+
+
+def replace_with_fresh_index(study_dir: Path) -> None:
+    """Write a complete index next to DIR/index.sqlite and move it into place (study lock held)."""
+    tmp = study_dir / f".{INDEX_FILE}.rebuild-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    write_fresh_index(study_dir, tmp)
+    os.replace(tmp, study_dir / INDEX_FILE)
+    for stale in (INDEX_FILE + "-journal", INDEX_FILE + "-wal", INDEX_FILE + "-shm"):
+        (study_dir / stale).unlink(missing_ok=True)  # they belonged to the damaged file
 
 
 def write_fresh_index(study_dir: Path, target: Path) -> None:
@@ -264,8 +295,11 @@ def write_fresh_index(study_dir: Path, target: Path) -> None:
     with IndexWriter(study_dir, db_path=target) as writer:
         writer.set_meta(study_meta(study))
         if study.kind == "study":
+            # An adaptive study's extra seeds are the runs of seeds >= min that have a directory.
+            seeds = range(study.adaptive.max) if study.adaptive is not None else None
+            runs = specmod.expand(study, check_models=False, seeds=seeds, max_runs=None)
             rows = [(r.run_id, r.factor, r.level, r.level_label, r.level_order, r.seed, r.varied, r.config_dict())
-                    for r in specmod.expand(study, check_models=False)]
+                    for r in runs if r.seed in study.seeds or run_dir(study_dir, r.run_id).is_dir()]
         else:
             rows = search_rows_from_dirs(study_dir)
             writer.set_meta({**study_meta(study), "factors": {"search": [r[3] for r in sorted(rows, key=lambda r: r[4])]}})
@@ -274,7 +308,7 @@ def write_fresh_index(study_dir: Path, target: Path) -> None:
             summary = read_summary(path)
             status = status_from_summary(summary)
             writer.add_run(run_id, factor, level, label, order, seed, varied, config, status,
-                           attempts=0 if status == "pending" else 1, summary=summary)
+                           attempts=0 if status == RunStatus.PENDING else 1, summary=summary)
             writer.set_epochs(run_id, read_epochs(path))
 
 
@@ -282,9 +316,12 @@ def study_meta(study) -> dict:
     """The meta table of a resolved StudySpec."""
     from . import spec as specmod
 
+    import dataclasses
+
     meta = {"name": study.name, "kind": study.kind, "description": study.description,
             "metrics": list(study.metrics), "profile": study.profile, "base": study.base,
-            "spec": specmod.spec_to_dict(study)}
+            "spec": specmod.spec_to_dict(study), "report": dataclasses.asdict(study.report),
+            "analysis": list(study.analysis)}
     if study.kind == "study":
         meta.update(mode=study.mode, factors=specmod.factor_labels(study),
                     reference=specmod.reference_labels(study), seeds=list(study.seeds),
@@ -299,11 +336,13 @@ def search_rows_from_dirs(study_dir: Path) -> list[tuple]:
     """Index rows of a search's trials from their run directories (trial.json + config.yaml)."""
     import yaml
 
+    from ..config import yaml_load
+
     rows = []
     for path in sorted((study_dir / RUNS_DIR).glob(f"*/{TRIAL_FILE}")):
         try:
             trial = json.loads(path.read_text(encoding="utf-8"))
-            config = yaml.safe_load((path.parent / "config.yaml").read_text(encoding="utf-8")) \
+            config = yaml_load((path.parent / "config.yaml").read_text(encoding="utf-8")) \
                 if (path.parent / "config.yaml").is_file() else trial.get("config", {})
         except (OSError, ValueError, yaml.YAMLError):
             continue
@@ -311,12 +350,3 @@ def search_rows_from_dirs(study_dir: Path) -> list[tuple]:
         rows.append((path.parent.name, "search", trial["params"], f"trial {n}", n, int(config.get("seed", 0)),
                      trial["params"], trial.get("config", config)))
     return rows
-
-
-def __getattr__(name: str):
-    """`results_rows` and `format_rows` live in query.py; reachable from here for the CLI."""
-    if name in ("results_rows", "format_rows"):
-        from . import query
-
-        return getattr(query, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

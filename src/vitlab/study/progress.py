@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 import time
 
+from ..rundir import RunStatus
+
 
 def _fmt_s(s: float | None) -> str:
     if s is None:
@@ -76,9 +78,9 @@ class StudyProgress:
 
     def finished(self, run_id: str, status: str, wall_s: float, detail: str = "") -> None:
         label = self.running.pop(run_id, run_id)
-        if status == "failed":
+        if status == RunStatus.FAILED:
             self.failed += 1
-        elif status in ("completed", "diverged", "pruned"):
+        elif RunStatus(status).final:
             self.done += 1
             self.durations.append(wall_s)
         if self.enabled and self.live is None:

@@ -1,4 +1,4 @@
-"""The study coordinator: expands a spec, trains every run once, and keeps the index.
+"""`run_study`: expand a spec, train every run once (a `GridSource` driven by the scheduling loop).
 
 Idempotent and crash-safe. A rerun skips completed runs, resumes interrupted ones from their last
 checkpoint (run_training(resume=True)), retries failed ones up to `max_retries` times (attempts are
@@ -8,26 +8,28 @@ their coordinator dies, and a per-run lock keeps a dying worker and its replacem
 """
 from __future__ import annotations
 
-from collections import deque
+import contextlib
+import errno
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
 from ..config import read_yaml
 from ..errors import UserError
 from ..io import atomic_write_text
+from ..rundir import RunStatus
 from . import spec as specmod
-from .backends import LocalPool, RayPool, uses_cpu
-from .index import (INDEX_FILE, RUNS_DIR, SPEC_FILE, IndexWriter, read_epochs, read_summary, run_dir,
-                    status_from_summary, study_meta)
+from .backends import LocalPool, RayPool
+from .index import INDEX_FILE, RUNS_DIR, SPEC_FILE, IndexWriter, open_writer, study_meta
 from .lock import STUDY_LOCK, lock_study
 from .progress import StudyProgress
-from .worker import Outcome, Task, Trainer
+from .grid import AdaptiveSource, GridSource, unique_runs
+from .schedule import drive
+from .worker import Trainer
 
-#: Seconds the coordinator waits for worker messages per loop iteration.
-POLL_S = 1.0
 BACKENDS = ("local", "ray")
 
 
@@ -45,7 +47,7 @@ class StudyResult:
     @property
     def ok(self) -> bool:
         """Every run has a final status and none failed."""
-        return not self.errors and all(s in ("completed", "diverged", "pruned") for s in self.counts if self.counts[s])
+        return not self.errors and all(RunStatus(s).final for s in self.counts if self.counts[s])
 
 
 def check_options(workers: Any, backend: str, max_retries: Any) -> None:
@@ -99,22 +101,52 @@ def make_pool(backend: str, workers: int, ray_address: str | None, gpus_per_run:
     return LocalPool(workers, trainer=trainer)
 
 
-def _prepare_out(out_dir: str | Path) -> Path:
+@contextlib.contextmanager
+def study_directory(out_dir: str | Path) -> Iterator[Path]:
+    """Create (if needed) and lock a study directory for one coordinator session.
+
+    Bad paths (a file, a symlink loop, a read-only place) are one-line errors. When the session
+    fails on bad input, a directory it created is removed again if still empty, and so is a lock
+    file it created: a refused command leaves nothing behind.
+    """
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    try:
+        if out.exists() and not out.is_dir():
+            raise UserError(f"{out}: exists and is not a directory")
+        created = not out.exists()
+        out.mkdir(parents=True, exist_ok=True)
+        had_lock = (out / STUDY_LOCK).exists()
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        why = "a symlink loop" if e.errno == errno.ELOOP else (e.strerror or str(e))
+        raise UserError(f"{out}: cannot use as a study directory ({why})") from None
+    lock = lock_study(out)
+    try:
+        yield out
+    except UserError:
+        lock.release()
+        if not had_lock:
+            (out / STUDY_LOCK).unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only when empty
+        raise
+    finally:
+        lock.release()
 
 
 def run_study(spec: str | Path | dict | specmod.StudySpec, out_dir: str | Path, workers: int = 1,
               backend: str = "local", ray_address: str | None = None, profile: str | None = None,
               max_retries: int = 2, progress: bool = True, gpus_per_run: float | None = None,
-              cpus_per_run: float | None = None, trainer: Trainer | None = None) -> StudyResult:
+              cpus_per_run: float | None = None, trainer: Trainer | None = None,
+              max_runs: int | None = specmod.DEFAULT_MAX_RUNS) -> StudyResult:
     """Train every run of a study into `out_dir` (see the module doc); returns what it left.
 
-    `trainer` replaces `vitlab.train.run_training` (tests only). Raises UserError on bad input
-    before anything is written.
+    `max_runs` refuses a study larger than that (counted before anything is expanded; None: no
+    limit). `trainer` replaces `vitlab.train.run_training` (tests only). Raises UserError on bad
+    input before anything is written.
     """
     check_options(workers, backend, max_retries)
     check_backend_options(backend, ray_address, gpus_per_run, cpus_per_run)
@@ -122,122 +154,33 @@ def run_study(spec: str | Path | dict | specmod.StudySpec, out_dir: str | Path, 
     if study.kind != "study":
         raise UserError(f"{study.source}: space: this is a search spec; run it with `vitlab search`")
     study = specmod.resolve(study, profile)
-    runs = specmod.expand(study)
-    out = _prepare_out(out_dir)
-    lock = lock_study(out)
-    try:
+    runs = specmod.expand(study, max_runs=max_runs)
+    with study_directory(out_dir) as out:
         prepare_study_dir(out, specmod.spec_to_dict(study))
-        with IndexWriter(out) as index:
-            index.set_meta(study_meta(study))
-            for r in runs:
+        with open_writer(out) as index:
+            meta = study_meta(study)
+            index.set_meta(meta)
+            for r in runs:  # every factor's rows (a run shared by factors trains once, below)
                 index.add_run(r.run_id, r.factor, r.level, r.level_label, r.level_order, r.seed, r.varied,
                               r.config_dict())
-            return _coordinate(study, runs, out, index, workers, backend, ray_address, max_retries,
-                               progress, gpus_per_run, cpus_per_run, trainer)
-    finally:
-        lock.release()
+            if study.adaptive is not None:
+                source = AdaptiveSource(study, unique_runs(study, runs), out, index, max_retries, meta)
+            else:
+                source = GridSource(study, unique_runs(study, runs), out, index, max_retries)
+            prog = StudyProgress(study.name, source.total, source.done, workers, enabled=progress)
+            source.progress = prog
+            drive(source, lambda: make_pool(backend, workers, ray_address, gpus_per_run, cpus_per_run, trainer),
+                  index, prog, max_retries)
+            result = study_result(study, out, index, source.run_ids)
+            result.trained = source.trained
+            return result
 
 
-def unique_runs(study: specmod.StudySpec, runs: list[specmod.RunSpec]) -> list[specmod.RunSpec]:
-    """Each run once (a level shared by factors is trained once), seed-major so that early results
-    cover every level."""
-    factor_order = {f: i for i, f in enumerate(specmod.factor_labels(study))}
-    first: dict[str, specmod.RunSpec] = {}
-    for r in runs:
-        first.setdefault(r.run_id, r)
-    return sorted(first.values(), key=lambda r: (study.seeds.index(r.seed), factor_order[r.factor], r.level_order))
-
-
-def reconcile(index: IndexWriter, out: Path, run_id: str) -> str:
-    """Bring a run's index rows in line with its directory; returns the status."""
-    path = run_dir(out, run_id)
-    summary = read_summary(path)
-    status = status_from_summary(summary)
-    index.set_epochs(run_id, read_epochs(path))
-    previous = index.status(run_id)
-    if status == "pending" and previous and previous[0] == "failed":
-        return "failed"  # a worker that died leaves "running" in its run dir; the index has the error
-    # A run that finished after its coordinator was killed has no counted attempt yet.
-    first = status in ("completed", "diverged", "pruned") and previous is not None and previous[1] == 0
-    index.set_status(run_id, status, summary=summary, attempts=1 if first else None)
-    return status
-
-
-def _coordinate(study, runs, out, index, workers, backend, ray_address, max_retries, progress,
-                gpus_per_run, cpus_per_run, trainer) -> StudyResult:
-    todo = unique_runs(study, runs)
-    labels = {r.run_id: f"{r.factor}={r.level_label} seed={r.seed}" if r.factor != "grid"
-              else f"[{r.level_label}] seed={r.seed}" for r in todo}
+def study_result(study: specmod.StudySpec, out: Path, index: IndexWriter, run_ids: list[str]) -> StudyResult:
     result = StudyResult(study_dir=out, name=study.name, kind="study")
-    queue: deque[specmod.RunSpec] = deque()
-    done = 0
-    for r in todo:
-        status = reconcile(index, out, r.run_id)
-        attempts = index.status(r.run_id)[1]
-        if status == "pending" or (status == "failed" and attempts <= max_retries):
-            queue.append(r)
-        elif status in ("completed", "diverged", "pruned"):
-            done += 1
-    by_id = {r.run_id: r for r in todo}
-
-    pool = make_pool(backend, workers, ray_address, gpus_per_run, cpus_per_run, trainer) if queue else None
-    prog = StudyProgress(study.name, len(todo), done, workers, enabled=progress)
-    clean_exit = False
-    try:
-        while pool is not None and (queue or pool.running()):
-            while queue and pool.capacity() > 0:
-                r = queue.popleft()
-                cfg = r.config_dict()
-                task = Task(run_id=r.run_id, config=cfg, run_dir=str(run_dir(out, r.run_id)),
-                            threads=pool.threads_per_run() if uses_cpu(cfg) else None)
-                index.set_status(r.run_id, "running")
-                prog.started(r.run_id, labels[r.run_id])
-                result.trained.append(r.run_id)
-                pool.submit(task)
-            for event in pool.poll(POLL_S):
-                if event[0] == "epoch":
-                    _, rid, row = event
-                    index.add_epoch(rid, row)
-                    prog.epoch_done(rid, int(row.get("epoch", 0)))
-                    continue
-                outcome: Outcome = event[1]
-                status = record_outcome(index, out, outcome)
-                attempts = index.status(outcome.run_id)[1]
-                retry = status == "failed" and not outcome.user_error and attempts <= max_retries
-                prog.finished(outcome.run_id, status, outcome.wall_s,
-                              detail=(outcome.error or "")[:200] + (" - retrying" if retry else ""))
-                if retry:
-                    index.set_status(outcome.run_id, "pending")
-                    prog.retrying(outcome.run_id)
-                    queue.append(by_id[outcome.run_id])
-        clean_exit = True
-    finally:
-        if pool is not None:
-            interrupted = pool.running()
-            pool.close(kill=not clean_exit)
-            for rid in interrupted:
-                index.set_status(rid, "pending")
-        prog.close()
-
-    for r in todo:
-        status, _ = index.status(r.run_id)
+    for rid in run_ids:
+        status, _ = index.status(rid)
         result.counts[status] = result.counts.get(status, 0) + 1
-        if status == "failed":
-            result.errors[r.run_id] = index.summary(r.run_id).get("error", "failed")
+        if status == RunStatus.FAILED:
+            result.errors[rid] = index.summary(rid).get("error", "failed")
     return result
-
-
-def record_outcome(index: IndexWriter, out: Path, outcome: Outcome) -> str:
-    """Write a finished attempt into the index from its run directory; returns its status."""
-    path = run_dir(out, outcome.run_id)
-    summary = read_summary(path) or dict(outcome.summary)
-    index.set_epochs(outcome.run_id, read_epochs(path))
-    status = summary.get("status")
-    if outcome.error is not None:
-        status = "failed"
-        summary = {**summary, "status": "failed", "error": outcome.error}
-    elif status not in ("completed", "diverged", "pruned"):
-        status = "failed"
-        summary = {**summary, "status": "failed", "error": f"training returned with status {summary.get('status')!r}"}
-    index.set_status(outcome.run_id, status, summary=summary, add_attempt=True)
-    return status

@@ -10,20 +10,20 @@ a trial that failed with an error is retried the same way, up to `max_retries` t
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
 from ..io import atomic_write_json
+from ..rundir import TRIAL_FILE, RunStatus
 from . import spec as specmod
-from .index import IndexWriter, TRIAL_FILE, read_epochs, run_dir, study_meta
-from .lock import lock_study
+from .index import IndexWriter, open_writer, read_epochs, run_dir, study_meta
+from .optuna_glue import PruneHook, make_pruner, objective_value, open_storage, suggest_params
 from .progress import StudyProgress
-from .runner import POLL_S, _prepare_out, check_options, make_pool, prepare_study_dir, record_outcome
-from .backends import uses_cpu
-from .worker import Outcome, Task, Trainer
+from .runner import check_options, make_pool, prepare_study_dir, study_directory
+from .schedule import drive
+from .worker import Task, Trainer
 
 JOURNAL_FILE = "optuna.journal"
 # Trial user attributes written by the coordinator.
@@ -33,21 +33,8 @@ ATTR_ATTEMPT = "attempt"  # 1 for a fresh trial, +1 for each retry after an erro
 ATTR_OUTCOME = "outcome"  # completed | pruned | diverged | failed | invalid
 ATTR_FINAL = "final"  # a failed trial that will not be retried (counts as finished)
 
-
-def open_storage(path: str | Path):
-    import optuna
-    from optuna.storages.journal import JournalFileBackend
-
-    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-
-
-def make_pruner(cfg: dict):
-    import optuna
-
-    if cfg.get("name", "median") == "none":
-        return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=cfg.get("startup_trials", 5),
-                                       n_warmup_steps=cfg.get("warmup_epochs", 1))
+__all__ = ["JOURNAL_FILE", "SearchResult", "check_space", "make_pruner", "objective_value", "open_storage",
+           "run_search", "suggest_params"]
 
 
 @dataclass
@@ -87,30 +74,6 @@ def check_space(study: specmod.StudySpec) -> None:
             specmod.check_model(cfg, study.source, where)
 
 
-def suggest_params(trial, space: dict[str, specmod.SearchParam]) -> dict[str, Any]:
-    params = {}
-    for key, p in space.items():
-        if p.kind == "categorical":
-            params[key] = trial.suggest_categorical(key, p.choices)
-        elif p.kind == "int":
-            params[key] = trial.suggest_int(key, p.low, p.high, step=p.step or 1, log=p.log)
-        else:
-            params[key] = trial.suggest_float(key, p.low, p.high, step=p.step, log=p.log)
-    return params
-
-
-def objective_value(summary: dict, epochs: list[dict], metric: str) -> float | None:
-    """The trial's objective: the summary's value (at the best epoch), else the best epoch's row."""
-    v = summary.get(metric)
-    if v is None:
-        best = summary.get("best_epoch")
-        rows = [r for r in epochs if r.get("epoch") == best and r.get(metric) is not None]
-        v = rows[0][metric] if rows else None
-    if v is None or not math.isfinite(float(v)):
-        return None
-    return float(v)
-
-
 def run_search(spec: str | Path | dict | specmod.StudySpec, out_dir: str | Path, trials: int, workers: int = 1,
                profile: str | None = None, max_retries: int = 2, progress: bool = True,
                trainer: Trainer | None = None) -> SearchResult:
@@ -125,9 +88,7 @@ def run_search(spec: str | Path | dict | specmod.StudySpec, out_dir: str | Path,
         raise UserError(f"{study_spec.source}: needs a space: section for `vitlab search` (use `vitlab study` for vary/grid)")
     study_spec = specmod.resolve(study_spec, profile)
     check_space(study_spec)
-    out = _prepare_out(out_dir)
-    lock = lock_study(out)
-    try:
+    with study_directory(out_dir) as out:
         prepare_study_dir(out, specmod.spec_to_dict(study_spec))
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = open_storage(out / JOURNAL_FILE)
@@ -135,21 +96,35 @@ def run_search(spec: str | Path | dict | specmod.StudySpec, out_dir: str | Path,
                                     direction=study_spec.direction,
                                     sampler=optuna.samplers.TPESampler(seed=study_spec.sampler_seed),
                                     pruner=make_pruner(study_spec.pruner))
-        with IndexWriter(out) as index:
-            return _Search(study_spec, study, index, out, trials, workers, max_retries, progress, trainer).run()
-    finally:
-        lock.release()
+        with open_writer(out) as index:
+            source = OptunaSource(study_spec, study, index, out, trials, max_retries)
+            source.progress = StudyProgress(study_spec.name, trials, min(source.finished, trials), workers,
+                                            enabled=progress)
+            drive(source, lambda: make_pool("local", workers, None, None, None, trainer), index, source.progress,
+                  max_retries)
+            return source.result()
 
 
-class _Search:
-    def __init__(self, spec, study, index, out, trials, workers, max_retries, progress, trainer):
+class OptunaSource:
+    """Trials asked from Optuna, one run directory each; retries and interrupted trials resume it.
+
+    A retry (after an error, or of a trial a killed coordinator left RUNNING) is a new Optuna trial
+    with the same parameters and `ATTR_RUN_ID`, so it resumes the same run directory; it inherits
+    the reports of the epochs already done so that the pruner sees the whole curve.
+    """
+
+    def __init__(self, spec, study, index: IndexWriter, out: Path, trials: int, max_retries: int):
         self.spec, self.study, self.index, self.out = spec, study, index, out
-        self.trials, self.workers, self.max_retries = trials, workers, max_retries
-        self.progress, self.trainer = progress, trainer
+        self.trials, self.max_retries = trials, max_retries
+        self.progress: StudyProgress | None = None
         self.labels: dict[int, str] = {}  # trial number -> label, for the index meta
+        self.inflight: dict[str, Any] = {}  # run_id -> optuna trial
+        self._recover()
+        self._meta()
+        self.finished = self._count_finished()
 
     # ---------------------------------------------------------------- bookkeeping
-    def _finished(self) -> int:
+    def _count_finished(self) -> int:
         from optuna.trial import TrialState
 
         n = 0
@@ -190,9 +165,16 @@ class _Search:
         meta["factors"] = {"search": [self.labels[n] for n in sorted(self.labels)]}
         self.index.set_meta(meta)
 
-    # ---------------------------------------------------------------- trials
-    def _start(self, pool, prog, inflight: dict) -> bool:
-        """Ask for a trial and submit it; False when it was invalid and finished at once."""
+    # ---------------------------------------------------------------- TaskSource
+    def next_task(self) -> Task | None:
+        while self.finished + len(self.inflight) < self.trials:
+            task = self._ask()
+            if task is not None:
+                return task
+            self.finished += 1  # an invalid trial finishes at once
+        return None
+
+    def _ask(self) -> Task | None:
         trial = self.study.ask()
         params = suggest_params(trial, self.spec.space)
         attrs = trial.user_attrs
@@ -207,33 +189,32 @@ class _Search:
             trial.set_user_attr(ATTR_FINAL, True)
             trial.set_user_attr("error", str(e))
             self.study.tell(trial, state=_state("FAIL"))
-            prog.started(f"trial{trial.number}", where)
-            prog.finished(f"trial{trial.number}", "failed", 0.0, detail=str(e)[:200])
-            return False
+            if self.progress is not None:
+                self.progress.started(f"trial{trial.number}", where)
+                self.progress.finished(f"trial{trial.number}", "failed", 0.0, detail=str(e)[:200])
+            return None
         origin = attrs.get(ATTR_RETRY_OF, trial.number)
         run_id = attrs.get(ATTR_RUN_ID) or specmod.run_id_of(cfg, salt={"trial": origin})
         trial.set_user_attr(ATTR_RUN_ID, run_id)
         if ATTR_RETRY_OF in attrs:
             self._inherit_reports(trial, run_id)
         path = run_dir(self.out, run_id)
+        cfg_dict = specmod.to_dict(cfg)
         atomic_write_json(path / TRIAL_FILE, {"number": origin, "params": params,
                                               "optuna_trials": [*_read_numbers(path), trial.number],
-                                              "config": specmod.to_dict(cfg)})
+                                              "config": cfg_dict})
         label = f"trial {origin}"
         self.labels[origin] = label
         self._meta()
-        self.index.add_run(run_id, "search", params, label, origin, cfg.seed, params, specmod.to_dict(cfg))
-        cfg_dict = specmod.to_dict(cfg)
-        task = Task(run_id=run_id, config=cfg_dict, run_dir=str(path),
-                    threads=pool.threads_per_run() if uses_cpu(cfg_dict) else None,
-                    optuna={"storage": str(self.out / JOURNAL_FILE), "study_name": self.spec.name,
-                            "trial_id": trial._trial_id, "metric": self.spec.objective,
-                            "pruner": self.spec.pruner})
-        self.index.set_status(run_id, "running")
-        prog.started(run_id, f"{label} {specmod.combo_label(params)}")
-        inflight[run_id] = trial
-        pool.submit(task)
-        return True
+        self.index.add_run(run_id, "search", params, label, origin, cfg.seed, params, cfg_dict)
+        self.inflight[run_id] = trial
+        return Task(run_id=run_id, config=cfg_dict, run_dir=str(path),
+                    label=f"{label} {specmod.combo_label(params)}",
+                    context={"study": self.spec.name, "factor": "search", "level": label, "seed": cfg.seed,
+                             "run_id": run_id},
+                    epoch_hook=PruneHook(storage=str(self.out / JOURNAL_FILE), study_name=self.spec.name,
+                                         trial_id=trial._trial_id, metric=self.spec.objective,
+                                         pruner=self.spec.pruner))
 
     def _inherit_reports(self, trial, run_id: str) -> None:
         """A retry resumes its run directory, so its curve so far is the run's metrics.jsonl (every
@@ -244,75 +225,39 @@ class _Search:
             if row.get(metric) is not None:
                 trial.report(float(row[metric]), int(row["epoch"]))
 
-    def _finish(self, outcome: Outcome, trial, prog) -> bool:
-        """Record an outcome in the index and tell Optuna; True when the trial counts as finished."""
-        status = record_outcome(self.index, self.out, outcome)
-        summary = self.index.summary(outcome.run_id)
+    def retry(self, task: Task) -> None:
+        trial = self.inflight.pop(task.run_id)
         attempt = trial.user_attrs.get(ATTR_ATTEMPT, 1)
-        finished = True
-        if status == "completed":
-            value = objective_value(summary, read_epochs(run_dir(self.out, outcome.run_id)), self.spec.objective)
-            if value is None:
-                status = "failed"
-                trial.set_user_attr(ATTR_FINAL, True)
-                trial.set_user_attr("error", f"no finite {self.spec.objective} in the summary")
-            else:
+        summary = self.index.summary(task.run_id)
+        trial.set_user_attr(ATTR_OUTCOME, "failed")
+        trial.set_user_attr(ATTR_FINAL, False)
+        if summary.get("error"):
+            trial.set_user_attr("error", str(summary["error"])[:500])
+        self.study.tell(trial, state=_state("FAIL"))
+        self._enqueue_retry(self.study.get_trials(deepcopy=False)[trial.number], attempt + 1)
+
+    def finish(self, task: Task, status: RunStatus, summary: dict) -> None:
+        trial = self.inflight.pop(task.run_id)
+        self.finished += 1
+        if status == RunStatus.COMPLETED:
+            value = objective_value(summary, read_epochs(task.run_dir), self.spec.objective)
+            if value is not None:
                 trial.set_user_attr(ATTR_OUTCOME, "completed")
                 self.study.tell(trial, value)
-        if status == "pruned":
+                return
+            status = RunStatus.FAILED
+            summary = {**summary, "error": f"no finite {self.spec.objective} in the summary"}
+        if status == RunStatus.PRUNED:
             trial.set_user_attr(ATTR_OUTCOME, "pruned")
             self.study.tell(trial, state=_state("PRUNED"))
-        elif status in ("diverged", "failed"):
-            retry = status == "failed" and not outcome.user_error and attempt <= self.max_retries
-            trial.set_user_attr(ATTR_OUTCOME, status)
-            trial.set_user_attr(ATTR_FINAL, not retry)
-            if summary.get("error"):
-                trial.set_user_attr("error", str(summary["error"])[:500])
-            self.study.tell(trial, state=_state("FAIL"))
-            if retry:
-                self._enqueue_retry(self.study.get_trials(deepcopy=False)[trial.number], attempt + 1)
-                self.index.set_status(outcome.run_id, "pending")
-                finished = False
-        prog.finished(outcome.run_id, status, outcome.wall_s,
-                      detail=(outcome.error or "")[:200] + ("" if finished else " - retrying"))
-        if not finished:
-            prog.retrying(outcome.run_id)
-        return finished
+            return
+        trial.set_user_attr(ATTR_OUTCOME, str(status))
+        trial.set_user_attr(ATTR_FINAL, True)
+        if summary.get("error"):
+            trial.set_user_attr("error", str(summary["error"])[:500])
+        self.study.tell(trial, state=_state("FAIL"))
 
-    def run(self) -> SearchResult:
-        self._recover()
-        self._meta()
-        finished = self._finished()
-        prog = StudyProgress(self.spec.name, self.trials, min(finished, self.trials), self.workers,
-                             enabled=self.progress)
-        pool = make_pool("local", self.workers, None, None, None, self.trainer) if finished < self.trials else None
-        inflight: dict[str, Any] = {}
-        clean = False
-        try:
-            while pool is not None and (finished + len(inflight) < self.trials or inflight):
-                while pool.capacity() > 0 and finished + len(inflight) < self.trials:
-                    if not self._start(pool, prog, inflight):
-                        finished += 1
-                for event in pool.poll(POLL_S):
-                    if event[0] == "epoch":
-                        _, rid, row = event
-                        self.index.add_epoch(rid, row)
-                        prog.epoch_done(rid, int(row.get("epoch", 0)))
-                        continue
-                    outcome: Outcome = event[1]
-                    trial = inflight.pop(outcome.run_id)
-                    if self._finish(outcome, trial, prog):
-                        finished += 1
-            clean = True
-        finally:
-            if pool is not None:
-                pool.close(kill=not clean)
-                for rid in inflight:
-                    self.index.set_status(rid, "pending")
-            prog.close()
-        return self._result()
-
-    def _result(self) -> SearchResult:
+    def result(self) -> SearchResult:
         from optuna.trial import TrialState
 
         res = SearchResult(study_dir=self.out, name=self.spec.name, trials=self.trials,

@@ -13,7 +13,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from ..config import RunConfig, build
 from ..errors import UserError
@@ -29,6 +29,14 @@ RUN_LOCK_WAIT_S = 60.0
 Trainer = Callable[..., dict]
 
 
+class EpochHook(Protocol):
+    """Something a task carries to the worker that watches its epochs (e.g. a search's pruner).
+
+    It is pickled to the worker; `open()` runs there and returns `hook(epoch, row) -> stop?`."""
+
+    def open(self) -> Callable[[int, dict], bool]: ...
+
+
 @dataclass
 class Task:
     """One run to train: its resolved config (a dict) and directory."""
@@ -36,8 +44,10 @@ class Task:
     run_id: str
     config: dict
     run_dir: str
+    label: str = ""  # how progress shows it, e.g. "model.num_heads=4 seed=1"
     threads: int | None = None  # CPU threads for this run (when the config leaves train.threads unset)
-    optuna: dict | None = None  # search: storage, study_name, trial_id, metric, pruner
+    epoch_hook: EpochHook | None = None  # asked after every epoch whether to stop the run (pruning)
+    context: dict | None = None  # study, factor, level, seed, run_id: what trackers tag the run with
 
 
 @dataclass
@@ -68,30 +78,6 @@ def run_config(task: Task) -> RunConfig:
     return cfg
 
 
-def _optuna_hook(spec: dict) -> Callable[[int, dict], bool]:
-    """on_epoch for a search trial: report the objective to Optuna and ask its pruner."""
-    import optuna
-
-    from .search import make_pruner, open_storage
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=spec["study_name"], storage=open_storage(spec["storage"]),
-                              pruner=make_pruner(spec["pruner"]))
-    trial = optuna.trial.Trial(study, spec["trial_id"])
-    metric = spec["metric"]
-    reported = set(study._storage.get_trial(spec["trial_id"]).intermediate_values)  # a retry's inherited curve
-
-    def hook(epoch: int, row: dict) -> bool:
-        value = row.get(metric)
-        if value is None:
-            return False
-        if int(epoch) not in reported:
-            trial.report(float(value), int(epoch))
-        return bool(trial.should_prune())
-
-    return hook
-
-
 def execute(task: Task, trainer: Trainer | None = None,
             on_epoch: Callable[[int, dict], Any] | None = None) -> Outcome:
     """Train one run (resuming from its checkpoint) and return its outcome; never raises for the
@@ -101,7 +87,7 @@ def execute(task: Task, trainer: Trainer | None = None,
     lock = DirLock(task.run_dir, RUN_LOCK)
     try:
         cfg = run_config(task)
-        prune = _optuna_hook(task.optuna) if task.optuna else None
+        prune = task.epoch_hook.open() if task.epoch_hook is not None else None
 
         def hook(epoch: int, row: dict) -> bool:
             if on_epoch is not None:
@@ -111,7 +97,8 @@ def execute(task: Task, trainer: Trainer | None = None,
         if not lock.acquire(timeout=RUN_LOCK_WAIT_S):
             raise RuntimeError(f"{task.run_dir}: still locked by pid {lock.holder()} after {RUN_LOCK_WAIT_S:.0f} s")
         trainer = trainer or default_trainer()
-        out.summary = dict(trainer(cfg, task.run_dir, resume=True, on_epoch=hook, progress=False) or {})
+        out.summary = dict(trainer(cfg, task.run_dir, resume=True, on_epoch=hook, progress=False,
+                                      context=task.context) or {})
     except UserError as e:
         out.error, out.user_error = " ".join(str(e).split()), True
     except Exception as e:  # the run's own failure: reported, retried by the coordinator

@@ -7,7 +7,6 @@ Output contract (the study runner and users rely on it):
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import time
 from dataclasses import dataclass
@@ -21,16 +20,20 @@ import torch.nn.functional as F
 
 from .. import __version__
 from ..config import RunConfig, config_from, dump_yaml, identity_dict, read_yaml, build
-from ..errors import UserError
-from ..io import append_jsonl, atomic_write_json, atomic_write_text, read_json_object, read_jsonl, write_jsonl
-from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from ..errors import RunError, UserError
+from ..io import (append_jsonl, atomic_write_json, atomic_write_text, make_writable_dir, nearest_existing,
+                  read_json_object, read_jsonl, remove_empty_dirs, remove_stale_temp_files, write_jsonl)
+from ..rundir import CONFIG_FILE, METRICS_FILE, RUN_DIR_ENTRIES, SUMMARY_FILE
+from ..track import Trackers, open_trackers
+from .budget import plan_budget
+from .checkpoint import BEST_KEYS, LAST_KEYS, capture_rng, damaged, load_checkpoint, restore_rng, save_checkpoint
 from .metrics import SplitMetrics
 from .progress import EpochProgress
 from .schedules import make_scheduler
 
 ENTROPY_IMAGES = 128
 """Validation images (the first ones of the seeded split) on which each epoch records the mean
-normalized attention entropy per layer (`attn_entropy_norm` in metrics.jsonl)."""
+normalized attention entropy of every layer (`val_attn_entropy_norm_l{i}` in metrics.jsonl)."""
 
 # Metrics where lower is better; every other monitored metric is maximized.
 LOWER_IS_BETTER = {"val_loss", "val_ece"}
@@ -97,6 +100,8 @@ class RunState:
     epochs_since_best: int = 0
     train_time_s: float = 0.0
     history: list | None = None
+    total_steps: int | None = None  # optimizer steps of the whole run, fixed before the first step
+    budget: dict | None = None  # train.budget_minutes: what the calibration measured
 
     def improved(self, value: float, monitor: str) -> bool:
         if self.best_value is None:
@@ -112,14 +117,15 @@ class Trainer:
         from ..data.augment import Augmenter
         from ..models import build_model, count_flops, count_params
 
+        self.started = time.perf_counter()  # a time budget counts from here
         self.cfg, self.out, self.show_progress = cfg, out_dir, progress
         self.device = resolve_device(cfg.device)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         seed_everything(cfg.seed)
-        self.data = load_dataset(cfg.data, cfg.seed, self.device)
+        self.data = load_dataset(cfg.data, cfg.source_seed("seed_split"), self.device)
         d = self.data
-        torch.manual_seed(cfg.seed)  # initialization does not depend on what loading consumed
+        torch.manual_seed(cfg.source_seed("seed_init"))  # initialization does not depend on what loading consumed
         self.model = build_model(cfg.model, d.num_classes, d.in_chans, d.image_size).to(self.device)
         self.params = count_params(self.model)
         self.flops = count_flops(self.model, self.model.input_size, d.in_chans)
@@ -129,8 +135,7 @@ class Trainer:
         self.amp = amp_dtype(cfg, self.device)
         self.optimizer = make_optimizer(self.model, cfg)
         self.steps_per_epoch = max(1, len(d.train_y) // cfg.train.batch_size)
-        self.scheduler = make_scheduler(self.optimizer, cfg.sched, cfg.optim.lr, cfg.train.epochs,
-                                        self.steps_per_epoch)
+        self.scheduler = None  # built by plan_steps() once the run's step count is fixed
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         self.ema = None
         if cfg.train.ema:
@@ -138,8 +143,8 @@ class Trainer:
             self.ema = torch.optim.swa_utils.AveragedModel(self.model, multi_avg_fn=multi_avg, use_buffers=True)
         self.forward = torch.compile(self.model) if cfg.train.compile else self.model
         # Separate streams so that evaluation or model changes never shift the data order.
-        self.shuffle_gen = torch.Generator().manual_seed(cfg.seed)
-        self.aug_gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
+        self.shuffle_gen = torch.Generator().manual_seed(cfg.source_seed("seed_order"))
+        self.aug_gen = torch.Generator(device=self.device).manual_seed(cfg.source_seed("seed_order") + 1)
         self.generators = {"shuffle": self.shuffle_gen, "augment": self.aug_gen}
         self.state = RunState(history=[])
 
@@ -149,16 +154,19 @@ class Trainer:
         return self.out / "checkpoints"
 
     def save_last(self) -> None:
-        save_checkpoint(self.ckpt_dir / "last.pt", {
+        save_checkpoint(self.ckpt_dir / "last.pt", self.checkpoint_state())
+
+    def checkpoint_state(self) -> dict:
+        return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "rng": capture_rng(self.generators),
             "run_state": vars(self.state),
             "config": identity_dict(self.cfg),
-        })
+        }
 
     def save_best(self) -> None:
         save_checkpoint(self.ckpt_dir / "best.pt", {
@@ -173,20 +181,41 @@ class Trainer:
         path = self.ckpt_dir / "last.pt"
         if not path.exists():
             return False
-        ck = load_checkpoint(path)
+        ck = load_checkpoint(path, LAST_KEYS)
         if ck["config"] != identity_dict(self.cfg):
             raise UserError(f"{path}: checkpoint was written for a different config; use another --out")
-        self.model.load_state_dict(ck["model"])
-        self.optimizer.load_state_dict(ck["optimizer"])
-        self.scheduler.load_state_dict(ck["scheduler"])
-        self.scaler.load_state_dict(ck["scaler"])
-        if self.ema is not None:
-            self.ema.load_state_dict(ck["ema"])
-        restore_rng(ck["rng"], self.generators)
-        self.state = RunState(**ck["run_state"])
+        try:
+            self.state = RunState(**ck["run_state"])
+            self.plan_steps(self.state.total_steps)  # the recorded count: a resumed run never recalibrates
+            self.model.load_state_dict(ck["model"])
+            self.optimizer.load_state_dict(ck["optimizer"])
+            self.scheduler.load_state_dict(ck["scheduler"])
+            self.scaler.load_state_dict(ck["scaler"])
+            if self.ema is not None:
+                self.ema.load_state_dict(ck["ema"])
+            restore_rng(ck["rng"], self.generators)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
+            raise damaged(path, e) from None
         # metrics.jsonl may hold a line of an epoch whose checkpoint never landed: the checkpoint wins.
         write_jsonl(self.out / "metrics.jsonl", self.state.history)
         return True
+
+    def plan_steps(self, recorded: int | None = None) -> None:
+        """Fix the run's optimizer steps — recorded in a checkpoint, train.steps, epochs × steps per
+        epoch, or calibrated to train.budget_minutes — and build the learning-rate schedule over them."""
+        t = self.cfg.train
+        if recorded is not None:
+            total = recorded
+        elif t.steps is not None:
+            total = t.steps
+        elif t.budget_minutes is not None:
+            total, self.state.budget = plan_budget(self, t.budget_minutes)
+        else:
+            total = t.epochs * self.steps_per_epoch
+        self.state.total_steps = total
+        self.epochs = -(-total // self.steps_per_epoch)  # the last epoch may be partial
+        self.scheduler = make_scheduler(self.optimizer, self.cfg.sched, self.cfg.optim.lr, t.epochs,
+                                        self.steps_per_epoch, total_steps=total)
 
     # ------------------------------------------------------------------ steps
     def autocast(self):
@@ -202,37 +231,49 @@ class Trainer:
             return x.contiguous(memory_format=torch.channels_last)
         return x
 
+    def train_batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The augmented training batch of the training-split indices `idx`: (input, target)."""
+        x, target = self.augment.train_batch(self.data.train_x[idx], self.data.train_y[idx], self.aug_gen)
+        return self.to_input(x), target
+
+    def forward_loss(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with self.autocast():
+            logits = self.forward(x)
+        return soft_cross_entropy(logits.float(), target, self.cfg.train.label_smoothing), logits
+
+    def optimize(self, loss: torch.Tensor) -> None:
+        """Backward, clip, optimizer and scheduler step, EMA update."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.train.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.scheduler is not None:  # None only while a time budget is being calibrated
+            self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+
     def train_epoch(self, bar: EpochProgress) -> dict:
         cfg, d = self.cfg, self.data
         self.model.train()
         bs = cfg.train.batch_size
+        steps = min(self.steps_per_epoch, self.state.total_steps - self.state.epoch * self.steps_per_epoch)
         order = torch.randperm(len(d.train_y), generator=self.shuffle_gen).to(self.device)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
         seen = 0
         data_time = 0.0
         t0 = time.perf_counter()
-        for step in range(self.steps_per_epoch):
+        for step in range(steps):
             td = time.perf_counter()
-            idx = order[step * bs:(step + 1) * bs]
-            x, target = self.augment.train_batch(d.train_x[idx], d.train_y[idx], self.aug_gen)
-            x = self.to_input(x)
+            x, target = self.train_batch(order[step * bs:(step + 1) * bs])
             data_time += time.perf_counter() - td
-            with self.autocast():
-                logits = self.forward(x)
-            loss = soft_cross_entropy(logits.float(), target, cfg.train.label_smoothing)
+            loss, logits = self.forward_loss(x, target)
             if not torch.isfinite(loss):
                 raise Diverged(f"non-finite loss at epoch {self.state.epoch + 1}, step {step + 1}")
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if cfg.train.grad_clip > 0:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
-            if self.ema is not None:
-                self.ema.update_parameters(self.model)
+            self.optimize(loss)
             # Train accuracy is measured on the augmented batch against the dominant label.
             hard = target if target.ndim == 1 else target.argmax(dim=-1)
             loss_sum += loss.detach() * len(hard)
@@ -267,22 +308,22 @@ class Trainer:
         return metrics.compute(prefix), (metrics.confusion_matrix() if confusion else None)
 
     def attention_entropy(self) -> dict:
-        """{"attn_entropy_norm": [per layer]} on the fixed validation batch (see ENTROPY_IMAGES)."""
-        from ..models.probe import mean_entropy_per_layer
+        """val_attn_entropy_norm_l{i} per layer and their _mean, on the fixed validation batch (ENTROPY_IMAGES)."""
+        from ..models.probe import entropy_row, mean_entropy_per_layer
 
         x = self.to_input(self.augment.eval_batch(self.data.val_x[:ENTROPY_IMAGES]))
         with self.autocast():
-            return {"attn_entropy_norm": mean_entropy_per_layer(self.eval_model(), x)}
+            return entropy_row(mean_entropy_per_layer(self.eval_model(), x))
 
     # ------------------------------------------------------------------ the run
     def run(self, on_epoch: Callable[[int, dict], bool] | None) -> dict:
         cfg, st = self.cfg, self.state
         monitor = cfg.train.monitor
-        bar = EpochProgress(cfg.train.epochs, self.steps_per_epoch, enabled=self.show_progress)
+        bar = EpochProgress(self.epochs, self.steps_per_epoch, enabled=self.show_progress)
         status, error = "completed", None
         with bar:
             bar.start(st.epoch)
-            while st.epoch < cfg.train.epochs:
+            while st.epoch < self.epochs:
                 try:
                     row = {"epoch": st.epoch + 1, **self.train_epoch(bar)}
                 except Diverged as e:
@@ -321,8 +362,12 @@ class Trainer:
             best_row = st.history[st.best_epoch - 1]
             summary.update({k: best_row[k] for k in best_row if k.startswith(("train_", "val_"))})
         if status == "completed" or (status == "diverged" and st.best_epoch):
-            best = load_checkpoint(self.ckpt_dir / "best.pt")
-            self.eval_model().load_state_dict(best["model"])
+            best_path = self.ckpt_dir / "best.pt"
+            best = load_checkpoint(best_path, BEST_KEYS)
+            try:
+                self.eval_model().load_state_dict(best["model"])
+            except (RuntimeError, TypeError, AttributeError) as e:
+                raise damaged(best_path, e) from None
             test, confusion = self.evaluate(d.test_x, d.test_y, "test", confusion=True)
             summary.update(test)
             write_confusion(self.out / "confusion_test.csv", confusion, d.classes)
@@ -342,6 +387,10 @@ class Trainer:
             "train_time_s": st.train_time_s,
             "minutes": st.train_time_s / 60,
             "throughput_img_s": (float(np.mean([r["throughput_img_s"] for r in rows])) if rows else None),
+            "steps": st.total_steps,  # train.steps=<this> reproduces a budgeted run
+            "steps_per_epoch": self.steps_per_epoch,
+            **({"budget_minutes": st.budget["budget_minutes"], "budget_step_s": st.budget["step_s"],
+                "budget_calibration_s": st.budget["seconds"]} if st.budget else {}),
             "device": str(self.device),
             "vitlab_version": __version__,
             "torch_version": torch.__version__,
@@ -369,15 +418,27 @@ def write_confusion(path: Path, matrix: torch.Tensor, classes: list[str]) -> Non
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def prepare_out_dir(cfg: RunConfig, out: Path, resume: bool) -> dict | None:
-    """Check that `out` may hold this run. Returns the finished summary if there is nothing to do."""
+def check_run_dir(out: Path) -> None:
+    """Refuse, before anything is created, an --out that is `/` or a directory holding other things
+    than a run (so `--out /` or `--out ~` never scatters run files or overwrites a config.yaml).
+    Dot-files (locks, temporary files) do not count."""
+    nearest_existing(out, "output directory")  # a symlink loop or an unreadable component: one line
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise UserError(f"{out}: output directory is not writable ({e.strerror})") from None
+        resolved = out.resolve()
+        foreign = sorted(e.name for e in out.iterdir() if not e.name.startswith(".")
+                         and e.name not in RUN_DIR_ENTRIES) if out.is_dir() else []
+    except (OSError, RuntimeError) as e:  # a symlink loop, an unreadable directory
+        raise UserError(f"{out}: output directory is not usable ({getattr(e, 'strerror', None) or e})") from None
+    if resolved == Path(resolved.anchor):
+        raise UserError(f"{out}: is the filesystem root; choose a directory for the run")
+    started = (out / CONFIG_FILE).is_file() and any((out / n).exists() for n in (METRICS_FILE, SUMMARY_FILE))
+    if foreign and not started:  # a run, once started, may have gained files of its user's
+        raise UserError(f"{out}: not empty and not a vitlab run directory (has {foreign[0]}); choose another --out")
+
+
+def prepare_out_dir(cfg: RunConfig, out: Path, resume: bool) -> dict | None:
+    """Check that `out` (already created) may hold this run. Returns the finished summary if there
+    is nothing to do."""
     cfg_file = out / "config.yaml"
     has_results = (out / "checkpoints" / "last.pt").exists() or (out / "summary.json").exists()
     if cfg_file.exists() and has_results:
@@ -396,36 +457,80 @@ def prepare_out_dir(cfg: RunConfig, out: Path, resume: bool) -> dict | None:
 
 
 def run_training(cfg, out_dir, resume: bool = True, on_epoch: Callable[[int, dict], bool] | None = None,
-                 progress: bool | None = None) -> dict:
+                 progress: bool | None = None, context: dict | None = None) -> dict:
     """Train one run into `out_dir` and return its summary (also written to summary.json).
 
     resume: continue from `out_dir/checkpoints/last.pt` when present; a finished run is returned as is.
     on_epoch(epoch, row) -> True stops the run with status "pruned" (used by the Optuna search).
+    context: where the run sits in a study, {study, factor, level, seed, run_id}, for the trackers
+    that `cfg.track` turns on (MLflow experiment and tags, TensorBoard hparams).
     """
     cfg = config_from(cfg)
     out = Path(out_dir)
-    done = prepare_out_dir(cfg, out, resume)
-    if done is not None:
-        return done
-    show = cfg.train.progress if progress is None else progress
-    summary_path = out / "summary.json"
-    trainer = Trainer(cfg, out, show)  # bad input (model knobs, data files) fails here, before any write
-    atomic_write_text(out / "config.yaml", dump_yaml(cfg))
+    check_run_dir(out)
+    created = make_writable_dir(out, "output directory")
     try:
-        if not (resume and trainer.try_resume()):
+        done = prepare_out_dir(cfg, out, resume)
+        if done is not None:
+            return done
+        show = cfg.train.progress if progress is None else progress
+        trackers = open_trackers(cfg, out, context)  # a missing tracker extra fails here, before any write
+        trainer = Trainer(cfg, out, show)  # bad input (model knobs, data files) fails here, before any write
+    except BaseException:
+        remove_empty_dirs(created)  # a run that never started leaves no empty directory behind
+        raise
+    summary_path = out / "summary.json"
+    for d in (out, trainer.ckpt_dir):  # what a killed process was writing when it died
+        remove_stale_temp_files(d)
+    try:
+        atomic_write_text(out / "config.yaml", dump_yaml(cfg))
+        resumed = bool(resume and trainer.try_resume())
+        if not resumed:
             atomic_write_text(out / "metrics.jsonl", "")
+            trainer.plan_steps()
         atomic_write_json(summary_path, {**trainer.base_summary(), "status": "running",
                                          "epochs_run": trainer.state.epoch})
-        summary = trainer.run(on_epoch)
+        trackers.start(trainer.state.history, resumed)
+        summary = trainer.run(_tracked(on_epoch, trackers))
+        atomic_write_json(summary_path, summary)
+        trackers.finish(summary)
     except UserError:
         raise
+    except OSError as e:  # a full disk, a vanished mount: the last good checkpoint stays (writes are atomic)
+        reason = f"cannot write {e.filename or 'a file'}: {e.strerror or e}"
+        trackers.finish(_mark_failed(trainer, summary_path, reason))
+        remove_empty_dirs(created)
+        raise RunError(f"{out}: run failed, {reason}; what was written before is intact: make room and rerun with --resume") from e
     except BaseException as e:
         if not isinstance(e, (KeyboardInterrupt, SystemExit)):
-            atomic_write_json(summary_path, {**trainer.base_summary(), "status": "failed",
-                                             "error": f"{type(e).__name__}: {e}"})
+            trackers.finish(_mark_failed(trainer, summary_path, f"{type(e).__name__}: {e}"))
         raise
-    atomic_write_json(summary_path, summary)
+    finally:
+        trackers.close()
     return summary
+
+
+def _tracked(on_epoch: Callable[[int, dict], bool] | None, trackers: Trackers):
+    """on_epoch that first hands the epoch's metrics.jsonl row to the trackers (it only enqueues)."""
+    if not trackers:
+        return on_epoch
+
+    def hook(epoch: int, row: dict) -> bool:
+        trackers.log_epoch(row)
+        return bool(on_epoch(epoch, row)) if on_epoch is not None else False
+
+    return hook
+
+
+def _mark_failed(trainer: Trainer, summary_path: Path, error: str) -> dict:
+    """Best effort: summary.json says `failed` and why (on a full disk even that may not be writable).
+    Returns that summary."""
+    failed = {**trainer.base_summary(), "status": "failed", "error": error, "epochs_run": trainer.state.epoch}
+    try:
+        atomic_write_json(summary_path, failed)
+    except OSError:
+        pass
+    return failed
 
 
 def read_metrics(run_dir) -> list[dict]:
