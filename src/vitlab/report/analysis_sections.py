@@ -2,14 +2,14 @@
 "Efficiency" for every factor of a study, and the one-run report (`vitlab report RUN_DIR`).
 
 Study sections, per factor (only completed runs that have the section):
-- Attention: a table of the attention scalars per level (mean [95% CI] over seeds), normalized entropy
+- Attention: a table of the attention scalars per level (mean [95% CI] over seeds, the report's interval method), normalized entropy
   per layer (one line per level, band = min–max over seeds), and rollout maps, levels × layers, for
   the same test images (the first seed of each level);
 - Robustness: clean and mean corruption top-1, mCE and relative mCE against the reference level (its
   mean error profile over seeds, Hendrycks & Dietterich 2019), accuracy vs severity per level, and a
   levels × corruptions heat map;
 - Efficiency: latency, throughput, params, FLOPs per level and test accuracy vs latency.
-Intervals are `report.stats.bootstrap_ci` over seeds, as in every other table of the report.
+Intervals are `vitlab.stats.mean_ci` over seeds with the report's method (--ci), as in every other table.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from ..analysis.robustness import error_profile, mce, mean_profile
 from ..errors import UserError
 from ..io import atomic_write_text, read_json_object, read_jsonl
 from ..rundir import ANALYSIS_DIR, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
-from . import stats
+from .. import stats
 from .html import CSS, HTML_NAME, slug
 
 COMPLETED = "completed"
@@ -103,11 +103,13 @@ def img_html(png: bytes, caption: str) -> str:
             f"<figcaption>{e(caption)}</figcaption></figure>\n")
 
 
-def ci_text(values: list[float], scale: float = 1.0, decimals: int = 2, expected: int | None = None) -> str:
-    """'mean [lo, hi]' over seeds (scaled), '—' without values, 'n=k/K' when seeds are missing."""
+def ci_text(values: list[float], scale: float = 1.0, decimals: int = 2, expected: int | None = None,
+            method: str = stats.DEFAULT_CI) -> str:
+    """'mean [lo, hi]' over seeds (scaled; `vitlab.stats.mean_ci` with `method`), '—' without values,
+    'n=k/K' when seeds are missing."""
     if not values:
         return "—"
-    ci = stats.bootstrap_ci([v * scale for v in values])
+    ci = stats.mean_ci([v * scale for v in values], method)
     s = f"{ci.mean:.{decimals}f}"
     s += f" [{ci.lo:.{decimals}f}, {ci.hi:.{decimals}f}]" if math.isfinite(ci.lo) else " (no CI)"
     if expected is not None and len(values) < expected:
@@ -126,10 +128,12 @@ def note(text: str) -> str:
 
 
 class FigureSink:
-    """Saves figures as PNG + SVG under a folder and returns their HTML."""
+    """Saves figures as PNG + SVG under a folder and returns their HTML; carries the report's interval
+    method (`ci`) for the tables built beside the figures."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, ci: str = stats.DEFAULT_CI):
         self.folder = folder
+        self.ci = ci
 
     def __call__(self, fig: Figure | None, name: str, caption: str) -> str:
         if fig is None:
@@ -279,19 +283,23 @@ def attention_html(factor: str, levels: list[LevelData], expected: int, sink: Fi
     if not any(lev.analyses for lev in levels):
         return ""
     s = slug(factor)
+    def layers(a):
+        return a["attention"]["layers"]
+
     rows = []
     for lev in levels:
+        def cell(fn, scale, decimals):
+            return ci_text(lev.values(fn), scale, decimals, expected, method=sink.ci)
+
         rows.append([lev.label, f"{len(lev.analyses)}",
-                     ci_text(lev.values(_mean_layer("entropy_norm")), 1, 3, expected),
-                     ci_text(lev.values(_mean_layer("max_weight")), 1, 3, expected),
-                     ci_text(lev.values(_mean_layer("distance_px")), 1, 2, expected),
-                     ci_text(lev.values(lambda a, s_: max(lay["max_logit"] for lay in a["attention"]["layers"]
-                                                          if lay["max_logit"] is not None)), 1, 2, expected),
-                     ci_text(lev.values(lambda a, s_: a["attention"]["layers"][-1]["rank_residual"]), 1, 3, expected),
-                     ci_text(lev.values(lambda a, s_: a["attention"]["layers"][-1]["token_cosine"]), 1, 3, expected)])
+                     cell(_mean_layer("entropy_norm"), 1, 3), cell(_mean_layer("max_weight"), 1, 3),
+                     cell(_mean_layer("distance_px"), 1, 2),
+                     cell(lambda a, _: max(x["max_logit"] for x in layers(a) if x["max_logit"] is not None), 1, 2),
+                     cell(lambda a, _: layers(a)[-1]["rank_residual"], 1, 3),
+                     cell(lambda a, _: layers(a)[-1]["token_cosine"], 1, 3)])
     samples = next(lev for lev in levels if lev.analyses).analyses[0]["attention"]["samples"]
     parts = [table_html(f"{factor}: attention statistics on {samples} fixed test images (mean over layers; "
-                        "mean [95% CI] over seeds)",
+                        f"mean [95% {stats.CI_NAMES[sink.ci]} CI] over seeds)",
                         ["level", "seeds", "normalized entropy", "max weight", "distance (px)", "max logit",
                          "rank residual (last)", "token cosine (last)"], rows)]
     parts.append(sink(entropy_levels_figure(levels), f"{s}_attn_entropy",
@@ -321,14 +329,18 @@ def robustness_html(factor: str, levels: list[LevelData], reference: str | None,
     ref_profile = mean_profile([error_profile(a["robustness"]) for a in ref.analyses])
     rows = []
     for lev in levels:
+        def cell(fn, scale, decimals):
+            return ci_text(lev.values(fn), scale, decimals, expected, method=sink.ci)
+
         rows.append([lev.label, f"{len(lev.analyses)}",
-                     ci_text(lev.values(lambda a, s_: a["robustness"]["clean_top1"]), 100, 2, expected),
-                     ci_text(lev.values(lambda a, s_: a["robustness"]["mean_top1"]), 100, 2, expected),
-                     ci_text(lev.values(lambda a, s_: mce(a["robustness"], ref_profile)), 100, 1, expected),
-                     ci_text(lev.values(lambda a, s_: mce(a["robustness"], ref_profile, relative=True)), 100, 1, expected)])
+                     cell(lambda a, _: a["robustness"]["clean_top1"], 100, 2),
+                     cell(lambda a, _: a["robustness"]["mean_top1"], 100, 2),
+                     cell(lambda a, _: mce(a["robustness"], ref_profile), 100, 1),
+                     cell(lambda a, _: mce(a["robustness"], ref_profile, relative=True), 100, 1)])
     first = ref.analyses[0]["robustness"]
     parts = [table_html(f"{factor}: corruption robustness ({first['images']:,} test images × 15 corruptions × 5 "
-                        f"severities; mean [95% CI] over seeds; mCE relative to {ref.label} = 100)",
+                        f"severities; mean [95% {stats.CI_NAMES[sink.ci]} CI] over seeds; mCE relative to "
+                        f"{ref.label} = 100)",
                         ["level", "seeds", "clean top-1 (%)", "mean corruption top-1 (%)", "mCE (%)",
                          "relative mCE (%)"], rows)]
     parts.append(sink(severity_levels_figure(levels), f"{s}_severity",
@@ -351,16 +363,19 @@ def efficiency_html(factor: str, levels: list[LevelData], expected: int, sink: F
     s = slug(factor)
     rows = []
     for lev in levels:
+        def cell(fn, scale, decimals, seeds=expected):
+            return ci_text(lev.values(fn), scale, decimals, seeds, method=sink.ci)
+
         rows.append([lev.label, f"{len(lev.analyses)}",
-                     ci_text(lev.values(lambda a, s_: a["efficiency"]["latency_ms_b1"]), 1, 2, expected),
-                     ci_text(lev.values(lambda a, s_: a["efficiency"]["compiled"]["latency_ms_b1"]), 1, 2, expected),
-                     ci_text(lev.values(lambda a, s_: a["efficiency"]["throughput_img_s_b256"]), 1, 0, expected),
-                     ci_text(lev.values(lambda a, s_: a["efficiency"]["params"]), 1e-6, 3),
-                     ci_text(lev.values(lambda a, s_: a["efficiency"]["flops"]), 1e-6, 1),
-                     ci_text(lev.values(lambda a, s_: s_["test_top1"]), 100, 2, expected)])
+                     cell(lambda a, _: a["efficiency"]["latency_ms_b1"], 1, 2),
+                     cell(lambda a, _: a["efficiency"]["compiled"]["latency_ms_b1"], 1, 2),
+                     cell(lambda a, _: a["efficiency"]["throughput_img_s_b256"], 1, 0),
+                     cell(lambda a, _: a["efficiency"]["params"], 1e-6, 3, None),
+                     cell(lambda a, _: a["efficiency"]["flops"], 1e-6, 1, None),
+                     cell(lambda a, s_: s_["test_top1"], 100, 2)])
     eff = next(lev for lev in levels if lev.analyses).analyses[0]["efficiency"]
     parts = [table_html(f"{factor}: efficiency on {eff['device']} ({eff['threads']} threads, {eff['precision']}); "
-                        "mean [95% CI] over seeds",
+                        f"mean [95% {stats.CI_NAMES[sink.ci]} CI] over seeds",
                         ["level", "seeds", "latency b1 (ms)", "latency b1 compiled (ms)", "throughput b256 (img/s)",
                          "params (M)", "MFLOPs", "test top-1 (%)"], rows)]
     parts.append(sink(accuracy_latency_figure(levels), f"{s}_acc_latency",
@@ -371,15 +386,16 @@ def efficiency_html(factor: str, levels: list[LevelData], expected: int, sink: F
     return "".join(parts)
 
 
-def study_sections(meta: dict, records: Sequence, study_dir: Path, report_dir: Path) -> list[tuple[str, str, str]]:
+def study_sections(meta: dict, records: Sequence, study_dir: Path, report_dir: Path,
+                   ci: str = stats.DEFAULT_CI) -> list[tuple[str, str, str]]:
     """(anchor, title, html) of the Attention, Robustness and Efficiency sections of a study report;
-    empty when no run has an analysis. Figures go to report_dir/figures."""
+    empty when no run has an analysis. Figures go to report_dir/figures; intervals use `ci`."""
     from ..study.index import run_dir as study_run_dir
 
     if meta.get("kind") == "search":
         return []
     seeds = meta.get("seeds")
-    sink = FigureSink(Path(report_dir) / "figures")
+    sink = FigureSink(Path(report_dir) / "figures", ci)
     factors: dict[str, list] = dict(meta.get("factors") or {})
     per_factor = {f: factor_levels(records, f, [str(x) for x in levels], lambda rid: study_run_dir(study_dir, rid))
                   for f, levels in factors.items()}

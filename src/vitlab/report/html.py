@@ -470,16 +470,17 @@ def write_report(study_dir: str | Path, out_path: str | Path | None = None, ci: 
     check_output_file(out, "report file")  # both places are checked before any table or figure is written
     make_writable_dir(report_dir, "report directory")
     rep = build_report(meta, records, report_dir, search, options)
-    rep.extra = _analysis_sections(meta, records, study_dir, report_dir)
+    rep.extra = _analysis_sections(meta, records, study_dir, report_dir, options)
     atomic_write_text(out, render_html(rep))
     return out
 
 
-def _analysis_sections(meta: dict, records, study_dir: Path, report_dir: Path) -> list[tuple[str, str, str]]:
+def _analysis_sections(meta: dict, records, study_dir: Path, report_dir: Path,
+                       options: ReportOptions) -> list[tuple[str, str, str]]:
     """The Attention / Robustness / Efficiency sections from the runs' analysis.json (report.analysis_sections)."""
     from .analysis_sections import study_sections
 
-    return study_sections(meta, records, study_dir, report_dir)
+    return study_sections(meta, records, study_dir, report_dir, options.ci)
 
 
 def report_main(study_dir: str | Path, out: str | Path | None = None, ci: str | None = None,
@@ -516,5 +517,5 @@ def open_report(study_dir: str | Path, ci: str | None = None, target_delta: floa
     if meta.get("kind") == "search":
         search = search_data(study_dir, meta.get("study_name") or meta.get("name"))
     rep = build_report(meta, records, study_dir / REPORT_DIR, search, options)
-    rep.extra = _analysis_sections(meta, records, study_dir, study_dir / REPORT_DIR)
+    rep.extra = _analysis_sections(meta, records, study_dir, study_dir / REPORT_DIR, options)
     return rep
