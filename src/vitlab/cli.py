@@ -130,7 +130,7 @@ def cmd_study(a) -> int:
 
     result = run_study(a.spec, a.out, workers=a.workers, backend=a.backend, ray_address=a.ray_address,
                        profile=a.profile, gpus_per_run=a.gpus_per_run, cpus_per_run=a.cpus_per_run,
-                       max_retries=a.max_retries)
+                       max_retries=a.max_retries, storage=a.storage, ray_pip=a.ray_pip)
     from .study import summary_table
 
     print(summary_table(a.out))
@@ -210,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cpus-per-run", type=float, default=None, help="Ray: CPUs per run (default: cores / workers)")
     s.add_argument("--profile", help="a profile of the spec, e.g. quick")
     s.add_argument("--max-retries", type=int, default=2, help="retries of a failed run")
+    s.add_argument("--storage", help="where run directories live: a path or a URL (s3://, gs://, az://, file://); "
+                                     "default the study directory; remembered by the study")
+    s.add_argument("--ray-pip", action="store_true",
+                   help="Ray: install vitlab's dependencies on the cluster's workers with pip (runtime_env)")
     s.set_defaults(fn=cmd_study)
 
     se = sub.add_parser("search", help="Optuna search over a spec's space: section; rerun to resume")

@@ -26,6 +26,8 @@ LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
 ANALYSIS_DIR = "analysis"
 TRIAL_FILE = "trial.json"  # search runs: {"number": N, "params": {...}}
+LEASE_FILE = ".lease"  # in storage only: which worker trains the run now (study/lease.py)
+RUNS_DIR = "runs"  # a study keeps its run directories in STUDY/runs/<run_id>
 
 
 class RunStatus(str, enum.Enum):
@@ -63,5 +65,5 @@ def checkpoint_path(run_dir: str | Path, which: str = LAST_CHECKPOINT) -> Path:
 
 
 __all__ = ["ANALYSIS_DIR", "BEST_CHECKPOINT", "CHECKPOINTS_DIR", "CONFIG_FILE", "CONFUSION_FILE",
-           "FINAL_STATUSES", "LAST_CHECKPOINT", "METRICS_FILE", "RunStatus", "SUMMARY_FILE", "TRIAL_FILE",
-           "checkpoint_path"]
+           "FINAL_STATUSES", "LAST_CHECKPOINT", "LEASE_FILE", "METRICS_FILE", "RUNS_DIR", "RunStatus", "SUMMARY_FILE",
+           "TRIAL_FILE", "checkpoint_path"]
