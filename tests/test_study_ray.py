@@ -244,3 +244,17 @@ def test_cluster_without_a_shared_file_system_loses_nothing_when_a_node_dies(tmp
         for node in reversed(nodes):
             node.kill()
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_ray_runtime_env_ships_vitlab_and_optionally_its_dependencies():
+    import vitlab
+    from vitlab.study.backends import ray_runtime_env
+
+    env = ray_runtime_env()
+    assert env["py_modules"] == [str(Path(vitlab.__file__).parent)] and "__pycache__" in env["excludes"]
+    assert "pip" not in env  # by default the nodes bring vitlab's dependencies themselves
+    reqs = ray_runtime_env(pip=True, storage_location="s3://bucket/study")["pip"]
+    names = [r.split(">")[0].split("=")[0].split("<")[0] for r in reqs]
+    assert "torch" not in names and "ray" not in names  # the cluster's own
+    assert {"numpy", "pyyaml", "torchmetrics", "fsspec", "s3fs"} <= set(names)
+    assert "gcsfs" not in names and ray_runtime_env(pip=True, storage_location="gs://b/x")["pip"][-1] == "gcsfs"
