@@ -11,8 +11,9 @@ ratio both as a ratio of medians and as the median of the per-round ratios (robu
 
 Before timing, timm's weights (randomly perturbed, since timm zero-initializes the classifier) are
 copied into the vitlab model — the two have the same parameters in the same order — and the
-eval-mode logits are compared: the benchmark checks that both compute the same function, not just
-that they have the same size.
+eval-mode logits are compared: the benchmark exits non-zero unless they are identical (max |Δ| = 0)
+and the parameter counts of XXS, XS and S equal timm's — both compute the same function, not just
+models of the same size.
 
 timm is used here only, from a benchmark-only virtual environment; `benchmarks/torchvision_stub.py`
 satisfies timm's import-time torchvision imports (torchvision cannot be installed beside CPU torch
@@ -100,6 +101,13 @@ def main(argv=None) -> int:
             x = torch.randn(2, 3, args.size, args.size)
             diff = (ours.eval()(x) - theirs.eval()(x)).abs().max().item()
         print(f"same weights, max |logit difference| vitlab vs timm: {diff:.2e}")
+        if diff != 0 or count_params(ours) != count_params(theirs):
+            raise SystemExit("vitlab's mobilevit_xxs is not timm's: the logits must be identical (max |Δ| = 0)")
+        for name in ("mobilevit_xs", "mobilevit_s"):  # the larger presets: the same parameter count
+            n_ours, n_timm = count_params(create_model(name, num_classes=1000)), count_params(load_timm(name))
+            print(f"params  {name}: vitlab {n_ours:,}, timm {n_timm:,}")
+            if n_ours != n_timm:
+                raise SystemExit(f"{name}: vitlab has {n_ours:,} parameters, timm {n_timm:,}")
         models["timm (NCHW, its default)"] = theirs.train()
         import copy
 

@@ -2,7 +2,6 @@
 import gzip
 import struct
 import urllib.error
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,10 +10,9 @@ import torch
 from vitlab.config import DataConfig
 from vitlab.data import dataset_info, fashion_mnist, load_dataset, verify_dataset
 from vitlab.data.files import md5_bytes
+from realdata import real_data_root
 from vitlab.errors import DataError
 
-REAL_ROOT = Path("/work/shared/data")
-real = pytest.mark.skipif(not (REAL_ROOT / "fashion-mnist").is_dir(), reason="real Fashion-MNIST not installed")
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -111,8 +109,8 @@ def test_download_from_a_mirror_url(tiny, tmp_path, monkeypatch):
     assert sorted(p.name for p in (root / "fashion-mnist").iterdir()) == sorted(f"{n}.gz" for n in fashion_mnist.MD5)
 
 
-@real
 def test_real_files_verify_and_load():
+    REAL_ROOT = real_data_root(fashion_mnist.FOLDER)
     assert len(verify_dataset("fashion_mnist", REAL_ROOT)) == 4
     b = load_dataset(DataConfig(name="fashion_mnist", root=str(REAL_ROOT), download=False, test_subset=1000), seed=0)
     assert (len(b.train_y), len(b.val_y), len(b.test_y)) == (54000, 6000, 1000)

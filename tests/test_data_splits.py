@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from realdata import real_data_root
 from vitlab.config import DataConfig, load_config
 from vitlab.data import DataBundle, dataset_info, download_dataset, load_dataset, resolve_root, verify_dataset
 from vitlab.data.splits import channel_stats, stratified_counts, stratified_split
@@ -74,8 +75,9 @@ def test_subsets_are_stratified_and_test_subset_is_seed_independent():
 
 
 def test_tensors_land_on_the_requested_device():
-    b = load_dataset(DataConfig(**SMALL), 0, device=torch.device("cpu"))
-    assert all(t.device.type == "cpu" for t in (b.train_x, b.train_y, b.val_x, b.val_y, b.test_x, b.test_y))
+    # "meta" is never the default, so this fails if the device argument were ignored (CPU would not)
+    b = load_dataset(DataConfig(**SMALL), 0, device=torch.device("meta"))
+    assert all(t.device.type == "meta" for t in (b.train_x, b.train_y, b.val_x, b.val_y, b.test_x, b.test_y))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -120,7 +122,8 @@ def test_info_values_are_plain(tmp_path):
     import json
 
     for name in ("synthetic", "cifar10", "cifar100", "fashion_mnist"):
-        json.dumps(dataset_info(name, tmp_path if name != "synthetic" else None))
+        info = dataset_info(name, tmp_path if name != "synthetic" else None)
+        assert json.loads(json.dumps(info)) == info, name  # a tuple, Path or numpy value would differ
 
 
 def test_coarse_labels_only_for_cifar100(tmp_path):
@@ -132,9 +135,7 @@ def test_coarse_labels_only_for_cifar100(tmp_path):
 
 def test_loading_writes_nothing_into_the_root(tmp_path):
     """Loading a present dataset leaves the root as it was (shared roots may be read-only)."""
-    real = Path("/work/shared/data/fashion-mnist")
-    if not real.is_dir():
-        pytest.skip("real Fashion-MNIST not installed")
+    real = real_data_root("fashion-mnist") / "fashion-mnist"
     root = tmp_path / "root"
     (root / "fashion-mnist").mkdir(parents=True)
     for f in real.iterdir():

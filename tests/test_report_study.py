@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from test_report_data import FACTOR, study_meta, study_records
+from vitlab.cli import main as cli_main
 from vitlab.errors import UserError
 from vitlab.report import report_main
 from vitlab.study.index import INDEX_FILE, IndexWriter
@@ -62,8 +63,9 @@ def test_cli_report_exit_code(tmp_path):
 TINY_STUDY = """\
 name: tiny_report
 base:
+  device: cpu
   data: {name: synthetic, synthetic_train: 200, synthetic_test: 100, val_fraction: 0.2}
-  model: {name: vit_nano}
+  model: {name: vit_nano, dim: 32, depth: 1, num_heads: 2}
   sched: {warmup_epochs: 0}
   train: {epochs: 2, batch_size: 64, threads: 1}
 vary:
@@ -72,7 +74,6 @@ seeds: 2
 """
 
 
-@pytest.mark.slow
 def test_report_on_a_real_tiny_study(tmp_path):
     """Train a real 2 levels x 2 seeds study (~1 min on 2 CPU cores), report it, then make it
     partial (one run's results gone, index rebuilt) and report again."""
@@ -91,14 +92,15 @@ def test_report_on_a_real_tiny_study(tmp_path):
     (out / INDEX_FILE).unlink()
     text = report_main(out).read_text(encoding="utf-8")
     assert "3 completed, 0 failed of 4 (1 pending)" in text
-    assert "1/2 (1 pending)" in text and "(no CI) (n=1/2)" in text
+    assert "1/2 (1 pending)" in text and "(no interval) (n=1/2)" in text
 
 
 TINY_SEARCH = """\
 name: tiny_search
 base:
+  device: cpu
   data: {name: synthetic, synthetic_train: 200, synthetic_test: 100, val_fraction: 0.2}
-  model: {name: vit_nano}
+  model: {name: vit_nano, dim: 32, depth: 1, num_heads: 2}
   sched: {warmup_epochs: 0}
   train: {epochs: 2, batch_size: 64, threads: 1}
 space:
@@ -107,7 +109,6 @@ objective: {metric: val_top1, direction: maximize}
 """
 
 
-@pytest.mark.slow
 def test_report_on_a_real_tiny_search(tmp_path):
     """A real 3-trial Optuna search (~40 s), reported from its journal: trials table and history;
     too few trials for importances, which the report says."""
@@ -121,3 +122,39 @@ def test_report_on_a_real_tiny_search(tmp_path):
     assert text.count("<table>") == 1 and text.count("<img ") == 1 and "at least" in text
     rows = list(csv.DictReader((out / "report" / "tables" / "trials.csv").open()))
     assert [r["state"] for r in rows] == ["COMPLETE"] * 3 and all(r["param_optim.lr"] for r in rows)
+
+
+def test_report_options_come_from_the_spec_and_the_command_line(tmp_path):
+    """`report: {ci, target_delta}` in the study meta sets the defaults; CLI / API arguments override."""
+    write_index(tmp_path, study_records(), study_meta(report={"ci": "bootstrap", "target_delta": 2.0}))
+    tdir = tmp_path / "report" / "tables"
+    report_main(tmp_path)
+    rows = list(csv.DictReader((tdir / f"{FACTOR}.csv").open()))
+    assert {r["ci_method"] for r in rows} == {"bootstrap"}
+    paired = list(csv.DictReader((tdir / f"{FACTOR}_paired.csv").open()))
+    assert {r["target_delta"] for r in paired} == {"2.0"} and {r["ci_method"] for r in paired} == {"bootstrap"}
+    assert "percentile bootstrap interval" in (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
+
+    assert cli_main(["report", str(tmp_path), "--ci", "t", "--target-delta", "0.5"]) == 0
+    rows = list(csv.DictReader((tdir / f"{FACTOR}.csv").open()))
+    assert {r["ci_method"] for r in rows} == {"t"}
+    paired = list(csv.DictReader((tdir / f"{FACTOR}_paired.csv").open()))
+    assert {r["target_delta"] for r in paired} == {"0.5"}
+
+
+@pytest.mark.parametrize("args, field", [(["--ci", "percentile"], "--ci"), (["--target-delta", "-1"], "target_delta"),
+                                         (["--target-delta", "nan"], "target_delta")])
+def test_cli_report_rejects_bad_options(tmp_path, capsys, args, field):
+    write_index(tmp_path, study_records(), study_meta())
+    assert cli_main(["report", str(tmp_path), *args]) == 2
+    cap = capsys.readouterr()
+    out = (cap.err + cap.out).strip().splitlines()
+    assert len(out) == 1 and field in out[0]
+    assert not (tmp_path / "report").exists()  # nothing written
+
+
+def test_bad_report_section_is_a_user_error(tmp_path):
+    write_index(tmp_path, study_records(), study_meta(report={"ci": "studentized"}))
+    with pytest.raises(UserError, match="report.ci"):
+        report_main(tmp_path)
+    assert not (tmp_path / "report").exists()

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from test_report_data import FACTOR, SEEDS, make_run, study_records
-from vitlab.report import stats, tables
+from vitlab import stats
+from vitlab.report import formats, tables
 
 
 def values(records, label, key, scale=1.0):
@@ -17,24 +18,41 @@ def values(records, label, key, scale=1.0):
             if r.level_label == label and r.status == "completed" and math.isfinite(r.summary[key])]
 
 
-def test_factor_table_cells_are_bootstrap_of_seed_values():
+def test_factor_table_cells_are_t_intervals_of_seed_values():
     recs = study_records()
-    t = tables.factor_table(recs, FACTOR, ["softmax", "zscore", "cosine"], n_resamples=500, seed=3)
+    t = tables.factor_table(recs, FACTOR, ["softmax", "zscore", "cosine"])
+    assert t.method == "t"
     for lab in ("softmax", "zscore", "cosine"):
         c = t.cells[("test_top1", lab)]
-        want = stats.bootstrap_ci(values(recs, lab, "test_top1", 100.0), n_resamples=500, seed=3)
-        assert (c.mean, c.lo, c.hi) == pytest.approx(tuple(want))
-        assert c.mean == pytest.approx(100 * np.mean([r.summary["test_top1"] for r in recs if r.level_label == lab]))
-        assert (c.n, c.expected) == (3, 3)
+        vals = values(recs, lab, "test_top1", 100.0)
+        m, sd = np.mean(vals), np.std(vals, ddof=1)
+        half = 4.302652729911275 * sd / math.sqrt(3)  # t(0.975, 2)
+        assert (c.mean, c.lo, c.hi) == pytest.approx((m, m - half, m + half))
+        assert (c.n, c.expected, c.method) == (3, 3, "t")
         minutes = t.cells[("train_minutes", lab)]
         assert minutes.mean == pytest.approx(np.mean(values(recs, lab, "train_time_s")) / 60)
         order = ["softmax", "zscore", "cosine"].index(lab)
         assert t.cells[("params", lab)].mean == pytest.approx(recs[0].summary["params"] / 1e6 * (1 + order))
 
 
+@pytest.mark.parametrize("ci", ["bootstrap", "bca"])
+def test_factor_table_bootstrap_methods(ci):
+    recs = study_records()
+    t = tables.factor_table(recs, FACTOR, ["softmax", "zscore"], ci=ci, n_resamples=500, seed=3)
+    c = t.cells[("test_top1", "zscore")]
+    want = stats.mean_ci(values(recs, "zscore", "test_top1", 100.0), ci, n_resamples=500, seed=3)
+    assert (c.mean, c.lo, c.hi) == pytest.approx(tuple(want))
+    g = tables.factor_grid(t)
+    row = {r[0]: r[1:] for r in g.rows}["Test top-1 (%)"]
+    assert all(tables.SMALL_N_MARK in cell for cell in row)  # 3 seeds < 10: flagged
+    assert stats.CI_NAMES[ci] in g.notes[0] and "less often than stated" in g.notes[1]
+    parsed = list(csv.DictReader(io.StringIO(tables.factor_csv(t))))
+    assert {r["ci_method"] for r in parsed} == {ci}
+
+
 def test_stability_rows_use_the_validation_curves():
     recs = study_records()
-    t = tables.factor_table(recs, FACTOR, ["softmax"], n_resamples=200)
+    t = tables.factor_table(recs, FACTOR, ["softmax"])
     mine = [r for r in recs if r.level_label == "softmax"]
     e90 = [stats.epochs_to_fraction([row["val_top1"] for row in r.epochs], 0.9) for r in mine]
     std5 = [100 * stats.last_k_std([row["val_top1"] for row in r.epochs], 5) for r in mine]
@@ -53,7 +71,7 @@ def test_curve_sorts_and_keeps_the_last_of_a_relogged_epoch():
 def test_partial_study_reports_n_and_statuses():
     recs = study_records(statuses={("cosine", 2): "failed", ("zscore", 1): "diverged", ("softmax", 0): "running"},
                          drop={("cosine", 1)})
-    t = tables.factor_table(recs, FACTOR, ["softmax", "zscore", "cosine", "sigmoid"], seeds=SEEDS, n_resamples=200)
+    t = tables.factor_table(recs, FACTOR, ["softmax", "zscore", "cosine", "sigmoid"], seeds=SEEDS)
     runs = {lv.label: lv.text() for lv in t.levels}
     assert runs == {"softmax": "2/3 (1 running)", "zscore": "2/3 (1 diverged)",
                     "cosine": "1/3 (1 failed, 1 missing)", "sigmoid": "0/3 (3 missing)"}
@@ -62,22 +80,39 @@ def test_partial_study_reports_n_and_statuses():
     grid = tables.factor_grid(t)
     row = {r[0]: r[1:] for r in grid.rows}["Test top-1 (%)"]
     assert row[0].endswith("(n=2/3)") and "[" in row[0]
-    assert row[2].endswith("(no CI) (n=1/3)")
+    assert row[2].endswith("(no interval) (n=1/3)")
     assert row[3] == tables.MISSING
 
 
+def test_adaptive_expected_seeds_per_level():
+    recs = study_records(drop={("cosine", 2)})
+    t = tables.factor_table(recs, FACTOR, ["softmax", "zscore", "cosine"], seeds=SEEDS,
+                            expected={"softmax": 5, "cosine": 2})
+    assert {lv.label: lv.text() for lv in t.levels} == {"softmax": "3/5 (2 missing)", "zscore": "3/3",
+                                                       "cosine": "2/2"}
+    g = tables.adaptive_grid(FACTOR, {"softmax": {"seeds": 5, "stopped": None},
+                                      "cosine": {"seeds": 2, "stopped": "separated at n = 2"}})
+    assert g.rows == [["softmax", "5", "not stopped"], ["cosine", "2", "separated at n = 2"]]
+    rows = list(csv.DictReader(io.StringIO(tables.adaptive_csv(FACTOR, {"cosine": {"seeds": 2, "stopped": "x"}}))))
+    assert rows == [{"factor": FACTOR, "level": "cosine", "seeds": "2", "stopped": "x"}]
+
+
 def test_cell_text_formats():
-    assert tables.cell_text(tables.Cell(3, 3, 71.234, 70.5, 72.0), 2) == "71.23 [70.50, 72.00]"
-    assert tables.cell_text(tables.Cell(3, 3, 1.5, 1.5, 1.5), 2) == "1.50"  # all seeds equal
-    assert tables.cell_text(tables.Cell(1, 3, 71.0, math.nan, math.nan), 1) == "71.0 (no CI) (n=1/3)"
+    assert tables.cell_text(tables.Cell(3, 3, 71.234, 70.5, 72.0), 2) == "71.23 [70.50, 72.00] (n=3)"
+    assert tables.cell_text(tables.Cell(3, 3, 1.5, 1.5, 1.5), 2) == "1.50 (n=3)"  # all seeds equal
+    assert tables.cell_text(tables.Cell(1, 3, 71.0, math.nan, math.nan), 1) == "71.0 (no interval) (n=1/3)"
+    assert tables.cell_text(tables.Cell(1, 1, 71.0, math.nan, math.nan), 1) == "71.0 (no interval) (n=1)"
     assert tables.cell_text(tables.Cell(0, 3, math.nan, math.nan, math.nan), 2) == tables.MISSING
+    boot = tables.Cell(3, 3, 71.234, 70.5, 72.0, "bootstrap")
+    assert tables.cell_text(boot, 2) == "71.23 [70.50, 72.00]† (n=3)"
+    assert tables.SMALL_N_MARK not in tables.cell_text(tables.Cell(12, 12, 71.2, 70.5, 72.0, "bootstrap"), 1)
 
 
 def test_markdown_csv_latex_are_consistent():
     recs = study_records(statuses={("cosine", 2): "failed"})
-    t = tables.factor_table(recs, FACTOR, ["softmax", "zscore", "cosine"], n_resamples=200)
+    t = tables.factor_table(recs, FACTOR, ["softmax", "zscore", "cosine"])
     g = tables.factor_grid(t)
-    md = tables.to_markdown(g).splitlines()
+    md = formats.to_markdown(g).splitlines()
     rows = [ln for ln in md if ln.startswith("|")]
     assert len(rows) == 2 + 1 + len(t.metrics)  # header, rule, runs row, one per metric
     assert all(ln.count("|") == 5 for ln in rows)
@@ -89,9 +124,10 @@ def test_markdown_csv_latex_are_consistent():
     c = t.cells[("test_top1", "cosine")]
     row = by[("cosine", "test_top1")]
     assert (float(row["mean"]), float(row["lo"]), float(row["hi"])) == (c.mean, c.lo, c.hi)
-    assert (row["n"], row["n_expected"], row["unit"]) == ("2", "3", "%")
+    assert (row["n"], row["n_expected"], row["unit"], row["ci_method"]) == ("2", "3", "%", "t")
+    assert row["confidence"] == "0.95"
 
-    tex = tables.to_latex(g)
+    tex = formats.to_latex(g)
     body = [ln for ln in tex.splitlines() if ln.endswith(r"\\")]
     assert tex.count(r"\toprule") == tex.count(r"\midrule") == tex.count(r"\bottomrule") == 1
     assert len(body) == 1 + 1 + len(t.metrics) and all(ln.count(" & ") == 3 for ln in body)
@@ -102,7 +138,7 @@ def test_markdown_csv_latex_are_consistent():
 
 
 def test_tex_escape():
-    assert tables.tex_escape("a_b & 5% #1 Δ {x}") == r"a\_b \& 5\% \#1 $\Delta$ \{x\}"
+    assert formats.tex_escape("a_b & 5% #1 Δ {x}") == r"a\_b \& 5\% \#1 $\Delta$ \{x\}"
 
 
 def test_paired_table_matches_stats_by_seed():
@@ -114,18 +150,85 @@ def test_paired_table_matches_stats_by_seed():
                                                           ("cosine", "test_top1"), ("cosine", "test_ece")]
     ref = {r.seed: 100 * r.summary["test_top1"] for r in recs if r.level_label == "softmax"}
     z = {r.seed: 100 * r.summary["test_top1"] for r in recs if r.level_label == "zscore" and r.status == "completed"}
-    want = stats.paired_comparison(ref, z, n_resamples=300, seed=1)
+    d = [z[s] - ref[s] for s in sorted(z)]
     got = pt.rows[0]
-    assert got.n == 2 == want["n"]
-    assert (got.diff_mean, got.lo, got.hi, got.p_improve) == pytest.approx(
-        (want["diff_mean"], want["lo"], want["hi"], want["p_improve"]))
+    assert got.n == 2
+    assert (got.diff_mean, got.lo, got.hi) == pytest.approx(tuple(stats.t_interval(d)))
+    assert got.p_exact == stats.sign_flip_pvalue(d) == 0.5
+    sd = float(np.std(d, ddof=1))
+    assert got.mde == pytest.approx(stats.minimum_detectable_difference(sd, 2))
+    assert got.seeds_needed == stats.seeds_needed(1.0, sd)  # target 1 point, differences in points
+    poi = stats.probability_of_improvement_ci(list(z.values()), list(ref.values()), n_resamples=300, seed=1)
+    assert (got.p_improve, got.p_improve_lo, got.p_improve_hi) == pytest.approx(tuple(poi))
+    # Holm across the two levels, per metric
+    p = [pt.rows[0].p_exact, pt.rows[2].p_exact]
+    assert [pt.rows[0].p_adjusted, pt.rows[2].p_adjusted] == pytest.approx(stats.holm_adjust(p).tolist())
     assert not pt.rows[1].metric.higher_is_better  # ECE: lower is better
+    assert math.isnan(pt.rows[1].seeds_needed) is False  # ECE is a percentage metric
     g = tables.paired_grid(pt)
-    assert g.header[0] == "Level" and len(g.rows) == 2
-    assert g.rows[0][1].startswith("+") or g.rows[0][1].startswith("-")
+    assert g.header[:3] == ["Level", "Metric", "n"] and len(g.rows) == 4
     assert all(len(r) == len(g.header) for r in g.rows)
+    assert g.rows[0][3].startswith(("+", "-")) and g.rows[0][3].endswith(" pp")
+    assert g.rows[0][6] == "no detectable difference at n = 2"
     parsed = list(csv.DictReader(io.StringIO(tables.paired_csv(pt))))
     assert parsed[0]["unit"] == "pp" and float(parsed[0]["p_improve"]) == pytest.approx(got.p_improve)
+    for col in ("p_exact", "p_adjusted", "verdict", "mde", "seeds_needed", "ci_method", "target_delta"):
+        assert col in parsed[0]
+    assert parsed[0]["verdict"] == "no detectable difference" and parsed[0]["ci_method"] == "t"
+    assert float(parsed[0]["mde"]) == pytest.approx(got.mde)
+
+
+def clear_effect_records(n_seeds: int, effects: dict, metric: str = "test_top1", sd: float = 0.002):
+    """Levels with a known effect on `metric` (fractions), shared seed effects, n_seeds seeds."""
+    rng = np.random.default_rng(1)
+    seed_effect = rng.normal(0, 0.02, n_seeds)
+    recs = []
+    for order, (lab, eff) in enumerate(effects.items()):
+        for s in range(n_seeds):
+            r = make_run(FACTOR, lab, order, s, 0.7)
+            r.summary[metric] = 0.7 + eff + seed_effect[s] + rng.normal(0, sd)
+            recs.append(r)
+    return recs
+
+
+def test_verdicts_from_holm_adjusted_exact_tests():
+    effects = {"ref": 0.0, "up": 0.03, "down": -0.03, "same": 0.0}
+    recs = clear_effect_records(8, effects)
+    pt = tables.paired_table(recs, FACTOR, "ref", [tables.metric_for("test_top1")], list(effects), n_resamples=200)
+    by = {r.level: r for r in pt.rows}
+    assert by["up"].p_exact == pytest.approx(2 / 256) and by["up"].p_adjusted == pytest.approx(3 * 2 / 256)
+    assert (by["up"].verdict, by["down"].verdict, by["same"].verdict) == ("better", "worse",
+                                                                          "no detectable difference")
+    # P(improve) compares unpaired runs, so the seed-to-seed spread blurs it: not the verdict's basis
+    assert 0.8 < by["up"].p_improve < 1.0 and 0.0 < by["down"].p_improve < 0.2
+    # at 3 seeds the same effects are undetectable by the exact test (p >= 0.25): no verdict
+    small = tables.paired_table(clear_effect_records(3, effects), FACTOR, "ref", [tables.metric_for("test_top1")],
+                                list(effects), n_resamples=200)
+    assert {r.verdict for r in small.rows} == {"no detectable difference"}
+    g = tables.paired_grid(small)
+    assert g.rows[0][6] == "no detectable difference at n = 3"
+
+
+def test_verdict_reversed_for_lower_is_better():
+    effects = {"ref": 0.0, "lower": -0.03}
+    recs = clear_effect_records(8, effects, metric="test_loss")
+    m = tables.metric_for("test_loss")
+    assert not m.higher_is_better
+    pt = tables.paired_table(recs, FACTOR, "ref", [m], list(effects), n_resamples=200)
+    assert pt.rows[0].verdict == "better" and pt.rows[0].diff_mean < 0 and pt.rows[0].p_improve > 0.5
+    assert math.isnan(pt.rows[0].seeds_needed)  # target_delta is in points: percentage metrics only
+
+
+def test_target_delta_is_in_points():
+    effects = {"ref": 0.0, "b": 0.005}
+    recs = clear_effect_records(4, effects, sd=0.004)
+    m = tables.metric_for("test_top1")
+    pt1 = tables.paired_table(recs, FACTOR, "ref", [m], list(effects), n_resamples=100, target_delta=0.2)
+    pt2 = tables.paired_table(recs, FACTOR, "ref", [m], list(effects), n_resamples=100, target_delta=0.4)
+    d = [100 * (a.summary["test_top1"] - b.summary["test_top1"]) for a, b in zip(recs[4:], recs[:4])]
+    sd = float(np.std(d, ddof=1))
+    assert pt1.rows[0].seeds_needed == stats.seeds_needed(0.2, sd) > pt2.rows[0].seeds_needed
+    assert "Seeds for Δ = 0.4 pp" in tables.paired_grid(pt2).header
 
 
 def test_metric_for_unknown_keys():

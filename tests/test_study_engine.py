@@ -147,3 +147,23 @@ def test_bad_study_out_paths_are_one_line_errors_and_leave_nothing(tmp_path, cap
     (junk / "notes.txt").write_text("keep")
     assert cli_main(["study", str(spec), "--out", str(junk)]) == 2
     assert sorted(p.name for p in junk.iterdir()) == ["notes.txt"]
+
+
+def test_oversized_study_is_refused_fast_with_its_count(tmp_path, capsys):
+    import time
+
+    huge = dict(TINY, vary=None, grid={"optim.lr": [i / 1e6 + 1e-4 for i in range(1000)],
+                                       "optim.weight_decay": [i / 1e4 for i in range(1000)]})
+    huge = {k: v for k, v in huge.items() if v is not None}
+    spec = tmp_path / "huge.yaml"
+    spec.write_text(yaml.safe_dump(huge))
+    t0 = time.monotonic()
+    assert cli_main(["study", str(spec), "--out", str(tmp_path / "h")]) == 2
+    err = capsys.readouterr().err
+    assert "1000000 runs" in err.replace(",", "") and len(err.strip().splitlines()) == 1, err
+    assert time.monotonic() - t0 < 30  # counted, not expanded (generous bound: a shared CI machine)
+    assert not (tmp_path / "h").exists()
+    many_seeds = dict(TINY, seeds=1_000_000_000)
+    spec.write_text(yaml.safe_dump(many_seeds))
+    assert cli_main(["study", str(spec), "--out", str(tmp_path / "h"), "--max-runs", "100"]) == 2
+    assert "2000000000" in capsys.readouterr().err.replace(",", "")

@@ -119,7 +119,7 @@ def test_divergence_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     summary = run_training(tiny("train.batch_size=32"), tmp_path / "r")
     assert summary["status"] == "diverged" and "non-finite loss at epoch 2" in summary["error"]
     assert summary["epochs_run"] == 1
-    ck = torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=False)
+    ck = torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=True)
     assert ck["run_state"]["epoch"] == 1
     assert "test_top1" in summary  # the best checkpoint (epoch 1) was still evaluated
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["status"] == "diverged"

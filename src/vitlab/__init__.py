@@ -5,6 +5,7 @@
     model = vitlab.create_model("mobilevit_xxs", num_classes=100, num_heads=2)
     result = vitlab.run_study("studies/vit_attention_norm.yaml", "out/attn", profile="quick")
     vitlab.write_report("out/attn")                          # tables, figures, report.html
+    df = vitlab.load_results("out/attn")                     # pandas: one row per run (vitlab[pandas])
 """
 __version__ = "0.1.0"
 
@@ -27,8 +28,16 @@ def __getattr__(name):
         from .report import write_report
 
         return write_report
+    if name == "open_report":
+        from .report import open_report
+
+        return open_report
+    if name in ("load_results", "load_history", "export_dir"):
+        from . import notebook
+
+        return getattr(notebook, name)
     raise AttributeError(f"module 'vitlab' has no attribute {name!r}")
 
 
 __all__ = ["RunConfig", "load_config", "train", "create_model", "run_study", "run_search", "write_report",
-           "__version__"]
+           "open_report", "load_results", "load_history", "export_dir", "__version__"]

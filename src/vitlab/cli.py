@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from .errors import UserError
+from .errors import RunError, UserError, one_line
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -130,7 +129,8 @@ def cmd_study(a) -> int:
 
     result = run_study(a.spec, a.out, workers=a.workers, backend=a.backend, ray_address=a.ray_address,
                        profile=a.profile, gpus_per_run=a.gpus_per_run, cpus_per_run=a.cpus_per_run,
-                       max_retries=a.max_retries, storage=a.storage, ray_pip=a.ray_pip)
+                       max_retries=a.max_retries, max_runs=a.max_runs or None, storage=a.storage,
+                       ray_pip=a.ray_pip)
     from .study import summary_table
 
     print(summary_table(a.out))
@@ -155,7 +155,14 @@ def cmd_results(a) -> int:
 def cmd_report(a) -> int:
     from .report import report_main
 
-    print(report_main(a.dir, a.output))
+    print(report_main(a.dir, a.output, ci=a.ci, target_delta=a.target_delta))
+    return EXIT_OK
+
+
+def cmd_track(a) -> int:
+    from .notebook import export_dir
+
+    print(export_dir(a.dir, a.to, a.uri).describe())
     return EXIT_OK
 
 
@@ -214,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "default the study directory; remembered by the study")
     s.add_argument("--ray-pip", action="store_true",
                    help="Ray: install vitlab's dependencies on the cluster's workers with pip (runtime_env)")
+    s.add_argument("--max-runs", type=int, default=10_000,
+                   help="refuse a study with more runs than this (counted before expanding; 0: no limit)")
     s.set_defaults(fn=cmd_study)
 
     se = sub.add_parser("search", help="Optuna search over a spec's space: section; rerun to resume")
@@ -233,7 +242,22 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="tables, figures and one self-contained HTML report")
     rp.add_argument("dir")
     rp.add_argument("-o", "--output", help="HTML file (default DIR/report/report.html)")
+    rp.add_argument("--ci", choices=("t", "bootstrap", "bca"), default=None,
+                    help="interval of a mean over seeds: Student t (default), percentile bootstrap or BCa "
+                         "(default: the spec's report.ci, else t)")
+    rp.add_argument("--target-delta", type=float, default=None, metavar="PP",
+                    help="difference in percentage points that 'seeds needed' is computed for "
+                         "(default: the spec's report.target_delta, else 1)")
     rp.set_defaults(fn=cmd_report)
+
+    tk = sub.add_parser("track", help="export a run or study directory to TensorBoard or MLflow",
+                        description="Export the runs of DIR (a study or a run directory) after the fact; "
+                                    "rerunning it adds nothing twice.")
+    tk.add_argument("dir")
+    tk.add_argument("--to", required=True, choices=("tensorboard", "mlflow"))
+    tk.add_argument("--uri", help="mlflow: tracking URI or local directory (default DIR/mlruns); "
+                                  "tensorboard: log directory (default: each run's RUN/tensorboard/)")
+    tk.set_defaults(fn=cmd_track)
 
     dm = sub.add_parser("demo", help="a small attention-normalization study on synthetic data (CPU, minutes)")
     dm.add_argument("--out", default="demo-out", help="study directory (rerun to resume)")
@@ -247,8 +271,11 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return args.fn(args)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e, 2000)}", file=sys.stderr)  # one line, however the message was built
         return EXIT_BAD_INPUT
+    except RunError as e:
+        print(f"error: {one_line(e, 2000)}", file=sys.stderr)
+        return EXIT_INTERNAL
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

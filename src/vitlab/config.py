@@ -8,24 +8,37 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import yaml
 
-from .errors import ConfigError, UserError
+from .errors import ConfigError, UserError, one_line, short_repr
 
 
-def knob(default: Any, doc: str, *, choices: tuple | None = None) -> Any:
-    """A documented config field. Mutable defaults (lists) are copied per instance."""
-    meta = {"doc": doc, "choices": choices}
+def knob(default: Any, doc: str, *, choices: tuple | None = None, finite: bool = True) -> Any:
+    """A documented config field. Mutable defaults (lists) are copied per instance.
+
+    finite: a float field (or list of floats) refuses NaN and ±inf unless this is False."""
+    meta = {"doc": doc, "choices": choices, "finite": finite}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
 
+
+#: Seeds must fit every RNG they seed (numpy's legacy seed takes 32 bits): 0 <= seed <= MAX_SEED.
+MAX_SEED = 2**32 - 1
+
+#: Largest integer any field takes (int64, what torch and numpy index with); larger is an error, not an overflow.
+MAX_INT = 2**63 - 1
+#: Sanity bounds on sizes that allocate memory or threads in proportion (far above any real use).
+MAX_IMAGE_SIZE = 4096
+MAX_SYNTHETIC_IMAGES = 1_000_000
+MAX_THREADS = 1024
 
 DATASETS = ("synthetic", "cifar10", "cifar100", "fashion_mnist", "folder")
 ATTN_NORMS = (
@@ -55,12 +68,12 @@ class DataConfig:
         _check_range("data.val_fraction", self.val_fraction, 0.0, 0.9, lo_open=True)
         _check_positive("data.train_subset", self.train_subset, allow_none=True)
         _check_positive("data.test_subset", self.test_subset, allow_none=True)
-        _check_positive("data.synthetic_train", self.synthetic_train)
-        _check_positive("data.synthetic_test", self.synthetic_test)
-        _check_nonneg("data.synthetic_seed", self.synthetic_seed)
+        _check_range("data.synthetic_train", self.synthetic_train, 1, MAX_SYNTHETIC_IMAGES)
+        _check_range("data.synthetic_test", self.synthetic_test, 1, MAX_SYNTHETIC_IMAGES)
+        check_seed("data.synthetic_seed", self.synthetic_seed)
         if not 10 <= self.synthetic_classes <= 16:
             raise ConfigError("data.synthetic_classes", f"must be between 10 and 16, got {self.synthetic_classes}")
-        _check_positive("data.folder_image_size", self.folder_image_size)
+        _check_range("data.folder_image_size", self.folder_image_size, 1, MAX_IMAGE_SIZE)
         _check_range("data.folder_test_fraction", self.folder_test_fraction, 0.0, 0.9, lo_open=True)
         if self.name == "folder" and not self.folder_path:
             raise ConfigError("data.folder_path", "is required when data.name is 'folder'")
@@ -128,9 +141,11 @@ class ModelConfig:
     def __post_init__(self):
         for name in ("image_size", "num_heads", "head_dim", "patch_size", "dim", "depth"):
             _check_positive(f"model.{name}", getattr(self, name), allow_none=True)
+        if self.image_size is not None:
+            _check_range("model.image_size", self.image_size, 1, MAX_IMAGE_SIZE)
         for name in ("mlp_ratio", "expansion", "width_mult"):
             v = getattr(self, name)
-            if v is not None and v <= 0:
+            if v is not None and not v > 0:
                 raise ConfigError(f"model.{name}", f"must be > 0, got {v}")
         for name in ("dropout", "attn_dropout", "drop_path"):
             v = getattr(self, name)
@@ -141,8 +156,8 @@ class ModelConfig:
         if self.level is not None and self.width_mult is not None:
             raise ConfigError("model.level", "set either model.level or model.width_mult, not both")
         if self.stage_expansion is not None:
-            if len(self.stage_expansion) != 5 or any(e <= 0 for e in self.stage_expansion):
-                raise ConfigError("model.stage_expansion", f"needs 5 positive values, got {self.stage_expansion}")
+            if len(self.stage_expansion) != 5 or any(not e > 0 for e in self.stage_expansion):
+                raise ConfigError("model.stage_expansion", f"needs 5 positive values, got {short_repr(self.stage_expansion)}")
 
     def overrides(self) -> dict:
         """The knobs that differ from the preset (not None), as keyword arguments for create_model."""
@@ -171,7 +186,7 @@ class OptimConfig:
             raise ConfigError("optim.lr", f"must be > 0, got {self.lr}")
         _check_nonneg("optim.weight_decay", self.weight_decay)
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise ConfigError("optim.betas", f"needs two values in [0, 1), got {self.betas}")
+            raise ConfigError("optim.betas", f"needs two values in [0, 1), got {short_repr(self.betas)}")
         _check_range("optim.momentum", self.momentum, 0.0, 1.0, hi_open=True)
 
 
@@ -187,7 +202,7 @@ class ScheduleConfig:
         _check_nonneg("sched.warmup_epochs", self.warmup_epochs)
         _check_nonneg("sched.min_lr", self.min_lr)
         if any(m <= 0 for m in self.milestones) or list(self.milestones) != sorted(set(self.milestones)):
-            raise ConfigError("sched.milestones", f"must be increasing positive epochs, got {self.milestones}")
+            raise ConfigError("sched.milestones", f"must be increasing positive epochs, got {short_repr(self.milestones)}")
         _check_range("sched.gamma", self.gamma, 0.0, 1.0, lo_open=True)
 
 
@@ -218,12 +233,37 @@ class TrainConfig:
         _check_nonneg("train.grad_clip", self.grad_clip)
         _check_range("train.ema_decay", self.ema_decay, 0.0, 1.0, hi_open=True)
         _check_nonneg("train.patience", self.patience)
-        _check_positive("train.threads", self.threads, allow_none=True)
+        if self.threads is not None:
+            _check_range("train.threads", self.threads, 1, MAX_THREADS)
+
+
+SEED_SOURCES = ("seed_init", "seed_split", "seed_order")
+"""Per-source seed overrides (Bouthillier et al. 2021): None means the source uses `seed`."""
+
+
+@dataclass
+class TrackConfig:
+    """Experiment tracking. Execution-only: turning it on or off never changes a run's ID."""
+
+    tensorboard: bool = knob(False, "write TensorBoard event files to RUN/tensorboard/ (per-epoch scalars, hparams, "
+                                    "confusion matrix); needs `pip install 'vitlab[tensorboard]'`")
+    mlflow: Optional[str] = knob(None, "log each run to MLflow at this tracking URI: a directory (a local file store, "
+                                       "relative to the current directory), a .db file (SQLite), or any MLflow URI "
+                                       "(http://..., sqlite:///...); needs `pip install 'vitlab[mlflow]'`")
+
+    def __post_init__(self):
+        if self.mlflow is not None and not self.mlflow.strip():
+            raise ConfigError("track.mlflow", "must be a tracking URI or a directory, or null to turn MLflow off")
 
 
 @dataclass
 class RunConfig:
-    seed: int = knob(0, "one seed drives initialization, split, shuffling and augmentation")
+    seed: int = knob(0, "one seed drives initialization, split, shuffling and augmentation (unless seed_init, "
+                        "seed_split or seed_order override one source)")
+    seed_init: Optional[int] = knob(None, "seed of model initialization (and of dropout / drop-path, which draw "
+                                          "from the same stream); null: seed")
+    seed_split: Optional[int] = knob(None, "seed of the validation split held out of the training set; null: seed")
+    seed_order: Optional[int] = knob(None, "seed of the data order (shuffling) and of augmentation; null: seed")
     device: str = knob("auto", "auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps")
     data: DataConfig = field(default_factory=DataConfig, metadata={"doc": "dataset"})
     aug: AugmentConfig = field(default_factory=AugmentConfig, metadata={"doc": "augmentation"})
@@ -231,35 +271,62 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig, metadata={"doc": "optimizer"})
     sched: ScheduleConfig = field(default_factory=ScheduleConfig, metadata={"doc": "learning-rate schedule"})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"doc": "training loop"})
+    track: TrackConfig = field(default_factory=TrackConfig, metadata={"doc": "experiment tracking (not part of the run ID)"})
 
     def __post_init__(self):
-        _check_nonneg("seed", self.seed)
+        check_seed("seed", self.seed)
+        for name in SEED_SOURCES:
+            if getattr(self, name) is not None:
+                check_seed(name, getattr(self, name))
         dev = self.device
         if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
-            raise ConfigError("device", f"must be auto, cpu, cuda, cuda:N or mps, got {dev!r}")
+            raise ConfigError("device", f"must be auto, cpu, cuda, cuda:N or mps, got {short_repr(dev)}")
+
+    def source_seed(self, source: str) -> int:
+        """The seed of one source of randomness ('seed_init', 'seed_split', 'seed_order'): its
+        override, else `seed`."""
+        v = getattr(self, source)
+        return self.seed if v is None else v
 
 
 # ----------------------------------------------------------------------------------------------
 # checks
 
 
+# Written as `not (v ok)` so that NaN, which fails every comparison, is refused too.
+
+
 def _check_positive(name, v, allow_none=False):
     if v is None and allow_none:
         return
-    if v is None or v <= 0:
+    if v is None or not v > 0:
         raise ConfigError(name, f"must be > 0, got {v}")
 
 
 def _check_nonneg(name, v):
-    if v < 0:
+    if not v >= 0:
         raise ConfigError(name, f"must be >= 0, got {v}")
 
 
 def _check_range(name, v, lo, hi, lo_open=False, hi_open=False):
-    bad = v < lo or v > hi or (lo_open and v == lo) or (hi_open and v == hi)
+    bad = not (lo <= v <= hi) or (lo_open and v == lo) or (hi_open and v == hi)
     if bad:
         lb, rb = ("(" if lo_open else "["), (")" if hi_open else "]")
         raise ConfigError(name, f"must be in {lb}{lo}, {hi}{rb}, got {v}")
+
+
+def check_seed(name: str, v: Any) -> None:
+    """A seed is an integer in [0, MAX_SEED] (what numpy, torch and Python's random all accept)."""
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_SEED:
+        raise ConfigError(name, f"must be an integer in [0, 2**32 - 1 = {MAX_SEED}], got {short_repr(v)}")
+
+
+def check_finite(name: str, v: Any) -> None:
+    """Refuse NaN and ±inf in a float or a list of floats (a field opts out with knob(finite=False))."""
+    values = v if isinstance(v, list) else [v]
+    for x in values:
+        if isinstance(x, float) and not math.isfinite(x):
+            raise ConfigError(name, f"must be a finite number, got {x}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -267,37 +334,111 @@ def _check_range(name, v, lo, hi, lo_open=False, hi_open=False):
 
 
 def _strip_optional(tp):
+    """(type without None, whether None is allowed); a union of several types stays a Union."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return args[0], True
+        return (args[0] if len(args) == 1 else typing.Union[tuple(args)]), len(args) < len(typing.get_args(tp))
     return tp, False
 
 
+def require(ok: Callable[[Any], bool], problem: str) -> Callable[[Any, str], Any]:
+    """A check for `Annotated[T, ...]` fields: `require(lambda v: v >= 0, "must be >= 0")`."""
+    def check(value: Any, path: str) -> Any:
+        if not ok(value):
+            raise ConfigError(path, f"{problem}, got {short_repr(value)}")
+        return value
+    return check
+
+
+def _kind(tp: Any) -> str:
+    """What a value of type `tp` looks like, in words, for "must be X or Y" messages."""
+    if typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    if dataclasses.is_dataclass(tp) or typing.get_origin(tp) is dict:
+        return "a mapping"
+    return {list: "a list", bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        typing.get_origin(tp) or tp, str(tp))
+
+
+def _fits(value: Any, tp: Any) -> bool:
+    """Whether `value` has the shape of `tp` (picks the member of a union that coerces it)."""
+    kind = _kind(tp)
+    if kind == "a mapping":
+        return isinstance(value, dict)
+    if kind == "a list":
+        return isinstance(value, (list, tuple))
+    if isinstance(value, bool) or kind == "true or false":
+        return isinstance(value, bool) and kind == "true or false"
+    if kind == "an integer":
+        return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if kind == "a number":
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                float(value)
+            except ValueError:
+                return False
+            return True
+        return isinstance(value, (int, float))
+    return kind == "a string" and isinstance(value, str)
+
+
 def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """`value` as type `tp`, strictly. Beyond scalars and lists: `dict[str, T]`, nested dataclasses,
+    `Any` (taken as is), a union of a few types (the member whose shape the value has), and
+    `Annotated[T, check, ...]`, where each `check(value, path)` returns the value or raises ConfigError."""
     tp, optional = _strip_optional(tp)
     if value is None:
-        if optional:
+        if optional or tp is Any:
             return None
+        if dataclasses.is_dataclass(tp):
+            return build(tp, None, f"{path}.")  # an empty section: its defaults
         raise ConfigError(path, "must not be null")
     origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        inner, *checks = typing.get_args(tp)
+        value = _coerce(value, inner, path)
+        for check in checks:
+            value = check(value, path)
+        return value
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, f"{path}.")
+    if origin in (typing.Union, types.UnionType):
+        members = typing.get_args(tp)
+        for member in members:
+            if _fits(value, member):
+                return _coerce(value, member, path)
+        kinds = [_kind(m) for m in members]
+        raise ConfigError(path, f"must be {', '.join(kinds[:-1])} or {kinds[-1]}, got {short_repr(value)}")
+    if origin is dict:
+        _, item_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(path, f"must be a mapping, got {short_repr(value)}")
+        bad = [k for k in value if not isinstance(k, str)]
+        if bad:
+            raise ConfigError(path, f"keys must be strings, got {short_repr(bad[0])}")
+        return {k: _coerce(v, item_tp, f"{path}.{k}") for k, v in value.items()}
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = [value]  # `milestones=20` means [20]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(path, f"must be a list, got {value!r}")
+            raise ConfigError(path, f"must be a list, got {short_repr(value)}")
         return [_coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(path, f"must be true or false, got {value!r}")
+        raise ConfigError(path, f"must be true or false, got {short_repr(value)}")
     if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
         if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(path, f"must be an integer, got {value!r}")
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > MAX_INT:
+                raise ConfigError(path, f"must be an integer within ±2**63, got {short_repr(value)}")
+            return value
+        raise ConfigError(path, f"must be an integer, got {short_repr(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -306,44 +447,62 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
                 return float(value)  # YAML 1.1 reads "1e-3" as a string
             except ValueError:
                 pass
-        raise ConfigError(path, f"must be a number, got {value!r}")
+        raise ConfigError(path, f"must be a number, got {short_repr(value)}")
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-        raise ConfigError(path, f"must be a string, got {value!r}")
+        raise ConfigError(path, f"must be a string, got {short_repr(value)}")
     raise ConfigError(path, f"unsupported type {tp}")  # pragma: no cover
+
+
+def _check_choices(value: Any, choices: tuple, path: str) -> None:
+    """A value (or each item of a list value) must be one of `choices`."""
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_choices(v, choices, f"{path}[{i}]")
+        return
+    if value not in choices:
+        shown = ", ".join(str(c) for c in choices if c is not None)
+        raise ConfigError(path, f"must be one of {shown}; got {short_repr(value)}" + suggest(str(value), [c for c in choices if c]))
 
 
 def suggest(word: str, options) -> str:
     """' (did you mean X?)' for the closest option, or ''."""
+    if len(word) > 100:  # no option is that long; and difflib on a huge string is slow
+        return ""
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def build(cls, data: Any, prefix: str = ""):
-    """Build dataclass `cls` from a nested dict, strictly: unknown keys, bad types and values are errors."""
+    """Build dataclass `cls` from a nested dict, strictly: unknown keys, bad types and values are errors.
+
+    Errors of `cls.__post_init__` that name a field relative to `cls` get `prefix` in front, so a
+    dataclass used at several places (a dict of them, say) reports the full dotted path."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(prefix.rstrip(".") or "config", f"must be a mapping, got {type(data).__name__}")
     fields = {fl.name: fl for fl in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     kwargs = {}
     for key, value in data.items():
         path = f"{prefix}{key}"
         if key not in fields:
             raise ConfigError(path, "unknown key" + suggest(str(key), fields))
-        tp = hints[key]
-        if dataclasses.is_dataclass(tp):
-            kwargs[key] = build(tp, value, f"{path}.")
-            continue
-        v = _coerce(value, tp, path)
+        v = _coerce(value, hints[key], path)
+        if fields[key].metadata.get("finite", True):
+            check_finite(path, v)
         choices = fields[key].metadata.get("choices")
-        if choices is not None and v not in choices:
-            shown = ", ".join(str(c) for c in choices if c is not None)
-            raise ConfigError(path, f"must be one of {shown}; got {v!r}" + suggest(str(v), [c for c in choices if c]))
+        if choices is not None and v is not None:
+            _check_choices(v, choices, path)
         kwargs[key] = v
-    return cls(**kwargs)  # __post_init__ validates; its errors already carry the full dotted name
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        if not prefix or e.field.startswith(prefix):
+            raise  # already the full dotted name (RunConfig's sections spell theirs out)
+        raise ConfigError((prefix + e.field).rstrip("."), e.problem) from None
 
 
 def to_dict(cfg) -> dict:
@@ -353,7 +512,7 @@ def to_dict(cfg) -> dict:
 def parse_value(text: str) -> Any:
     """Parse the right side of `key=value` as YAML, so `3`, `1e-3`, `[1,2]`, `true`, `null` work."""
     try:
-        return yaml.safe_load(text) if text != "" else ""
+        return yaml_load(text) if text != "" else ""
     except yaml.YAMLError:
         return text
 
@@ -365,11 +524,11 @@ def apply_overrides(data: dict, overrides: list[str], cls=None) -> dict:
     out = copy.deepcopy(data) if data else {}
     for item in overrides:
         if "=" not in item:
-            raise UserError(f"override {item!r}: expected key=value")
+            raise UserError(f"override {short_repr(item)}: expected key=value")
         key, text = item.split("=", 1)
         key = key.strip()
         if not key:
-            raise UserError(f"override {item!r}: empty key")
+            raise UserError(f"override {short_repr(item)}: empty key")
         parts = key.split(".")
         if cls is not None:
             check_key_path(cls, parts)
@@ -394,18 +553,98 @@ def check_key_path(cls, parts: list[str]) -> None:
         tp = typing.get_type_hints(tp)[p]
 
 
+#: The most a YAML document may hold once its aliases are expanded: nodes plus characters of scalars.
+#: A config or spec is a few kB; a "billion laughs" alias bomb is refused before anything walks it.
+MAX_YAML_SIZE = 1_000_000
+#: The largest YAML file read (configs and specs are a few kB).
+MAX_YAML_BYTES = 10_000_000
+#: The deepest nesting of mappings and lists a YAML document may have (configs nest 2-4 levels).
+MAX_YAML_DEPTH = 64
+
+
+class BoundedSafeLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses documents whose aliases expand past MAX_YAML_SIZE, that nest
+    deeper than MAX_YAML_DEPTH, or whose aliases refer to themselves. Every YAML read goes through it."""
+
+    def compose_document(self):
+        node = super().compose_document()
+        check_yaml_size(node)
+        return node
+
+
+def check_yaml_size(root: yaml.Node) -> int:
+    """The size of the YAML node graph `root` expanded to a tree (aliases share nodes, so a few
+    lines can stand for 10⁹ values). Iterative, memoized by node: linear in the file, not the tree.
+    Raises yaml.composer.ComposerError when a limit is passed."""
+    def refuse(node, problem):
+        raise yaml.composer.ComposerError(None, None, problem, node.start_mark)
+
+    def children(node):
+        if isinstance(node, yaml.SequenceNode):
+            return node.value
+        if isinstance(node, yaml.MappingNode):
+            return [n for pair in node.value for n in pair]
+        return ()
+
+    sizes: dict[int, int] = {}
+    active: set[int] = set()  # nodes whose subtree is being walked: meeting one again is a cycle
+    stack = [(root, 1, False)]
+    while stack:
+        node, depth, walked = stack.pop()
+        key = id(node)
+        if walked:
+            active.discard(key)
+            own = len(node.value) if isinstance(node, yaml.ScalarNode) else 0
+            sizes[key] = 1 + own + sum(sizes[id(c)] for c in children(node))
+            if sizes[key] > MAX_YAML_SIZE:
+                refuse(node, f"aliases expand this document past {MAX_YAML_SIZE:,} values and characters")
+            continue
+        if key in sizes:
+            continue
+        if key in active:
+            refuse(node, "an alias refers to the collection that contains it")
+        if depth > MAX_YAML_DEPTH:
+            refuse(node, f"nested deeper than {MAX_YAML_DEPTH} levels")
+        active.add(key)
+        stack.append((node, depth, True))
+        stack.extend((c, depth + 1, False) for c in children(node) if id(c) not in sizes)
+    return sizes[id(root)]
+
+
+def yaml_load(text: str, loader: type = BoundedSafeLoader) -> Any:
+    """Parse YAML text with the bounded safe loader (raises yaml.YAMLError, also for a nesting so
+    deep that PyYAML's recursive composer would overflow the stack)."""
+    try:
+        return yaml.load(text, Loader=loader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise yaml.YAMLError(f"nested deeper than {MAX_YAML_DEPTH} levels") from None
+
+
+def yaml_problem(e: yaml.YAMLError, text: str = "") -> str:
+    """One line saying where and why YAML `text` failed to parse."""
+    if isinstance(e, yaml.reader.ReaderError):  # e.g. a NUL byte: PyYAML's own message is two lines
+        code = e.character if isinstance(e.character, int) else ord(str(e.character)[:1] or "\0")
+        line = text.count("\n", 0, e.position) + 1
+        return f"line {line}: character U+{code:04X} is not allowed in YAML (a binary file?)"
+    mark = getattr(e, "problem_mark", None)
+    where = f"line {mark.line + 1}: " if mark is not None else ""
+    return one_line(where + str(getattr(e, "problem", None) or e))
+
+
 def read_yaml(path: str | Path) -> dict:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{p}: no such file")
+    text = ""
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        if p.stat().st_size > MAX_YAML_BYTES:
+            raise UserError(f"{p}: larger than {MAX_YAML_BYTES:,} bytes; not a config")
+        text = p.read_text(encoding="utf-8")
+        data = yaml_load(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{p}:{where} invalid YAML ({getattr(e, 'problem', None) or e})") from None
+        raise UserError(f"{p}: invalid YAML ({yaml_problem(e, text)})") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{p}: cannot read ({e})") from None
+        raise UserError(f"{p}: cannot read ({one_line(e)})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -421,9 +660,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def config_from(obj: Any) -> RunConfig:
-    """Accept a RunConfig, a nested dict, or a YAML path."""
+    """Accept a RunConfig, a nested dict, or a YAML path; always validated by `build` (a RunConfig
+    made in Python, or changed after it was built, is checked again)."""
     if isinstance(obj, RunConfig):
-        return obj
+        return build(RunConfig, to_dict(obj))
     if isinstance(obj, dict):
         return build(RunConfig, obj)
     if isinstance(obj, (str, Path)):
@@ -452,16 +692,23 @@ def describe_keys(cls=RunConfig, prefix: str = "") -> list[tuple[str, str, str]]
     return rows
 
 
+#: Per-source seeds: each overrides `seed` for its source of randomness when set.
+
 # Fields that change how a run executes but not what it computes: excluded from the run's identity.
-EXECUTION_ONLY = {("train", "threads"), ("train", "progress")}
+EXECUTION_ONLY = {("train", "threads"), ("train", "progress"), ("track", "tensorboard"), ("track", "mlflow")}
 
 
 def identity_dict(cfg: RunConfig) -> dict:
-    """The config as a dict without execution-only fields: what defines a run's result."""
+    """The config as a dict without execution-only fields: what defines a run's result. Seed-source
+    overrides left at None and sections left empty (`track`) are omitted, so configs written before
+    they existed keep their run IDs."""
     d = to_dict(cfg)
     for section, key in EXECUTION_ONLY:
         d[section].pop(key, None)
-    return d
+    for key in SEED_SOURCES:
+        if d.get(key) is None:
+            d.pop(key, None)
+    return {k: v for k, v in d.items() if v != {}}
 
 
 def config_hash(cfg: RunConfig, length: int = 12) -> str:

@@ -4,8 +4,15 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
+
+from .errors import UserError
+
+
+#: Temporary files are `.NAME.tmp-PID` beside their target (see remove_stale_temp_files).
+TEMP_MARK = ".tmp-"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -25,13 +32,56 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` via a temporary file, fsync and os.replace."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:  # a full disk, an interrupt: the old file stays, the partial copy goes
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if isinstance(e, OSError) and e.filename is None:  # write()/fsync() errors do not say which file
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     _fsync_dir(path.parent)
+
+
+def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files (`.NAME.tmp-PID`) that killed processes left in `directory`:
+    only those whose PID is no longer running on this machine. Returns what it removed."""
+    removed = []
+    try:
+        entries = list(Path(directory).iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        head, mark, pid = p.name.rpartition(TEMP_MARK)
+        if not (mark and head.startswith(".") and pid.isdigit()) or _pid_alive(int(pid)):
+            continue
+        try:
+            p.unlink()
+            removed.append(p)
+        except OSError:
+            pass
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    except (OverflowError, ValueError):  # not a possible pid
+        return False
+    return True
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -57,10 +107,15 @@ def _jsonl_line(record: dict) -> str:
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
     """Append one JSON line and make it durable before returning."""
     line = _jsonl_line(record)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:  # a torn line is ignored by read_jsonl; say which file failed
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
 
 
 def write_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
@@ -107,3 +162,83 @@ def _json_default(o: Any):
     if isinstance(o, tuple):
         return list(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+# ----------------------------------------------------------------------------------------------
+# output locations: checked before anything is written
+
+
+def nearest_existing(path: Path, label: str) -> tuple[Path, list[Path]]:
+    """The nearest existing ancestor of `path` (itself included) and the missing ones below it,
+    outermost first. A symlink loop or an unreadable component is a one-line UserError."""
+    missing = []
+    p = path
+    while True:
+        try:
+            os.stat(p)
+            return p, list(reversed(missing))
+        except FileNotFoundError:
+            if p == p.parent:
+                raise UserError(f"{path}: {label} is not writable (no such file or directory)") from None
+            missing.append(p)
+            p = p.parent
+        except OSError as e:  # ELOOP (a symlink loop), EACCES, ENOTDIR ...
+            raise UserError(f"{path}: {label} is not writable ({e.strerror or e})") from None
+
+
+def _probe_write(directory: Path) -> None:
+    probe = directory / f".write-test-{os.getpid()}"
+    probe.write_bytes(b"")
+    probe.unlink()
+
+
+def make_writable_dir(path: str | os.PathLike, label: str = "output directory") -> list[Path]:
+    """Create directory `path` (and missing parents) and prove a file can be written in it.
+
+    Returns the directories it created, outermost first, so that a caller whose next step fails
+    can `remove_empty_dirs` them. A one-line UserError when it cannot; nothing is left behind then."""
+    path = Path(path)
+    _, missing = nearest_existing(path, label)
+    created: list[Path] = []
+    try:
+        for d in missing:
+            d.mkdir()
+            created.append(d)
+        if not path.is_dir():
+            raise NotADirectoryError(20, "not a directory")
+        _probe_write(path)
+    except OSError as e:
+        remove_empty_dirs(created)
+        raise UserError(f"{path}: {label} is not writable ({e.strerror or e})") from None
+    return created
+
+
+def remove_empty_dirs(created: list[Path]) -> None:
+    """Remove the directories `make_writable_dir` created, innermost first, where still empty."""
+    for d in reversed(created):
+        try:
+            d.rmdir()
+        except OSError:
+            return
+
+
+def check_output_file(path: str | os.PathLike, label: str = "output file") -> Path:
+    """Refuse, before anything is written, a file path that is a directory (or `/`), lies under a
+    symlink loop, or whose directory is not writable. Creates nothing."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise UserError(f"{path}: {label} is not writable ({e.strerror or e})") from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise UserError(f"{path}: is a directory; the {label} must be a file path")
+    existing, _ = nearest_existing(path.parent, label)
+    if not existing.is_dir():
+        raise UserError(f"{path}: {existing} is not a directory")
+    try:
+        _probe_write(existing)
+    except OSError as e:
+        raise UserError(f"{path}: {label} is not writable ({e.strerror or e})") from None
+    return path

@@ -9,6 +9,8 @@ A run directory is the source of truth for one training run (the study index is 
     RUN/checkpoints/last.pt  everything needed to resume exactly
     RUN/checkpoints/best.pt  the weights of the best validation epoch
     RUN/analysis/            `vitlab analyze` output
+    RUN/tensorboard/         TensorBoard event files (track.tensorboard)
+    RUN/mlflow_run.json      the MLflow run this run logs to, so a resumed run continues it (track.mlflow)
 
 `train/` writes these files, `study/` and `report/` read them; nobody spells a name as a literal.
 """
@@ -28,6 +30,14 @@ ANALYSIS_DIR = "analysis"
 TRIAL_FILE = "trial.json"  # search runs: {"number": N, "params": {...}}
 LEASE_FILE = ".lease"  # in storage only: which worker trains the run now (study/lease.py)
 RUNS_DIR = "runs"  # a study keeps its run directories in STUDY/runs/<run_id>
+TENSORBOARD_DIR = "tensorboard"
+MLFLOW_RUN_FILE = "mlflow_run.json"  # {"tracking_uri": ..., "experiment_id": ..., "run_id": ...}
+
+
+#: Every entry a run directory may hold besides dot-files (locks, temporary files): a directory with
+#: anything else is not a run directory, and `vitlab train --out` refuses to write into it.
+RUN_DIR_ENTRIES = frozenset({CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, CONFUSION_FILE, CHECKPOINTS_DIR,
+                             ANALYSIS_DIR, TRIAL_FILE, TENSORBOARD_DIR, MLFLOW_RUN_FILE})
 
 
 class RunStatus(str, enum.Enum):
@@ -65,5 +75,5 @@ def checkpoint_path(run_dir: str | Path, which: str = LAST_CHECKPOINT) -> Path:
 
 
 __all__ = ["ANALYSIS_DIR", "BEST_CHECKPOINT", "CHECKPOINTS_DIR", "CONFIG_FILE", "CONFUSION_FILE",
-           "FINAL_STATUSES", "LAST_CHECKPOINT", "LEASE_FILE", "METRICS_FILE", "RUNS_DIR", "RunStatus", "SUMMARY_FILE",
-           "TRIAL_FILE", "checkpoint_path"]
+           "FINAL_STATUSES", "LAST_CHECKPOINT", "LEASE_FILE", "METRICS_FILE", "MLFLOW_RUN_FILE", "RUN_DIR_ENTRIES",
+           "RUNS_DIR", "RunStatus", "SUMMARY_FILE", "TENSORBOARD_DIR", "TRIAL_FILE", "checkpoint_path"]

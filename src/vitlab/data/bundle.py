@@ -46,7 +46,8 @@ class RawSplits:
 class DataBundle:
     """A dataset ready for training, every tensor on the run's device.
 
-    `val_*` is held out of the official training set (stratified, seeded by the run seed);
+    `val_*` is held out of the official training set (stratified, seeded by `seed_split`, which
+    defaults to the run seed);
     `mean`/`std` are per-channel statistics of the official training images on the [0, 1] scale,
     the same for every seed of a study.
     """

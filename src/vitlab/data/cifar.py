@@ -41,6 +41,9 @@ MD5 = {
 }
 
 IMAGE_SHAPE = (3, 32, 32)
+#: No official CIFAR file (archive or extracted pickle) is larger (the archives are 169 and 171 MB):
+#: a larger file is refused before it is read into memory.
+MAX_FILE_BYTES = 200_000_000
 
 
 @dataclass(frozen=True)
@@ -158,11 +161,11 @@ def read_files(spec: CifarSpec, root: Path, members: list[str] | None = None) ->
     if kind == "folder":
         out = {}
         for rel in sorted(wanted):
-            data = read_bytes(root / rel)
+            data = read_bytes(root / rel, MAX_FILE_BYTES)
             check_md5(md5_bytes(data), MD5[rel], root / rel)
             out[rel] = (data, str(root / rel))
         return out
-    blob = read_bytes(path)
+    blob = read_bytes(path, MAX_FILE_BYTES)  # md5-checked before it is decompressed
     check_md5(md5_bytes(blob), MD5[spec.archive], path)
     out = {}
     try:

@@ -5,9 +5,7 @@ of the DECOMPRESSED files, so re-compressed copies (e.g. Debian's) verify too.
 """
 from __future__ import annotations
 
-import gzip
 import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,7 @@ import torch
 
 from ..errors import DataError
 from .bundle import RawSplits
-from .files import check_md5, download, md5_bytes, read_bytes
+from .files import check_md5, download, gunzip_file, md5_bytes, read_bytes
 
 FOLDER = "fashion-mnist"
 URL_BASE = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -25,6 +23,13 @@ MD5 = {
     "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
     "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
     "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+}
+# Sizes of the decompressed idx files (header + one byte per pixel or label): nothing larger is read.
+SIZES = {
+    "train-images-idx3-ubyte": 16 + 60000 * 28 * 28,
+    "train-labels-idx1-ubyte": 8 + 60000,
+    "t10k-images-idx3-ubyte": 16 + 10000 * 28 * 28,
+    "t10k-labels-idx1-ubyte": 8 + 10000,
 }
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 N_TRAIN, N_TEST = 60000, 10000
@@ -58,16 +63,12 @@ def missing_message(root: Path, name: str) -> str:
 
 
 def read_idx(name: str, root: Path) -> np.ndarray:
-    """The md5-verified array stored in idx file `name` (decompressed in memory)."""
+    """The md5-verified array stored in idx file `name` (decompressed in memory, at most SIZES[name] bytes)."""
     path = find(root, name)
     if path is None:
         raise DataError(missing_message(root, name))
-    data = read_bytes(path)
-    if path.suffix == ".gz":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as e:
-            raise DataError(f"{path}: cannot decompress ({e}); delete it and download it again") from None
+    limit = SIZES[name]
+    data = gunzip_file(path, limit) if path.suffix == ".gz" else read_bytes(path, limit)
     check_md5(md5_bytes(data), MD5[name], path)
     return parse_idx(data, str(path))
 

@@ -48,11 +48,33 @@ def check_md5(actual: str, expected: str, path: Path | str) -> None:
         )
 
 
-def read_bytes(path: Path) -> bytes:
+def read_bytes(path: Path, max_bytes: int | None = None) -> bytes:
+    """The bytes of `path`; with `max_bytes` (the size of the official file), a larger file is refused
+    before it is read, so a huge file in the data root cannot exhaust memory."""
     try:
+        if max_bytes is not None and path.stat().st_size > max_bytes:
+            raise DataError(f"{path}: {path.stat().st_size:,} bytes, larger than the official file "
+                            f"({max_bytes:,} bytes); delete it and download it again")
         return path.read_bytes()
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def gunzip_file(path: Path, max_bytes: int) -> bytes:
+    """Decompress gzip file `path` as a stream, refusing output past `max_bytes` (the size of the
+    official decompressed file): a gzip bomb stops at the cap instead of filling memory."""
+    import gzip
+    import zlib
+
+    try:
+        with gzip.open(path, "rb") as f:
+            data = f.read(max_bytes + 1)  # GzipFile.read(n) decompresses only what n needs
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{path}: cannot decompress ({e}); delete it and download it again") from None
+    if len(data) > max_bytes:
+        raise DataError(f"{path}: decompresses to more than {max_bytes:,} bytes, the size of the official "
+                        "file (a gzip bomb?); delete it and download it again")
+    return data
 
 
 def download(url: str, dest: Path, expected_md5: str | None = None, hint: str | None = None) -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, one_line
 from .bundle import RawSplits
 from .splits import stratified_split
 
@@ -20,12 +20,25 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 TEST_SPLIT_SEED = 0
 
 
-def _class_dirs(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+def _inside(p: Path, root: Path) -> Path:
+    """`p`, unless it is (or lies under) a symbolic link that leaves the dataset folder `root`
+    (resolved): such links are refused, so a dataset never reads files from elsewhere on the machine."""
+    try:
+        target = p.resolve()
+    except (OSError, RuntimeError) as e:  # a link loop
+        raise DataError(f"{p}: cannot resolve ({e})") from None
+    if not target.is_relative_to(root):
+        raise DataError(f"{p}: symbolic link to {target}, outside the dataset folder {root}; vitlab does not "
+                        "follow links that leave it (copy the files in instead)")
+    return p
 
 
-def _image_files(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+def _class_dirs(path: Path, root: Path) -> list[Path]:
+    return sorted(_inside(p, root) for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _image_files(path: Path, root: Path) -> list[Path]:
+    return sorted(_inside(p, root) for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
                   and not p.name.startswith("."))
 
 
@@ -33,32 +46,41 @@ def layout(path: Path) -> tuple[list[str], dict[str, list[tuple[Path, str]]]]:
     """Class names and {split: [(image file, class name)]}; split is 'train' and maybe 'test'."""
     if not path.is_dir():
         raise DataError(f"{path}: image folder not found (data.folder_path)")
+    root = path.resolve()
     has_splits = (path / "train").is_dir() and (path / "test").is_dir()
     split_dirs = {"train": path / "train", "test": path / "test"} if has_splits else {"train": path}
-    classes = [d.name for d in _class_dirs(split_dirs["train"])]
+    for d in split_dirs.values():
+        _inside(d, root)
+    classes = [d.name for d in _class_dirs(split_dirs["train"], root)]
     if not classes:
         raise DataError(f"{split_dirs['train']}: no class sub-folders (expected one folder of images per class)")
     files: dict[str, list[tuple[Path, str]]] = {}
-    for split, root in split_dirs.items():
+    for split, split_root in split_dirs.items():
         files[split] = []
-        for d in _class_dirs(root):
+        for d in _class_dirs(split_root, root):
             if d.name not in classes:
                 raise DataError(f"{d}: class {d.name!r} is not among the training classes")
-            images = _image_files(d)
+            images = _image_files(d, root)
             if not images and split == "train":
                 raise DataError(f"{d}: no PNG or JPEG images")
             files[split] += [(f, d.name) for f in images]
         if not files[split]:
-            raise DataError(f"{root}: no PNG or JPEG images")
+            raise DataError(f"{split_root}: no PNG or JPEG images")
     return classes, files
 
 
 def read_image(path: Path, size: int) -> np.ndarray:
     """(3, size, size) uint8: RGB, centre-cropped to a square, resized with antialiasing."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            # Past Image.MAX_IMAGE_PIXELS PIL only warns (and errors at twice that): refuse it outright.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
             im = im.convert("RGB")
             w, h = im.size
             side = min(w, h)
@@ -67,8 +89,11 @@ def read_image(path: Path, size: int) -> np.ndarray:
             if side != size:
                 im = im.resize((size, size), Image.Resampling.BILINEAR)
             return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DataError(f"{path}: image larger than {Image.MAX_IMAGE_PIXELS:,} pixels (PIL's decompression-bomb "
+                        "limit); refused") from None
     except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise DataError(f"{path}: cannot read image ({e})") from None
+        raise DataError(f"{path}: cannot read image ({one_line(e)})") from None
 
 
 def _read_all(items: list[tuple[Path, str]], classes: list[str], size: int):

@@ -1,5 +1,6 @@
-"""Figures in the style of the seed papers: per-epoch curves per level with a band over seeds, and
-for hyperparameter searches the optimization history and parameter importances.
+"""Figures in the style of the seed papers: per-epoch curves per level with the interval of the mean
+over seeds as a band (the same interval as the tables), and for hyperparameter searches the
+optimization history and parameter importances.
 
 Figures are built with matplotlib's object-oriented API (`matplotlib.figure.Figure`, rendered by
 the Agg backend): no pyplot global state, no display needed. Builders take plain data and return a
@@ -16,8 +17,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from .. import stats
 from ..io import atomic_write_bytes
-from .tables import COMPLETED, TrialRow, curve, metric_for
+from .formats import mpl_escape
+from .tables import COMPLETED, TrialRow, curve, interval_name, metric_for
 
 PNG_DPI = 150
 """Resolution of saved and embedded PNGs (a 10-inch-wide figure is 1500 px)."""
@@ -26,7 +29,7 @@ CURVES_SIZE_IN = (10.0, 7.5)
 SEARCH_SIZE_IN = (7.0, 4.5)
 """Width, height in inches of each search figure."""
 BAND_ALPHA = 0.18
-"""Opacity of the min-max band around each level's mean curve."""
+"""Opacity of the interval band around each level's mean curve."""
 LEGEND_COLUMNS = 4
 """Most columns of the figure legend below the curve panels."""
 
@@ -36,8 +39,11 @@ CURVE_PANELS = [("train_loss", "Train loss", 1.0), ("train_top1", "Train top-1 (
 FALLBACK_PANEL = ("val_loss", "Val loss", 1.0)
 
 
-def level_curve(records: Sequence, key: str, scale: float = 1.0):
-    """Mean, min and max over runs at each epoch that at least one run logged (finite values).
+def level_curve(records: Sequence, key: str, scale: float = 1.0, ci: str = stats.DEFAULT_CI,
+                confidence: float = stats.CONFIDENCE, n_resamples: int = stats.N_RESAMPLES,
+                seed: int = stats.BOOTSTRAP_SEED):
+    """Mean over runs at each epoch that at least one run logged (finite values), with the `ci`
+    interval of that mean (nan where fewer than 2 runs reached the epoch: no band there).
 
     Returns (epochs, mean, lo, hi, n_runs) or None when no run has the key. Runs of different
     lengths (early stopping) contribute to the epochs they reached.
@@ -54,15 +60,26 @@ def level_curve(records: Sequence, key: str, scale: float = 1.0):
     if not per_epoch:
         return None
     epochs = np.array(sorted(per_epoch))
-    vals = [np.array(per_epoch[e]) for e in epochs]
-    return (epochs, np.array([v.mean() for v in vals]), np.array([v.min() for v in vals]),
-            np.array([v.max() for v in vals]), runs)
+    mean = np.array([np.mean(per_epoch[e]) for e in epochs])
+    lo, hi = np.full(epochs.size, np.nan), np.full(epochs.size, np.nan)
+    by_n: dict[int, list[int]] = {}
+    for i, e in enumerate(epochs):
+        by_n.setdefault(len(per_epoch[e]), []).append(i)
+    for n, idx in by_n.items():  # one batched interval per group of epochs with the same number of runs
+        if n < 2:
+            continue
+        x = np.array([per_epoch[epochs[i]] for i in idx])
+        lo[idx], hi[idx] = stats.interval_bounds(x, ci, confidence, n_resamples, seed)
+        constant = np.ptp(x, axis=1) == 0
+        lo[np.array(idx)[constant]] = hi[np.array(idx)[constant]] = x[constant, 0]
+    return epochs, mean, lo, hi, runs
 
 
-def curves_figure(records: Iterable, factor: str, levels: Sequence[str]) -> Figure | None:
+def curves_figure(records: Iterable, factor: str, levels: Sequence[str], ci: str = stats.DEFAULT_CI,
+                  confidence: float = stats.CONFIDENCE) -> Figure | None:
     """2x2 panels (train loss, train top-1, val top-1, test top-1 or val loss) of one factor: one
-    line per level = mean over its completed seeds, band = min-max over those seeds.
-    None when no level has a completed run with curves."""
+    line per level = mean over its completed seeds, band = the `ci` interval of that mean (as in
+    the tables; none where one seed). None when no level has a completed run with curves."""
     recs = [r for r in records if r.factor == factor and r.status == COMPLETED]
     if not recs:
         return None
@@ -74,11 +91,11 @@ def curves_figure(records: Iterable, factor: str, levels: Sequence[str]) -> Figu
     handles = {}
     for ax, (key, label, scale) in zip(axes, panels):
         for lab, color in zip(levels, colors):
-            c = level_curve([r for r in recs if r.level_label == lab], key, scale)
+            c = level_curve([r for r in recs if r.level_label == lab], key, scale, ci, confidence)
             if c is None:
                 continue
             ep, mean, lo, hi, n = c
-            (line,) = ax.plot(ep, mean, color=color, lw=1.6, label=f"{lab} (n={n})")
+            (line,) = ax.plot(ep, mean, color=color, lw=1.6, label=f"{mpl_escape(lab)} (n={n})")
             ax.fill_between(ep, lo, hi, color=color, alpha=BAND_ALPHA, lw=0)
             handles.setdefault(line.get_label(), line)
         ax.set_ylabel(label)
@@ -88,9 +105,9 @@ def curves_figure(records: Iterable, factor: str, levels: Sequence[str]) -> Figu
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # shared x: sets all four panels
     if not handles:
         return None
-    fig.suptitle(f"{factor}: mean over seeds, band = min–max over seeds")
+    fig.suptitle(f"{mpl_escape(factor)}: mean over seeds, band = {interval_name(confidence, ci)} of the mean")
     fig.legend(list(handles.values()), list(handles), loc="outside lower center",
-               ncols=min(LEGEND_COLUMNS, len(handles)), title=factor)
+               ncols=min(LEGEND_COLUMNS, len(handles)), title=mpl_escape(factor))
     return fig
 
 
@@ -125,7 +142,7 @@ def importances_figure(importances: dict[str, float], evaluator: str) -> Figure 
     vals = [importances[k] for k in names]
     fig = Figure(figsize=(SEARCH_SIZE_IN[0], max(2.0, 0.45 * len(names) + 1.2)), layout="constrained")
     ax = fig.subplots()
-    ax.barh(names, vals, color="C0")
+    ax.barh([mpl_escape(k) for k in names], vals, color="C0")
     for i, v in enumerate(vals):
         ax.text(v, i, f" {v:.2f}", va="center")
     ax.set_xlabel(f"Importance ({evaluator})")

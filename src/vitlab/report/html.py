@@ -9,17 +9,23 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
+import math
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from .. import stats
 from ..errors import UserError
-from ..io import atomic_write_text
-from . import stats, tables
+from ..io import atomic_write_text, check_output_file, make_writable_dir
+from . import tables
 from .figures import curves_figure, history_figure, importances_figure, save_figure
+from .formats import Grid, to_html, to_latex, to_markdown
+from . import datasets as ds
 from .search import IMPORTANCE_EVALUATOR, SearchData, search_data
+from .variance import variance_csv, variance_grid, variance_table
 
 REPORT_DIR = "report"
 HTML_NAME = "report.html"
@@ -56,12 +62,42 @@ class Artifact:
     png: bytes
 
 
+@dataclass(frozen=True)
+class ReportOptions:
+    """How a report computes its statistics: the interval method, the target difference for
+    `seeds_needed` (percentage points), and the confidence level."""
+
+    ci: str = stats.DEFAULT_CI
+    target_delta: float = tables.TARGET_DELTA
+    confidence: float = stats.CONFIDENCE
+
+
+def report_options(meta: Mapping, ci: str | None = None, target_delta: float | None = None) -> ReportOptions:
+    """Options from the study's `report:` section (meta['report']), overridden by the arguments
+    (the CLI's --ci / --target-delta, write_report's ci= / target_delta=). UserError when invalid."""
+    section = meta.get("report") or {}
+    if not isinstance(section, Mapping):
+        raise UserError(f"report: must be a mapping with ci and target_delta, got {type(section).__name__}")
+    ci = ci if ci is not None else section.get("ci", stats.DEFAULT_CI)
+    if ci not in stats.CI_METHODS:
+        raise UserError(f"report.ci: must be one of {', '.join(stats.CI_METHODS)}; got {str(ci)[:40]!r}")
+    td = target_delta if target_delta is not None else section.get("target_delta", tables.TARGET_DELTA)
+    if isinstance(td, bool) or not isinstance(td, (int, float)) or not math.isfinite(td) or td <= 0:
+        raise UserError(f"report.target_delta: must be a positive number of percentage points; got {str(td)[:40]!r}")
+    return ReportOptions(ci, float(td))
+
+
 @dataclass
 class FactorSection:
     factor: str
     table: tables.FactorTable
     paired: tables.PairedTable | None
     figure: Artifact | None
+    adaptive: Grid | None = None
+    variance: Grid | None = None
+    per_dataset: list[tuple[str, tables.FactorTable, tables.PairedTable | None]] = field(default_factory=list)
+    aggregate: Grid | None = None
+    profile: Artifact | None = None
 
 
 @dataclass
@@ -72,6 +108,10 @@ class Report:
     search: SearchData | None = None
     search_figures: list[Artifact] = field(default_factory=list)
     generated: str = ""
+    options: ReportOptions = field(default_factory=ReportOptions)
+
+    def _repr_html_(self) -> str:  # Jupyter renders a Report as its tables and figures
+        return notebook_html(self)
 
 
 def slug(text: str) -> str:
@@ -84,10 +124,10 @@ def primary_metric(meta: dict) -> str:
     return ms[0] if ms else DEFAULT_PRIMARY
 
 
-def _write_grid(folder: Path, base: str, grid: tables.Grid, csv_text: str) -> None:
-    atomic_write_text(folder / f"{base}.md", tables.to_markdown(grid))
+def _write_grid(folder: Path, base: str, grid: Grid, csv_text: str) -> None:
+    atomic_write_text(folder / f"{base}.md", to_markdown(grid))
     atomic_write_text(folder / f"{base}.csv", csv_text)
-    atomic_write_text(folder / f"{base}.tex", tables.to_latex(grid))
+    atomic_write_text(folder / f"{base}.tex", to_latex(grid))
 
 
 def _figure(fig, path_base: Path, caption: str) -> Artifact | None:
@@ -98,12 +138,14 @@ def _figure(fig, path_base: Path, caption: str) -> Artifact | None:
 
 
 def build_report(meta: dict, records: Sequence, report_dir: str | Path,
-                 search: SearchData | None = None) -> Report:
+                 search: SearchData | None = None, options: ReportOptions | None = None) -> Report:
     """Compute every table and figure of a study and write them under `report_dir`
-    (tables/*.md|csv|tex, figures/*.png|svg), atomically file by file."""
+    (tables/*.md|csv|tex, figures/*.png|svg), atomically file by file. `options` default to the
+    study's `report:` section (meta['report']), else t intervals and a 1-point target."""
     report_dir = Path(report_dir)
     tdir, fdir = report_dir / "tables", report_dir / "figures"
-    rep = Report(meta, list(records), search=search,
+    opt = options if options is not None else report_options(meta)
+    rep = Report(meta, list(records), search=search, options=opt,
                  generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     metrics = tables.table_metrics()
     paired_keys = list(dict.fromkeys([PAIRED_ALWAYS, primary_metric(meta)]))
@@ -111,21 +153,40 @@ def build_report(meta: dict, records: Sequence, report_dir: str | Path,
     factors: dict[str, list] = dict(meta.get("factors") or {})
     if meta.get("kind") == "search":
         factors = {}  # one run per trial: the trial table replaces per-level tables
+    adaptive_meta = meta.get("adaptive") if isinstance(meta.get("adaptive"), Mapping) else {}
     for factor, levels in factors.items():
         levels = [str(x) for x in levels]
         s = slug(factor)
-        ft = tables.factor_table(rep.records, factor, levels, metrics, seeds=meta.get("seeds"))
+        adaptive = adaptive_meta.get(factor) if isinstance(adaptive_meta.get(factor), Mapping) else None
+        expected = {str(k): int(v["seeds"]) for k, v in (adaptive or {}).items()
+                    if isinstance(v, Mapping) and isinstance(v.get("seeds"), int)}
+        ft = tables.factor_table(rep.records, factor, levels, metrics, seeds=meta.get("seeds"),
+                                 confidence=opt.confidence, ci=opt.ci, expected=expected)
         _write_grid(tdir, s, tables.factor_grid(ft), tables.factor_csv(ft))
         ref = (meta.get("reference") or {}).get(factor)
         ref = str(ref) if ref is not None else (levels[0] if levels else None)
         pt = None
-        if ref in levels and len(levels) > 1:
-            pt = tables.paired_table(rep.records, factor, ref, paired_metrics, levels)
+        split = ds.split_by_dataset(rep.records, factor, ref)
+        if split is None and ref in levels and len(levels) > 1:
+            pt = tables.paired_table(rep.records, factor, ref, paired_metrics, levels, confidence=opt.confidence,
+                                     ci=opt.ci, target_delta=opt.target_delta)
             _write_grid(tdir, f"{s}_paired", tables.paired_grid(pt), tables.paired_csv(pt))
-        fig = _figure(curves_figure(rep.records, factor, levels), fdir / f"{s}_curves",
-                      f"{factor}: per-epoch curves, one line per level (mean over completed seeds), "
-                      "shaded band = min–max over seeds.")
-        rep.sections.append(FactorSection(factor, ft, pt, fig))
+        vg = None
+        vt = variance_table(rep.records, factor, paired_metrics, levels)
+        if vt is not None:
+            vg = variance_grid(vt)
+            _write_grid(tdir, f"{s}_variance", vg, variance_csv(vt))
+        ag = None
+        if adaptive:
+            ag = tables.adaptive_grid(factor, adaptive)
+            _write_grid(tdir, f"{s}_adaptive", ag, tables.adaptive_csv(factor, adaptive))
+        fig = _figure(curves_figure(rep.records, factor, levels, opt.ci, opt.confidence), fdir / f"{s}_curves",
+                      f"{factor}: per-epoch curves, one line per level (mean over completed seeds), shaded band = "
+                      f"{tables.interval_name(opt.confidence, opt.ci)} of that mean (none where one seed).")
+        section = FactorSection(factor, ft, pt, fig, ag, vg)
+        if split is not None:
+            _datasets_section(section, split, meta, metrics, paired_metrics, opt, tdir, fdir)
+        rep.sections.append(section)
     if search is not None:
         objective = meta.get("objective") or primary_metric(meta)
         _write_grid(tdir, "trials", tables.trials_grid(search.rows, search.maximize, objective),
@@ -139,6 +200,35 @@ def build_report(meta: dict, records: Sequence, report_dir: str | Path,
             if art is not None:
                 rep.search_figures.append(art)
     return rep
+
+
+def _datasets_section(section: FactorSection, split: ds.DatasetSplit, meta: dict, metrics: list,
+                      paired_metrics: list, opt: ReportOptions, tdir: Path, fdir: Path) -> None:
+    """Per-dataset factor and paired tables, the aggregate across datasets, performance profiles."""
+    s = slug(split.factor)
+    for d in split.datasets:
+        recs = split.records[d]
+        methods = [mth for mth in split.methods if any(r.level_label == mth for r in recs)]
+        base = f"{s}__{slug(d)}"
+        ft = tables.factor_table(recs, split.factor, methods, metrics, seeds=meta.get("seeds"),
+                                 confidence=opt.confidence, ci=opt.ci)
+        ft.factor = f"{split.factor} on {d}"
+        _write_grid(tdir, base, tables.factor_grid(ft), tables.factor_csv(ft))
+        pt = None
+        if split.reference in methods and len(methods) > 1:
+            pt = tables.paired_table(recs, split.factor, split.reference, paired_metrics, methods,
+                                     confidence=opt.confidence, ci=opt.ci, target_delta=opt.target_delta)
+            pt.factor = f"{split.factor} on {d}"
+            _write_grid(tdir, f"{base}_paired", tables.paired_grid(pt), tables.paired_csv(pt))
+        section.per_dataset.append((d, ft, pt))
+    rows = ds.aggregate_rows(split, paired_metrics, opt.confidence)
+    section.aggregate = ds.aggregate_grid(split, rows, opt.confidence)
+    _write_grid(tdir, f"{s}_datasets", section.aggregate, ds.aggregate_csv(split, rows, opt.confidence))
+    m = paired_metrics[-1]  # the primary metric
+    section.profile = _figure(ds.profile_figure(split, m, opt.confidence), fdir / f"{s}_profiles",
+                              f"{split.factor}: performance profiles of {m.label} over {len(split.datasets)} datasets "
+                              "(share of runs above each score, Agarwal et al. 2021); band = pointwise "
+                              f"{round(opt.confidence * 100)}% stratified-bootstrap interval.")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -169,35 +259,96 @@ def _config_values(records: Sequence, section: str, key: str) -> list:
                    if (r.config or {}).get(section, {}).get(key) is not None})
 
 
+def _coverage_text() -> str:
+    cov = stats.MEASURED_COVERAGE
+    parts = []
+    for method in stats.CI_METHODS:
+        row = cov.get(method, {})
+        parts.append(f"{stats.CI_NAMES[method]}: " + ", ".join(f"{row[n]:.1%} at n = {n}" for n in sorted(row)))
+    return "; ".join(parts)
+
+
 def _methods(rep: Report) -> list[str]:
     recs = rep.records
+    opt = rep.options
     val_frac = _config_values(recs, "data", "val_fraction")
     monitor = _config_values(recs, "train", "monitor") or ["val_top1"]
     seeds = rep.meta.get("seeds") or sorted({r.seed for r in recs})
-    conf = round(stats.CONFIDENCE * 100)
+    conf = round(opt.confidence * 100)
     frac, k = round(stats.FRACTION_OF_BEST * 100), stats.LAST_K
     vf = (", ".join(f"{float(v):.0%}" for v in val_frac) if val_frac else "a share")
+    iv = tables.interval_name(opt.confidence, opt.ci)
+    a = f"{stats.ALPHA:g}"
+    if opt.ci == "t":
+        how = ("Student-t interval: mean ± t(1 − α/2, n − 1) · s / √n, with s the standard deviation over seeds "
+               "(n − 1 in the denominator); exact for normally distributed seed results")
+    elif opt.ci == "bootstrap":
+        how = (f"percentile bootstrap: the {(100 - conf) / 2:g}th and {100 - (100 - conf) / 2:g}th percentiles of the "
+               f"means of {stats.N_RESAMPLES:,} resamples of the seeds with replacement (generator seed "
+               f"{stats.BOOTSTRAP_SEED}); marked {tables.SMALL_N_MARK} below {stats.SMALL_N_BOOTSTRAP} seeds, where "
+               "it is too narrow")
+    else:
+        how = (f"BCa bootstrap (bias-corrected and accelerated, Efron 1987) over {stats.N_RESAMPLES:,} resamples "
+               f"of the seeds (generator seed {stats.BOOTSTRAP_SEED}); marked {tables.SMALL_N_MARK} below "
+               f"{stats.SMALL_N_BOOTSTRAP} seeds, where it is too narrow")
     items = [
         f"Selection: every run holds out {vf} of its training set (stratified, seeded) as a validation "
         f"split; the best epoch is the one with the best {', '.join(monitor)} on it. Train/val numbers "
         "in the tables are at that epoch.",
         "Test set: used only for the final numbers, measured with the best-validation checkpoint; it "
         "never selects an epoch, a configuration or a search trial (search objectives are validation metrics).",
-        f"Seeds: {len(seeds)} per configuration ({', '.join(str(s) for s in seeds)}); one seed drives "
-        "initialization, split, shuffling and augmentation. Only runs that completed enter the statistics; "
-        "failed, diverged, pruned and missing runs are counted in each table's first row.",
-        f"Uncertainty: each cell is the mean over seeds with a {conf}% {stats.BOOTSTRAP_METHOD} bootstrap "
-        f"confidence interval of that mean ({stats.N_RESAMPLES:,} resamples of the seeds with replacement, "
-        f"scipy.stats.bootstrap, generator seed {stats.BOOTSTRAP_SEED}). With a handful of seeds the interval "
-        "is coarse and tends to be too narrow (3 seeds allow only 10 distinct resampled means): read it as "
-        "a summary of the seed spread, not as a guarantee. One seed gives no interval.",
-        "Paired comparison: for each seed completed at both levels, d = level − reference; the table gives "
-        f"the mean of d with its {conf}% bootstrap CI (resampling seeds, so seed effects shared by both "
-        "levels cancel) and P(improve) = the share of bootstrap resamples whose mean d is better than 0.",
+        f"Seeds: {len(seeds)} per configuration ({', '.join(str(s) for s in seeds)}); `seed` drives "
+        "initialization, split, shuffling and augmentation unless seed_init, seed_split or seed_order override "
+        "one source. Only runs that completed enter the statistics; failed, diverged, pruned and missing runs "
+        "are counted in each table's first row. Every cell states its n.",
+        f"Interval (report.ci = {opt.ci}): each cell is the mean over seeds with its {iv}, {how}. One seed "
+        "gives no interval. The figures' bands are the same interval at each epoch.",
+        "Paired comparison: for each seed completed at both levels, d = level − reference (seed effects shared "
+        f"by both levels cancel). Δ = mean of d with its {iv}.",
+        "p exact: two-sided sign-flip permutation test of mean d = 0 (Fisher 1935): under the null each d is "
+        f"equally likely positive or negative, so p = share of the 2^n sign patterns (all of them up to n = "
+        f"{stats.EXACT_MAX_N}, {stats.N_PERMUTATIONS:,} random ones beyond) whose |Σ ± d| ≥ |Σ d|. It assumes "
+        f"no distribution; its smallest value is 2/2^n (0.25 at n = 3), so n ≥ 6 pairs are needed to reach {a}.",
+        "p Holm: the exact p-values of a factor's levels adjusted by Holm's step-down method (Holm 1979), which "
+        f"keeps the chance of any false 'better'/'worse' among them at most {a}.",
+        f"Verdict: 'better' or 'worse' when p Holm ≤ {a}, by the sign of Δ (for losses and ECE lower is better); "
+        "otherwise 'no detectable difference at n = k'. The verdict never comes from P(improve).",
+        "P(improve): probability of improvement (Agarwal et al. 2021): the chance that a randomly drawn run of the "
+        "level beats a randomly drawn run of the reference, P(X > Y) + P(X = Y)/2 over all pairs of runs (the "
+        f"Mann-Whitney U statistic / n_x n_y), with a {conf}% stratified-bootstrap percentile interval (runs of each "
+        "side resampled independently).",
+        f"MDE: the smallest true mean difference the paired t-test would detect at level {a} with power "
+        f"{stats.POWER:g} at the current number of pairs, computed from the noncentral t distribution with the "
+        "observed standard deviation of d. Seeds needed: the smallest number of pairs with power "
+        f"{stats.POWER:g} for a difference of report.target_delta = {opt.target_delta:g} percentage points "
+        "(percentage metrics); it is an estimate, as it uses the observed spread.",
+        "Adaptive seeding (when the study used it): a level gets more seeds only while its comparison is "
+        "undecided; it stops when its paired interval excludes 0 and the exact test rejects, when the interval "
+        "contains 0 and is narrower than target_delta, or at the maximum.",
+    ]
+    if any(sec.variance is not None for sec in rep.sections):
+        items.append(
+            "Sources of variance (Bouthillier et al. 2021): where the runs of a level cross seed_init, seed_split "
+            "and seed_order, a random-effects ANOVA splits each metric's variance into one component per source: "
+            "with N runs and L levels of a source, its component is (MS_source − MS_residual) / (N / L), floored "
+            "at 0, where MS are the ANOVA mean squares of the main effects; the residual holds interactions and "
+            "randomness no seed controls. The dominant source has the largest component.")
+    if any(sec.aggregate is not None for sec in rep.sections):
+        items.append(
+            "Several datasets (Agarwal et al. 2021): each dataset has its own tables. Across datasets, IQM = the "
+            "interquartile mean, the mean of the middle 50% of all runs of a method pooled over datasets "
+            "(scipy.stats.trim_mean, 25% cut from each end), robust to an outlying run or dataset; its interval is "
+            "a stratified bootstrap (each resample redraws the runs within every dataset and keeps the datasets). "
+            "P(improve) across datasets is the average over datasets of the per-dataset probability of "
+            "improvement. Performance profile: for each score τ, the share of a method's runs (over all datasets) "
+            "scoring above τ, with a pointwise stratified-bootstrap band; a curve above another is better "
+            "everywhere.")
+    items += [
+        f"Measured coverage of the nominal 95% intervals on normal data (benchmarks/bench_coverage.py): "
+        f"{_coverage_text()}.",
         f"Stability: epochs to {frac}% of best = first epoch whose validation top-1 reaches {frac}% of the "
         f"run's best validation top-1; std over the last {k} epochs = population standard deviation of the "
         f"validation top-1 over the final {k} epochs (in percentage points).",
-        "Figures: one line per level = mean over completed seeds at each epoch; band = min–max over seeds.",
     ]
     return items
 
@@ -251,16 +402,30 @@ def render_html(rep: Report) -> str:
         parts.append("<nav><ul>" + "".join(toc) + "</ul></nav>")
     for s in rep.sections:
         parts.append(f'<section id="{e(slug(s.factor))}"><h2>Factor: {e(s.factor)}</h2>')
-        parts.append(tables.to_html(tables.factor_grid(s.table)))
+        parts.append(to_html(tables.factor_grid(s.table)))
         if s.paired is not None:
-            parts.append(tables.to_html(tables.paired_grid(s.paired)))
+            parts.append(to_html(tables.paired_grid(s.paired)))
+        if s.adaptive is not None:
+            parts.append(to_html(s.adaptive))
+        if s.variance is not None:
+            parts.append(to_html(s.variance))
+        for d, ft, pt in s.per_dataset:
+            parts.append(f"<h3>Dataset: {e(d)}</h3>")
+            parts.append(to_html(tables.factor_grid(ft)))
+            if pt is not None:
+                parts.append(to_html(tables.paired_grid(pt)))
+        if s.aggregate is not None:
+            parts.append("<h3>Across datasets</h3>")
+            parts.append(to_html(s.aggregate))
+        if s.profile is not None:
+            parts.append(_img(s.profile))
         parts.append(_img(s.figure) if s.figure else '<p class="note">No completed run with curves yet.</p>')
         parts.append("</section>")
     if rep.search:
         sd = rep.search
         objective = meta.get("objective") or primary_metric(meta)
         parts.append(f'<section id="search"><h2>Search: {e(sd.study_name)}</h2>')
-        parts.append(tables.to_html(tables.trials_grid(sd.rows, sd.maximize, objective)))
+        parts.append(to_html(tables.trials_grid(sd.rows, sd.maximize, objective)))
         parts += [_img(a) for a in rep.search_figures]
         if not sd.importances:
             parts.append(f'<p class="note">{e(sd.importance_note)}</p>')
@@ -283,23 +448,55 @@ def _open(study_dir: Path):
     return open_index(study_dir)
 
 
-def write_report(study_dir: str | Path, out_path: str | Path | None = None) -> Path:
+def write_report(study_dir: str | Path, out_path: str | Path | None = None, ci: str | None = None,
+                 target_delta: float | None = None) -> Path:
     """Write DIR/report/{tables,figures}/* and the HTML report (default DIR/report/report.html);
-    returns the HTML path."""
+    returns the HTML path. `ci` (t | bootstrap | bca) and `target_delta` (percentage points)
+    override the study's `report:` section; UserError when either is invalid."""
     study_dir = Path(study_dir)
     index = _open(study_dir)
     meta: dict[str, Any] = index.meta()
+    options = report_options(meta, ci, target_delta)  # validated before anything is written
     records = index.runs()
     search = None
     if meta.get("kind") == "search":
         search = search_data(study_dir, meta.get("study_name") or meta.get("name"))
     report_dir = study_dir / REPORT_DIR
-    rep = build_report(meta, records, report_dir, search)
     out = Path(out_path) if out_path is not None else report_dir / HTML_NAME
+    check_output_file(out, "report file")  # both places are checked before any table or figure is written
+    make_writable_dir(report_dir, "report directory")
+    rep = build_report(meta, records, report_dir, search, options)
     atomic_write_text(out, render_html(rep))
     return out
 
 
-def report_main(study_dir: str | Path, out: str | Path | None = None) -> Path:
-    """`vitlab report DIR [-o FILE]`: UserError (one line) when DIR is not a study."""
-    return write_report(study_dir, out)
+def report_main(study_dir: str | Path, out: str | Path | None = None, ci: str | None = None,
+                target_delta: float | None = None) -> Path:
+    """`vitlab report DIR [-o FILE] [--ci METHOD] [--target-delta PP]`: UserError (one line) when
+    DIR is not a study or an option is invalid."""
+    return write_report(study_dir, out, ci, target_delta)
+
+
+# ----------------------------------------------------------------------------------------------
+# notebooks
+
+
+def notebook_html(rep: Report) -> str:
+    """The report as an HTML fragment for a notebook: the page's body (tables, figures, method), without
+    the page's global CSS, which would restyle the notebook around it."""
+    page = render_html(rep)
+    return page.split("<body>", 1)[1].rsplit("</body>", 1)[0]
+
+
+def open_report(study_dir: str | Path, ci: str | None = None, target_delta: float | None = None) -> Report:
+    """The report of a study as an object that renders in a notebook (Jupyter calls `_repr_html_`).
+    Like `write_report` it writes DIR/report/tables and figures, but no HTML file."""
+    study_dir = Path(study_dir)
+    with _open(study_dir) as index:
+        meta: dict[str, Any] = index.meta()
+        options = report_options(meta, ci, target_delta)
+        records = index.runs()
+    search = None
+    if meta.get("kind") == "search":
+        search = search_data(study_dir, meta.get("study_name") or meta.get("name"))
+    return build_report(meta, records, study_dir / REPORT_DIR, search, options)

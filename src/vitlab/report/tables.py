@@ -1,30 +1,30 @@
 """Seed-style result tables: one per factor, rows = metrics, columns = levels, cells = mean and
-bootstrap CI over seeds; paired comparisons against the reference level; best trials of a search.
+interval over seeds; paired comparisons against the reference level; best trials of a search.
 
 The builders take plain data (RunRecord-like objects: `factor`, `level_label`, `level_order`,
-`seed`, `status`, `summary`, `epochs`) and return small dataclasses; the renderers turn those into
-Markdown, CSV (long format, unrounded, separate mean/lo/hi columns), LaTeX (booktabs) and HTML.
+`seed`, `status`, `config`, `summary`, `epochs`) and return small dataclasses; `*_grid` turns them
+into a `formats.Grid` (Markdown, LaTeX, HTML) and `*_csv` into CSV (long format, unrounded).
+All statistics come from `vitlab.stats`.
 
 Only runs with status "completed" enter the statistics. Every level's header says how many of the
 expected seeds completed and what happened to the others (failed / diverged / missing / ...), and
-a cell computed over fewer seeds than expected says so ("n=2/3").
+every cell states the n it was computed over.
 """
 from __future__ import annotations
 
-import csv
-import html
-import io
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from . import stats
+from .. import stats
+from ..rundir import RunStatus
+from .formats import Grid, to_csv
 
-COMPLETED = "completed"
+COMPLETED = RunStatus.COMPLETED.value
 
 PCT_DECIMALS = 2
 """Decimals of percentages (accuracies, macro scores, ECE) in rendered tables."""
@@ -37,9 +37,18 @@ MINUTES_DECIMALS = 1
 EPOCHS_DECIMALS = 1
 """Decimals of epoch counts (a mean over seeds need not be whole)."""
 P_DECIMALS = 2
-"""Decimals of the probability of improvement."""
+"""Decimals of probabilities of improvement."""
+P_VALUE_DIGITS = 2
+"""Significant digits of p-values."""
 TOP_TRIALS = 10
 """How many of the best completed trials a search's trial table lists (the CSV has all)."""
+TARGET_DELTA = 1.0
+"""Default `report.target_delta`: the difference, in percentage points, that `seeds_needed` is
+computed for (1 point of accuracy). Applies to percentage metrics."""
+SMALL_N_MARK = "†"
+"""Marks a bootstrap interval over fewer than stats.SMALL_N_BOOTSTRAP seeds."""
+SEED_SOURCES = ("seed_init", "seed_split", "seed_order")
+"""Config fields that override `seed` for one source of randomness each (None: use `seed`)."""
 
 MISSING = "—"
 
@@ -53,7 +62,8 @@ class Metric:
     """One table row: how to read a number from a run, and how to print it.
 
     `scale` converts the stored unit into the printed one (fractions -> %, seconds -> minutes, ...);
-    the statistics are computed on scaled values, which is exact for means and percentiles.
+    the statistics are computed on scaled values (exact for means and intervals, which are
+    equivariant under scaling).
     """
 
     key: str
@@ -67,6 +77,11 @@ class Metric:
     @property
     def title(self) -> str:
         return f"{self.label} ({self.unit})" if self.unit else self.label
+
+    @property
+    def diff_unit(self) -> str:
+        """Unit of a difference: percentage points for percentages."""
+        return "pp" if self.unit == "%" else self.unit
 
 
 def _summary_value(key: str) -> Callable[[Any], float]:
@@ -129,6 +144,29 @@ def metric_for(key: str, metrics: Sequence[Metric] | None = None) -> Metric:
 
 
 # ----------------------------------------------------------------------------------------------
+# seeds
+
+
+def seed_sources(rec) -> dict[str, Any]:
+    """The seed each source of randomness used in a run: {seed_init, seed_split, seed_order}, each
+    the config's value, or the run's `seed` where the config leaves it None (or predates it)."""
+    cfg = rec.config or {}
+    base = cfg.get("seed", rec.seed)
+    return {s: cfg.get(s) if cfg.get(s) is not None else base for s in SEED_SOURCES}
+
+
+def pair_key(rec) -> tuple:
+    """What pairs two runs of different levels: the same seed and the same per-source seeds."""
+    cfg = rec.config or {}
+    return (rec.seed,) + tuple(cfg.get(s) for s in SEED_SOURCES)
+
+
+def _values_by_key(records: Sequence, label: str, m: Metric) -> dict[tuple, float]:
+    return {pair_key(r): m.extract(r) * m.scale for r in records
+            if r.level_label == label and r.status == COMPLETED}
+
+
+# ----------------------------------------------------------------------------------------------
 # factor table
 
 
@@ -155,6 +193,7 @@ class Cell:
     mean: float
     lo: float
     hi: float
+    method: str = stats.DEFAULT_CI
 
 
 @dataclass
@@ -167,7 +206,8 @@ class FactorTable:
     method: str
 
 
-def _levels_of(records: Sequence, levels: Sequence[str] | None) -> list[str]:
+def levels_of(records: Sequence, levels: Sequence[str] | None) -> list[str]:
+    """`levels`, or the level labels of `records` in level order."""
     if levels is not None:
         return list(levels)
     seen: dict[str, int] = {}
@@ -178,63 +218,110 @@ def _levels_of(records: Sequence, levels: Sequence[str] | None) -> list[str]:
 
 def _level_runs(records: Sequence, label: str, expected: int) -> LevelRuns:
     mine = [r for r in records if r.level_label == label]
-    statuses = Counter(r.status for r in mine)
+    statuses = Counter(str(r.status) for r in mine)
     completed = statuses.pop(COMPLETED, 0)
     other = dict(statuses)
-    seeds_seen = {r.seed for r in mine}
-    if len(seeds_seen) < expected:
-        other["missing"] = expected - len(seeds_seen)
-    return LevelRuns(label, expected, completed, other)
+    seen = {pair_key(r) for r in mine}
+    if len(seen) < expected:
+        other["missing"] = expected - len(seen)
+    return LevelRuns(label, max(expected, len(seen)), completed, other)
 
 
 def factor_table(records: Iterable, factor: str, levels: Sequence[str] | None = None,
                  metrics: Sequence[Metric] | None = None, seeds: Sequence[int] | None = None,
-                 confidence: float = stats.CONFIDENCE, n_resamples: int = stats.N_RESAMPLES,
-                 seed: int = stats.BOOTSTRAP_SEED, method: str = stats.BOOTSTRAP_METHOD) -> FactorTable:
-    """Mean and bootstrap CI over seeds of every metric at every level of `factor`.
+                 confidence: float = stats.CONFIDENCE, ci: str = stats.DEFAULT_CI,
+                 n_resamples: int = stats.N_RESAMPLES, seed: int = stats.BOOTSTRAP_SEED,
+                 expected: Mapping[str, int] | None = None) -> FactorTable:
+    """Mean and `ci` interval over seeds of every metric at every level of `factor`.
 
     `levels`: level labels in display order (default: as found, by level_order). `seeds`: the
     seeds the study plans (default: every seed seen in this factor's records), which sets the
-    expected n of each level. A run contributes to a cell when it completed and the metric is
-    finite for it.
+    expected n of each level; `expected[label]` overrides it per level (adaptive seeding). A run
+    contributes to a cell when it completed and the metric is finite for it.
     """
     recs = [r for r in records if r.factor == factor]
-    labels = _levels_of(recs, levels)
+    labels = levels_of(recs, levels)
     metrics = list(metrics) if metrics is not None else table_metrics()
-    expected = len(set(seeds)) if seeds is not None else len({r.seed for r in recs})
-    level_runs = [_level_runs(recs, lab, expected) for lab in labels]
+    per_level = [len({pair_key(r) for r in recs if r.level_label == lab}) for lab in labels]
+    default_n = len(set(seeds)) if seeds else max(per_level, default=0)
+    expected = dict(expected or {})
+    level_runs = [_level_runs(recs, lab, int(expected.get(lab, default_n))) for lab in labels]
     cells: dict[tuple[str, str], Cell] = {}
-    for lab in labels:
+    for lab, lv in zip(labels, level_runs):
         done = [r for r in recs if r.level_label == lab and r.status == COMPLETED]
         for m in metrics:
             vals = [m.extract(r) * m.scale for r in done]
             vals = [v for v in vals if math.isfinite(v)]
-            ci = stats.bootstrap_ci(vals, confidence, n_resamples, seed, method)
-            cells[(m.key, lab)] = Cell(len(vals), expected, ci.mean, ci.lo, ci.hi)
-    return FactorTable(factor, level_runs, metrics, cells, confidence, method)
+            c = stats.mean_ci(vals, ci, confidence, n_resamples, seed)
+            cells[(m.key, lab)] = Cell(len(vals), lv.expected, c.mean, c.lo, c.hi, ci)
+    return FactorTable(factor, level_runs, metrics, cells, confidence, ci)
 
 
-def _num(v: float, decimals: int, sign: bool = False) -> str:
+def num(v: float, decimals: int, sign: bool = False) -> str:
     if not math.isfinite(v):
         return MISSING
     return f"{v:+.{decimals}f}" if sign else f"{v:.{decimals}f}"
 
 
+def interval_text(mean: float, lo: float, hi: float, n: int, decimals: int, method: str = stats.DEFAULT_CI,
+                  sign: bool = False) -> str:
+    """'mean [lo, hi]'; 'mean' alone when every value is equal (nothing varies); 'mean (no interval)'
+    for n = 1. A bootstrap interval over fewer than SMALL_N_BOOTSTRAP values is marked."""
+    s = num(mean, decimals, sign)
+    if n >= 2 and lo == hi == mean:
+        return s
+    if n >= 2 and math.isfinite(lo):
+        mark = SMALL_N_MARK if stats.interval_note(method, n) else ""
+        return s + f" [{num(lo, decimals, sign)}, {num(hi, decimals, sign)}]{mark}"
+    return s + " (no interval)"
+
+
 def cell_text(cell: Cell, decimals: int) -> str:
-    """'mean [lo, hi]'; 'mean (no CI)' for a single seed; just 'mean' when all seeds agree
-    exactly; '—' without data; '(n=k/N)' when fewer seeds than expected entered the cell."""
+    """'mean [lo, hi] (n=3)'; 'mean (no interval) (n=1)'; n=k/N when k of N planned seeds entered
+    the cell; '—' without data."""
     if cell.n == 0:
         return MISSING
-    s = _num(cell.mean, decimals)
-    if cell.lo == cell.hi == cell.mean:
-        pass  # every seed gave the same value (e.g. the parameter count): no interval to show
-    elif math.isfinite(cell.lo):
-        s += f" [{_num(cell.lo, decimals)}, {_num(cell.hi, decimals)}]"
-    else:
-        s += " (no CI)"
-    if cell.n < cell.expected:
-        s += f" (n={cell.n}/{cell.expected})"
-    return s
+    s = interval_text(cell.mean, cell.lo, cell.hi, cell.n, decimals, cell.method)
+    return s + (f" (n={cell.n}/{cell.expected})" if cell.n < cell.expected else f" (n={cell.n})")
+
+
+def interval_name(confidence: float, method: str) -> str:
+    """'95% Student-t interval' (the words every note and header use)."""
+    return f"{round(confidence * 100)}% {stats.CI_NAMES[method]} interval"
+
+
+def small_n_note(method: str) -> str:
+    return (f"{SMALL_N_MARK} {stats.CI_NAMES[method]} interval over fewer than {stats.SMALL_N_BOOTSTRAP} seeds: "
+            "it covers the true mean less often than stated (about 50% at n = 2 and 75% at n = 3 for a 95% "
+            "interval; benchmarks/RESULTS.md). The Student-t interval (--ci t) keeps its coverage.")
+
+
+def factor_grid(t: FactorTable) -> Grid:
+    header = ["Metric"] + [lv.label for lv in t.levels]
+    rows = [["Runs completed"] + [lv.text() for lv in t.levels]]
+    for m in t.metrics:
+        rows.append([m.title] + [cell_text(t.cells[(m.key, lv.label)], m.decimals) for lv in t.levels])
+    notes = [f"Cells: mean over seeds [{interval_name(t.confidence, t.method)} of the mean] (n = seeds in the "
+             "cell; n=k/N where k of N planned seeds completed). One seed gives no interval; a bare mean means "
+             "every seed gave the same value. Only completed runs count; val top-1 and the train/val numbers are "
+             "at the best-validation epoch."]
+    if any(stats.interval_note(c.method, c.n) for c in t.cells.values()):
+        notes.append(small_n_note(t.method))
+    return Grid(f"Factor {t.factor}", header, rows, notes)
+
+
+def factor_csv(t: FactorTable) -> str:
+    """Long format, one row per (level, metric), unrounded values in the printed unit; empty
+    fields where a value is undefined (no run, or no interval for one seed)."""
+    order = {lv.label: i for i, lv in enumerate(t.levels)}
+    rows = []
+    for lv in t.levels:
+        for m in t.metrics:
+            c = t.cells[(m.key, lv.label)]
+            rows.append([t.factor, lv.label, order[lv.label], m.key, m.unit, c.n, c.expected,
+                         c.mean, c.lo, c.hi, t.confidence, t.method])
+    return to_csv(["factor", "level", "level_order", "metric", "unit", "n", "n_expected",
+                   "mean", "lo", "hi", "confidence", "ci_method"], rows)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -243,13 +330,22 @@ def cell_text(cell: Cell, decimals: int) -> str:
 
 @dataclass
 class PairedRow:
+    """One level against the reference on one metric (differences in the printed unit)."""
+
     level: str
     metric: Metric
     n: int
     diff_mean: float
     lo: float
     hi: float
+    p_exact: float
+    p_adjusted: float
+    verdict: str
+    mde: float
+    seeds_needed: float
     p_improve: float
+    p_improve_lo: float
+    p_improve_hi: float
 
 
 @dataclass
@@ -260,29 +356,128 @@ class PairedTable:
     rows: list[PairedRow]
     confidence: float
     method: str
+    alpha: float = stats.ALPHA
+    power: float = stats.POWER
+    target_delta: float = TARGET_DELTA
 
 
-def _by_seed(records: Sequence, label: str, m: Metric) -> dict[int, float]:
-    return {r.seed: m.extract(r) * m.scale for r in records
-            if r.level_label == label and r.status == COMPLETED}
+def paired_row(level: str, m: Metric, ref: Mapping, other: Mapping, confidence: float = stats.CONFIDENCE,
+               ci: str = stats.DEFAULT_CI, n_resamples: int = stats.N_RESAMPLES, seed: int = stats.BOOTSTRAP_SEED,
+               target_delta: float = TARGET_DELTA, alpha: float = stats.ALPHA,
+               power: float = stats.POWER) -> PairedRow:
+    """`other` against `ref` ({pair key: value}, printed unit) before the Holm adjustment: the
+    verdict and p_adjusted are filled in by `paired_table` across the factor's levels."""
+    a, b = stats.pair_values(ref, other)
+    d = b - a
+    n = int(d.size)
+    c = stats.mean_ci(d, ci, confidence, n_resamples, seed)
+    sd = float(np.std(d, ddof=1)) if n >= 2 else math.nan
+    sign = 1.0 if m.higher_is_better else -1.0
+    # P(improve) compares runs, not pairs (Agarwal et al.): every completed run of each level.
+    xs = [v for v in other.values() if math.isfinite(v)]
+    ys = [v for v in ref.values() if math.isfinite(v)]
+    poi = stats.probability_of_improvement_ci([sign * v for v in xs], [sign * v for v in ys], confidence,
+                                              n_resamples, seed)
+    target = target_delta if m.unit == "%" else math.nan
+    return PairedRow(level, m, n, c.mean, c.lo, c.hi, stats.sign_flip_pvalue(d), math.nan, stats.VERDICT_NONE,
+                     stats.minimum_detectable_difference(sd, n, alpha, power),
+                     stats.seeds_needed(target, sd, alpha, power), poi.mean, poi.lo, poi.hi)
 
 
 def paired_table(records: Iterable, factor: str, reference: str, metrics: Sequence[Metric],
                  levels: Sequence[str] | None = None, confidence: float = stats.CONFIDENCE,
-                 n_resamples: int = stats.N_RESAMPLES, seed: int = stats.BOOTSTRAP_SEED,
-                 method: str = stats.BOOTSTRAP_METHOD) -> PairedTable:
-    """Every level of `factor` against `reference`, seed by seed (see stats.paired_comparison)."""
+                 ci: str = stats.DEFAULT_CI, n_resamples: int = stats.N_RESAMPLES, seed: int = stats.BOOTSTRAP_SEED,
+                 target_delta: float = TARGET_DELTA, alpha: float = stats.ALPHA,
+                 power: float = stats.POWER) -> PairedTable:
+    """Every level of `factor` against `reference`, paired by seed (see `paired_row`); for each
+    metric the exact p-values are Holm-adjusted across the levels, and the verdict comes from
+    the adjusted p-value."""
     recs = [r for r in records if r.factor == factor]
-    labels = _levels_of(recs, levels)
+    labels = [lab for lab in levels_of(recs, levels) if lab != reference]
+    rows = [paired_row(lab, m, _values_by_key(recs, reference, m), _values_by_key(recs, lab, m), confidence, ci,
+                       n_resamples, seed, target_delta, alpha, power)
+            for lab in labels for m in metrics]
+    for m in metrics:
+        mine = [r for r in rows if r.metric.key == m.key]
+        for r, p in zip(mine, stats.holm_adjust([r.p_exact for r in mine])):
+            r.p_adjusted = float(p)
+            r.verdict = stats.verdict(r.diff_mean, r.p_adjusted, m.higher_is_better, alpha)
+    return PairedTable(factor, reference, list(metrics), rows, confidence, ci, alpha, power, target_delta)
+
+
+def _p(v: float) -> str:
+    return MISSING if not math.isfinite(v) else f"{v:.{P_VALUE_DIGITS}g}"
+
+
+def _seeds(v: float) -> str:
+    if math.isinf(v):
+        return f"> {stats.MAX_SEEDS_NEEDED:,}"
+    return MISSING if not math.isfinite(v) else str(int(v))
+
+
+def paired_grid(t: PairedTable) -> Grid:
+    iv = interval_name(t.confidence, t.method)
+    header = ["Level", "Metric", "n", f"Δ [{iv}]", "p exact", "p Holm", "Verdict",
+              f"P(improve) [{round(t.confidence * 100)}% bootstrap]",
+              "MDE", f"Seeds for Δ = {t.target_delta:g} pp"]
     rows = []
-    for lab in labels:
-        if lab == reference:
+    for r in t.rows:
+        d = r.metric.decimals
+        unit = f" {r.metric.diff_unit}" if r.metric.diff_unit else ""
+        if r.n == 0:
+            rows.append([r.level, r.metric.title, "0"] + [MISSING] * (len(header) - 3))
             continue
-        for m in metrics:
-            res = stats.paired_comparison(_by_seed(recs, reference, m), _by_seed(recs, lab, m), confidence,
-                                          n_resamples, seed, method, higher_is_better=m.higher_is_better)
-            rows.append(PairedRow(lab, m, res["n"], res["diff_mean"], res["lo"], res["hi"], res["p_improve"]))
-    return PairedTable(factor, reference, list(metrics), rows, confidence, method)
+        poi = num(r.p_improve, P_DECIMALS) + (
+            f" [{num(r.p_improve_lo, P_DECIMALS)}, {num(r.p_improve_hi, P_DECIMALS)}]"
+            if math.isfinite(r.p_improve_lo) else " (no interval)")
+        rows.append([r.level, r.metric.title, str(r.n),
+                     interval_text(r.diff_mean, r.lo, r.hi, r.n, d, t.method, sign=True) + unit,
+                     _p(r.p_exact), _p(r.p_adjusted), stats.verdict_text(r.verdict, r.n),
+                     poi, num(r.mde, d) + (unit if math.isfinite(r.mde) else ""),
+                     _seeds(r.seeds_needed)])
+    a = f"{t.alpha:g}"
+    notes = [f"Each level minus the reference level '{t.reference}', paired by seed (seeds completed at both). "
+             f"Δ: mean paired difference with its {iv}. p exact: two-sided sign-flip permutation test (all 2^n "
+             f"sign patterns); its smallest possible value is 2/2^n, so n >= 6 pairs are needed to reach {a}. "
+             f"p Holm: Holm-Bonferroni adjusted across this factor's levels; the verdict is 'better'/'worse' when it "
+             f"is <= {a} (lower is better for losses and ECE). P(improve): probability that a run of the level beats "
+             "a run of the reference (Agarwal et al. 2021), with its stratified-bootstrap interval (too narrow at a "
+             f"few runs, like every bootstrap); it never decides the verdict. MDE: smallest true difference the paired t-test detects at this n with power "
+             f"{t.power:g} at level {a}, from the observed spread of the differences. Seeds: pairs needed to detect "
+             f"a difference of {t.target_delta:g} pp (report.target_delta) with that power (percentage metrics)."]
+    if any(stats.interval_note(t.method, r.n) for r in t.rows):
+        notes.append(small_n_note(t.method))
+    return Grid(f"Factor {t.factor}: paired comparison with {t.reference}", header, rows, notes)
+
+
+def paired_csv(t: PairedTable) -> str:
+    rows = [[t.factor, t.reference, r.level, r.metric.key, r.metric.diff_unit, r.n, r.diff_mean, r.lo, r.hi,
+             r.p_exact, r.p_adjusted, r.verdict, r.mde, r.seeds_needed, r.p_improve, r.p_improve_lo,
+             r.p_improve_hi, t.confidence, t.method, t.target_delta if r.metric.unit == "%" else math.nan]
+            for r in t.rows]
+    return to_csv(["factor", "reference", "level", "metric", "unit", "n_pairs", "diff_mean", "lo", "hi", "p_exact",
+                   "p_adjusted", "verdict", "mde", "seeds_needed", "p_improve", "p_improve_lo", "p_improve_hi",
+                   "confidence", "ci_method", "target_delta"], rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# adaptive seeding
+
+
+def adaptive_grid(factor: str, info: Mapping[str, Mapping]) -> Grid:
+    """Which levels the adaptive runner stopped, after how many seeds, and why (meta['adaptive'])."""
+    rows = [[str(label), str(v.get("seeds", MISSING)), str(v.get("stopped") or "not stopped")]
+            for label, v in info.items() if isinstance(v, Mapping)]
+    notes = ["Adaptive seeding adds seeds only to levels whose comparison with the reference is undecided: a "
+             "level stops when its paired interval excludes 0 and the exact test rejects (separated), when the "
+             "interval contains 0 and is narrower than target_delta (precise), or at the maximum number of seeds."]
+    return Grid(f"Factor {factor}: adaptive seeding", ["Level", "Seeds", "Stopped"], rows, notes)
+
+
+def adaptive_csv(factor: str, info: Mapping[str, Mapping]) -> str:
+    return to_csv(["factor", "level", "seeds", "stopped"],
+                  [[factor, str(label), v.get("seeds", ""), v.get("stopped") or ""]
+                   for label, v in info.items() if isinstance(v, Mapping)])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -313,66 +508,13 @@ def best_trials(rows: Sequence[TrialRow], maximize: bool, top_k: int = TOP_TRIAL
     return sorted(done, key=lambda r: (sign * r.value, r.number))[:top_k]
 
 
-# ----------------------------------------------------------------------------------------------
-# rendering: a Grid is the common text form of every table
-
-
-@dataclass
-class Grid:
-    title: str
-    header: list[str]
-    rows: list[list[str]]
-    notes: list[str] = field(default_factory=list)
-
-
-def factor_grid(t: FactorTable) -> Grid:
-    header = ["Metric"] + [lv.label for lv in t.levels]
-    rows = [["Runs completed"] + [lv.text() for lv in t.levels]]
-    for m in t.metrics:
-        rows.append([m.title] + [cell_text(t.cells[(m.key, lv.label)], m.decimals) for lv in t.levels])
-    pct = round(t.confidence * 100)
-    notes = [f"Cells: mean over seeds [{pct}% {t.method} bootstrap CI of the mean]; 'no CI' where one seed "
-             "completed; a bare number where all seeds agree; n=k/N where k of N planned seeds entered the cell. "
-             "Only completed runs count; val top-1 and the train/val numbers are at the best-validation epoch."]
-    return Grid(f"Factor {t.factor}", header, rows, notes)
-
-
-def paired_grid(t: PairedTable) -> Grid:
-    pct = round(t.confidence * 100)
-    header = ["Level"]
-    for m in t.metrics:
-        unit = "pp" if m.unit == "%" else m.unit
-        header += [f"Δ {m.label}" + (f" ({unit})" if unit else "") + f" [{pct}% CI]", f"P(improve) {m.label}"]
-    header.append("Pairs")
-    rows = []
-    for lab in dict.fromkeys(r.level for r in t.rows):
-        mine = [r for r in t.rows if r.level == lab]
-        row = [lab]
-        for r in mine:
-            d = r.metric.decimals
-            if r.n == 0:
-                row += [MISSING, MISSING]
-                continue
-            txt = _num(r.diff_mean, d, sign=True)
-            txt += f" [{_num(r.lo, d, sign=True)}, {_num(r.hi, d, sign=True)}]" if math.isfinite(r.lo) else " (no CI)"
-            if r.n != mine[0].n:  # this metric is finite for other seeds than the first one
-                txt += f" (pairs={r.n})"
-            row += [txt, _num(r.p_improve, P_DECIMALS)]
-        row.append(str(mine[0].n) if len(mine) else "0")
-        rows.append(row)
-    notes = [f"Each level minus the reference level '{t.reference}', paired by seed (only seeds completed at "
-             f"both levels). P(improve): share of the bootstrap resamples of the mean paired difference "
-             f"that are better than 0 (higher for accuracies, lower for losses/ECE)."]
-    return Grid(f"Factor {t.factor}: paired comparison with {t.reference}", header, rows, notes)
-
-
 def trials_grid(rows: Sequence[TrialRow], maximize: bool, objective: str = "objective",
                 top_k: int = TOP_TRIALS) -> Grid:
     best = best_trials(rows, maximize, top_k)
     names = sorted({k for r in best for k in r.params})
     m = metric_for(objective)  # prints a val_top1 objective as %, like the factor tables
     header = ["Trial"] + names + [m.title, "State"]
-    body = [[str(r.number)] + [_fmt_param(r.params.get(k)) for k in names] + [_num(r.value * m.scale, m.decimals),
+    body = [[str(r.number)] + [_fmt_param(r.params.get(k)) for k in names] + [num(r.value * m.scale, m.decimals),
                                                                               r.state] for r in best]
     counts = Counter(r.state for r in rows)
     notes = [f"Best {len(best)} of {counts.get('COMPLETE', 0)} completed trials "
@@ -389,80 +531,8 @@ def _fmt_param(v) -> str:
     return str(v)
 
 
-def to_markdown(g: Grid) -> str:
-    def esc(s: str) -> str:
-        return s.replace("|", "\\|")
-
-    lines = [f"### {g.title}", "", "| " + " | ".join(esc(h) for h in g.header) + " |",
-             "|" + "|".join([":---"] + ["---:"] * (len(g.header) - 1)) + "|"]
-    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in g.rows]
-    lines += [""] + [f"_{esc(n)}_" for n in g.notes]
-    return "\n".join(lines) + "\n"
-
-
-_TEX_SPECIAL = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-    "Δ": r"$\Delta$", "—": "---", "–": "--", "±": r"$\pm$",
-}
-
-
-def tex_escape(s: str) -> str:
-    return "".join(_TEX_SPECIAL.get(ch, ch) for ch in s)
-
-
-def to_latex(g: Grid) -> str:
-    """A booktabs tabular (needs \\usepackage{booktabs}); title and notes as comments."""
-    lines = [f"% {g.title}"] + [f"% {n}" for n in g.notes]
-    lines += [r"\begin{tabular}{l" + "r" * (len(g.header) - 1) + "}", r"\toprule",
-              " & ".join(tex_escape(h) for h in g.header) + r" \\", r"\midrule"]
-    lines += [" & ".join(tex_escape(c) for c in row) + r" \\" for row in g.rows]
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    return "\n".join(lines) + "\n"
-
-
-def to_html(g: Grid) -> str:
-    e = html.escape
-    out = [f"<table>\n<caption>{e(g.title)}</caption>", "<thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in g.header)
-           + "</tr></thead>", "<tbody>"]
-    out += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in g.rows]
-    out.append("</tbody>\n</table>")
-    out += [f'<p class="note">{e(n)}</p>' for n in g.notes]
-    return "\n".join(out) + "\n"
-
-
-def _csv(header: list[str], rows: Iterable[list]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    for row in rows:
-        w.writerow(["" if isinstance(v, float) and not math.isfinite(v) else v for v in row])
-    return buf.getvalue()
-
-
-def factor_csv(t: FactorTable) -> str:
-    """Long format, one row per (level, metric), unrounded values in the printed unit; empty
-    fields where a value is undefined (no run, or no CI for one seed)."""
-    order = {lv.label: i for i, lv in enumerate(t.levels)}
-    rows = []
-    for lv in t.levels:
-        for m in t.metrics:
-            c = t.cells[(m.key, lv.label)]
-            rows.append([t.factor, lv.label, order[lv.label], m.key, m.unit, c.n, c.expected,
-                         c.mean, c.lo, c.hi, t.confidence, t.method])
-    return _csv(["factor", "level", "level_order", "metric", "unit", "n", "n_expected",
-                 "mean", "lo", "hi", "confidence", "ci_method"], rows)
-
-
-def paired_csv(t: PairedTable) -> str:
-    rows = [[t.factor, t.reference, r.level, r.metric.key, "pp" if r.metric.unit == "%" else r.metric.unit,
-             r.n, r.diff_mean, r.lo, r.hi, r.p_improve, t.confidence, t.method] for r in t.rows]
-    return _csv(["factor", "reference", "level", "metric", "unit", "n_pairs", "diff_mean", "lo", "hi",
-                 "p_improve", "confidence", "ci_method"], rows)
-
-
 def trials_csv(rows: Sequence[TrialRow]) -> str:
     names = sorted({k for r in rows for k in r.params})
     body = [[r.number, r.state, r.value if r.value is not None else math.nan] + [r.params.get(k, "") for k in names]
             for r in sorted(rows, key=lambda r: r.number)]
-    return _csv(["trial", "state", "value"] + [f"param_{k}" for k in names], body)
+    return to_csv(["trial", "state", "value"] + [f"param_{k}" for k in names], body)

@@ -299,8 +299,11 @@ def write_fresh_index(study_dir: Path, target: Path) -> None:
     with IndexWriter(study_dir, db_path=target) as writer:
         writer.set_meta(study_meta(study))
         if study.kind == "study":
+            # An adaptive study's extra seeds are the runs of seeds >= min that have a directory.
+            seeds = range(study.adaptive.max) if study.adaptive is not None else None
+            runs = specmod.expand(study, check_models=False, seeds=seeds, max_runs=None)
             rows = [(r.run_id, r.factor, r.level, r.level_label, r.level_order, r.seed, r.varied, r.config_dict())
-                    for r in specmod.expand(study, check_models=False)]
+                    for r in runs if r.seed in study.seeds or run_dir(study_dir, r.run_id).is_dir()]
         else:
             rows = search_rows_from_dirs(study_dir)
             writer.set_meta({**study_meta(study), "factors": {"search": [r[3] for r in sorted(rows, key=lambda r: r[4])]}})
@@ -317,9 +320,12 @@ def study_meta(study) -> dict:
     """The meta table of a resolved StudySpec."""
     from . import spec as specmod
 
+    import dataclasses
+
     meta = {"name": study.name, "kind": study.kind, "description": study.description,
             "metrics": list(study.metrics), "profile": study.profile, "base": study.base,
-            "spec": specmod.spec_to_dict(study)}
+            "spec": specmod.spec_to_dict(study), "report": dataclasses.asdict(study.report),
+            "analysis": list(study.analysis)}
     if study.kind == "study":
         meta.update(mode=study.mode, factors=specmod.factor_labels(study),
                     reference=specmod.reference_labels(study), seeds=list(study.seeds),
@@ -334,11 +340,13 @@ def search_rows_from_dirs(study_dir: Path) -> list[tuple]:
     """Index rows of a search's trials from their run directories (trial.json + config.yaml)."""
     import yaml
 
+    from ..config import yaml_load
+
     rows = []
     for path in sorted((study_dir / RUNS_DIR).glob(f"*/{TRIAL_FILE}")):
         try:
             trial = json.loads(path.read_text(encoding="utf-8"))
-            config = yaml.safe_load((path.parent / "config.yaml").read_text(encoding="utf-8")) \
+            config = yaml_load((path.parent / "config.yaml").read_text(encoding="utf-8")) \
                 if (path.parent / "config.yaml").is_file() else trial.get("config", {})
         except (OSError, ValueError, yaml.YAMLError):
             continue

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import suggest
-from ..errors import UserError
+from ..errors import UserError, short_repr
 from ..rundir import RunStatus
 from .index import RunRecord, open_index
 
@@ -23,6 +23,11 @@ TABLE_WIDTH = 200
 FLOAT_DECIMALS = 4
 #: Metrics shown as percentages by `summary_table`.
 PERCENT_SUFFIXES = ("_top1", "_top5", "_macro", "_ece")
+
+#: Deepest nesting a --where expression may have (`not not ...`, `- - ...`, brackets), and its length:
+#: the interpreter recurses over the tree, so both are bounded before it runs.
+MAX_WHERE_DEPTH = 50
+MAX_WHERE_CHARS = 10_000
 
 _COMPARE: dict[type, Callable[[Any, Any], bool]] = {
     ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
@@ -45,6 +50,16 @@ def _dotted(node: ast.AST) -> str | None:
     return None
 
 
+def _depth(root: ast.AST) -> int:
+    """Nesting depth of a syntax tree, computed without recursion."""
+    deepest, stack = 0, [(root, 1)]
+    while stack:
+        node, d = stack.pop()
+        deepest = max(deepest, d)
+        stack.extend((child, d + 1) for child in ast.iter_child_nodes(node))
+    return deepest
+
+
 class WhereExpr:
     """A filter such as `model.num_heads == 4 and seed < 2` or `status in ['failed', 'diverged']`.
 
@@ -56,10 +71,16 @@ class WhereExpr:
 
     def __init__(self, text: str):
         self.text = text
+        if len(text) > MAX_WHERE_CHARS:
+            raise UserError(f"--where: longer than {MAX_WHERE_CHARS:,} characters")
         try:
             tree = ast.parse(text.strip(), mode="eval")
         except SyntaxError as e:
-            raise UserError(f"--where: cannot parse {text!r} ({e.msg})") from None
+            raise UserError(f"--where: cannot parse {short_repr(text)} ({e.msg})") from None
+        except (RecursionError, MemoryError):  # Python's parser gives up on very deep nesting
+            raise UserError(f"--where: nested deeper than {MAX_WHERE_DEPTH} levels") from None
+        if _depth(tree.body) > MAX_WHERE_DEPTH:
+            raise UserError(f"--where: nested deeper than {MAX_WHERE_DEPTH} levels")
         self.body = tree.body
         self.names: set[str] = set()
         self._check(self.body)
@@ -73,22 +94,22 @@ class WhereExpr:
         elif isinstance(node, ast.Compare):
             for op in node.ops:
                 if type(op) not in _COMPARE:
-                    raise UserError(f"--where: operator {type(op).__name__} is not allowed in {self.text!r}")
+                    raise UserError(f"--where: operator {type(op).__name__} is not allowed in {short_repr(self.text)}")
             for v in [node.left, *node.comparators]:
                 self._check(v)
         elif isinstance(node, (ast.Name, ast.Attribute)):
             name = _dotted(node)
             if name is None:
-                raise UserError(f"--where: {ast.unparse(node)!r} is not a column or config key")
+                raise UserError(f"--where: {short_repr(ast.unparse(node))} is not a column or config key")
             self.names.add(name)
         elif isinstance(node, ast.Constant):
             pass
         elif isinstance(node, (ast.List, ast.Tuple)):
             for v in node.elts:
                 if not isinstance(v, ast.Constant):
-                    raise UserError(f"--where: lists may hold only constants, got {ast.unparse(v)!r}")
+                    raise UserError(f"--where: lists may hold only constants, got {short_repr(ast.unparse(v))}")
         else:
-            raise UserError(f"--where: {ast.unparse(node)!r} is not allowed (only names, constants, "
+            raise UserError(f"--where: {short_repr(ast.unparse(node))} is not allowed (only names, constants, "
                             "comparisons, and/or/not)")
 
     def check_names(self, known: set[str]) -> None:
@@ -248,13 +269,13 @@ def _render(renderable) -> str:
 
 
 def _cell(values: list[float], metric: str) -> str:
-    """`mean [lo, hi]` of one metric over seeds (just the mean for one seed)."""
-    from ..report.stats import bootstrap_ci
+    """`mean [lo, hi]` of one metric over seeds (just the mean for one seed): the Student-t interval."""
+    from ..stats import mean_ci
 
     if not values:
         return "-"
     pct = metric.endswith(PERCENT_SUFFIXES)
-    ci = bootstrap_ci([v * 100.0 if pct else v for v in values])
+    ci = mean_ci([v * 100.0 if pct else v for v in values])
     num = (lambda x: f"{x:.2f}") if pct else _fmt
     if math.isnan(ci.lo) or ci.lo == ci.hi:  # one seed, or the same value for every seed (params, flops)
         return num(ci.mean)
@@ -262,7 +283,7 @@ def _cell(values: list[float], metric: str) -> str:
 
 
 def summary_table(study_dir: str | Path) -> str:
-    """Per factor and level: completed seeds and the mean [95% bootstrap CI] over seeds of each of
+    """Per factor and level: completed seeds and the mean [95% t interval] over seeds of each of
     the spec's metrics (accuracies, macro scores and ECE in %). A search lists its best trials."""
     with open_index(study_dir) as index:
         meta = index.meta()
@@ -273,20 +294,21 @@ def summary_table(study_dir: str | Path) -> str:
         return _search_table(meta, records)
     metrics = [m for m in meta.get("metrics", []) if m not in ("flops", "train_time_s")]
     parts = []
-    n_seeds = len(meta.get("seeds", [])) or None
     for factor, labels in meta.get("factors", {}).items():
         ref = meta.get("reference", {}).get(factor)
         t = Table(title=f"{meta['name']}: {factor}" + ("  (synthetic data)" if _synthetic(records) else ""),
                   show_edge=False, pad_edge=False)
         t.add_column("level")
-        t.add_column("seeds", justify="right")
+        t.add_column("runs", justify="right")
         for m in metrics:
             t.add_column(m + (" %" if m.endswith(PERCENT_SUFFIXES) else ""), justify="right")
         for label in labels:
             recs = [r for r in records if r.factor == factor and r.level_label == label]
             done = [r for r in recs if r.status == RunStatus.COMPLETED]
             other = sorted({r.status for r in recs} - {RunStatus.COMPLETED.value})
-            seeds = f"{len(done)}/{n_seeds or len(recs)}" + (f" ({', '.join(other)})" if other else "")
+            # planned runs of the level: its index rows (seeds x seed-source combinations; an adaptive
+            # study's rows grow with its seeds)
+            seeds = f"{len(done)}/{len(recs)}" + (f" ({', '.join(other)})" if other else "")
             cells = []
             for m in metrics:
                 vals = [float(r.summary[m]) for r in done if isinstance(r.summary.get(m), (int, float))
@@ -294,7 +316,7 @@ def summary_table(study_dir: str | Path) -> str:
                 cells.append(_cell(vals, m))
             t.add_row(label + (" (ref)" if label == ref else ""), seeds, *cells)
         parts.append(_render(t))
-    parts.append("cells: mean [95% bootstrap CI] over completed seeds")
+    parts.append("cells: mean [95% Student-t interval] over completed seeds")
     return "\n\n".join(parts)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,15 +20,16 @@ import yaml
 from ..config import read_yaml
 from ..errors import UserError
 from ..io import atomic_write_text
-from ..rundir import FINAL_STATUSES, RunStatus
+from ..rundir import RunStatus
 from . import spec as specmod
 from .backends import LocalPool, RayPool
-from .index import INDEX_FILE, RUNS_DIR, SPEC_FILE, IndexWriter, open_writer, run_dir, study_meta
+from .index import INDEX_FILE, RUNS_DIR, SPEC_FILE, IndexWriter, open_writer, study_meta
 from .lock import STUDY_LOCK, lock_study
 from .progress import StudyProgress
+from .grid import AdaptiveSource, GridSource, unique_runs
 from .runsync import STORAGE_FILE, StudyStore, resolve_store
-from .schedule import drive, reconcile
-from .worker import Task, Trainer
+from .schedule import drive
+from .worker import Trainer
 
 BACKENDS = ("local", "ray")
 
@@ -171,14 +171,16 @@ def study_directory(out_dir: str | Path) -> Iterator[Path]:
 def run_study(spec: str | Path | dict | specmod.StudySpec, out_dir: str | Path, workers: int = 1,
               backend: str = "local", ray_address: str | None = None, profile: str | None = None,
               max_retries: int = 2, progress: bool = True, gpus_per_run: float | None = None,
-              cpus_per_run: float | None = None, trainer: Trainer | None = None, storage: str | None = None,
+              cpus_per_run: float | None = None, trainer: Trainer | None = None,
+              max_runs: int | None = specmod.DEFAULT_MAX_RUNS, storage: str | None = None,
               ray_pip: bool = False) -> StudyResult:
     """Train every run of a study into `out_dir` (see the module doc); returns what it left.
 
-    `storage`: where the run directories live (a path or an fsspec URL; default the study directory;
-    a study remembers it). `ray_pip`: install vitlab's dependencies on the Ray workers. `trainer`
-    replaces `vitlab.train.run_training` (tests only). Raises UserError on bad input before anything
-    is written.
+    `max_runs` refuses a study larger than that (counted before anything is expanded; None: no
+    limit). `storage`: where the run directories live (a path or an fsspec URL; default the study
+    directory; a study remembers it). `ray_pip`: install vitlab's dependencies on the Ray workers.
+    `trainer` replaces `vitlab.train.run_training` (tests only). Raises UserError on bad input before
+    anything is written.
     """
     check_options(workers, backend, max_retries)
     check_backend_options(backend, ray_address, gpus_per_run, cpus_per_run, ray_pip)
@@ -186,7 +188,7 @@ def run_study(spec: str | Path | dict | specmod.StudySpec, out_dir: str | Path, 
     if study.kind != "study":
         raise UserError(f"{study.source}: space: this is a search spec; run it with `vitlab search`")
     study = specmod.resolve(study, profile)
-    runs = specmod.expand(study)
+    runs = specmod.expand(study, max_runs=max_runs)
     with study_directory(out_dir) as out:
         spec_dict = specmod.spec_to_dict(study)
         store = open_study_storage(out, storage, spec_dict)
@@ -194,74 +196,24 @@ def run_study(spec: str | Path | dict | specmod.StudySpec, out_dir: str | Path, 
         claim_storage(out, store)
         store.fetch_all()  # the index is rebuilt from storage: it holds the truth
         with open_writer(out) as index:
-            index.set_meta(study_meta(study))
-            for r in runs:
+            meta = study_meta(study)
+            index.set_meta(meta)
+            for r in runs:  # every factor's rows (a run shared by factors trains once, below)
                 index.add_run(r.run_id, r.factor, r.level, r.level_label, r.level_order, r.seed, r.varied,
                               r.config_dict())
-            source = GridSource(study, unique_runs(study, runs), out, index, max_retries, store)
+            if study.adaptive is not None:
+                source = AdaptiveSource(study, unique_runs(study, runs), out, index, max_retries, meta)
+            else:
+                source = GridSource(study, unique_runs(study, runs), out, index, max_retries)
+            source.storage = store.location
             prog = StudyProgress(study.name, source.total, source.done, workers, enabled=progress)
+            source.progress = prog
             drive(source, lambda: make_pool(backend, workers, ray_address, gpus_per_run, cpus_per_run, trainer,
                                             store, ray_pip),
                   index, prog, max_retries, store)
             result = study_result(study, out, index, source.run_ids)
             result.trained = source.trained
             return result
-
-
-def unique_runs(study: specmod.StudySpec, runs: list[specmod.RunSpec]) -> list[specmod.RunSpec]:
-    """Each run once (a level shared by factors is trained once), seed-major so that early results
-    cover every level."""
-    factor_order = {f: i for i, f in enumerate(specmod.factor_labels(study))}
-    first: dict[str, specmod.RunSpec] = {}
-    for r in runs:
-        first.setdefault(r.run_id, r)
-    return sorted(first.values(), key=lambda r: (study.seeds.index(r.seed), factor_order[r.factor], r.level_order))
-
-
-def run_label(r: specmod.RunSpec) -> str:
-    return f"{r.factor}={r.level_label} seed={r.seed}" if r.factor != "grid" else f"[{r.level_label}] seed={r.seed}"
-
-
-class GridSource:
-    """The runs of an expanded study: those not yet final are queued (pending ones resume)."""
-
-    def __init__(self, study: specmod.StudySpec, runs: list[specmod.RunSpec], out: Path, index: IndexWriter,
-                 max_retries: int, store: StudyStore | None = None):
-        self.study, self.out, self.index = study, out, index
-        self.store = store or StudyStore(out)
-        self.queue: deque[specmod.RunSpec] = deque()
-        self.by_id = {r.run_id: r for r in runs}
-        self.run_ids = [r.run_id for r in runs]
-        self.trained: list[str] = []  # run IDs started (trained or resumed) in this session
-        self.done = 0
-        for r in runs:
-            status = reconcile(index, r.run_id, run_dir(out, r.run_id))  # mirrored by store.fetch_all()
-            attempts = index.status(r.run_id)[1]
-            if status == RunStatus.PENDING or (status == RunStatus.FAILED and attempts <= max_retries):
-                self.queue.append(r)
-            elif status in FINAL_STATUSES:
-                self.done += 1
-
-    @property
-    def total(self) -> int:
-        return len(self.by_id)
-
-    def task_for(self, r: specmod.RunSpec) -> Task:
-        return Task(run_id=r.run_id, config=r.config_dict(), run_dir=str(run_dir(self.out, r.run_id)),
-                    label=run_label(r), storage=self.store.location)
-
-    def next_task(self) -> Task | None:
-        if not self.queue:
-            return None
-        r = self.queue.popleft()
-        self.trained.append(r.run_id)
-        return self.task_for(r)
-
-    def retry(self, task: Task) -> None:
-        self.queue.append(self.by_id[task.run_id])
-
-    def finish(self, task: Task, status: RunStatus, summary: dict) -> None:
-        pass
 
 
 def study_result(study: specmod.StudySpec, out: Path, index: IndexWriter, run_ids: list[str]) -> StudyResult:

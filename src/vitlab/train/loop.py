@@ -7,7 +7,6 @@ Output contract (the study runner and users rely on it):
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import time
 from dataclasses import dataclass
@@ -21,9 +20,12 @@ import torch.nn.functional as F
 
 from .. import __version__
 from ..config import RunConfig, config_from, dump_yaml, identity_dict, read_yaml, build
-from ..errors import UserError
-from ..io import append_jsonl, atomic_write_json, atomic_write_text, read_json_object, read_jsonl, write_jsonl
-from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from ..errors import RunError, UserError
+from ..io import (append_jsonl, atomic_write_json, atomic_write_text, make_writable_dir, nearest_existing,
+                  read_json_object, read_jsonl, remove_empty_dirs, remove_stale_temp_files, write_jsonl)
+from ..rundir import CONFIG_FILE, METRICS_FILE, RUN_DIR_ENTRIES, SUMMARY_FILE
+from ..track import Trackers, open_trackers
+from .checkpoint import BEST_KEYS, LAST_KEYS, capture_rng, damaged, load_checkpoint, restore_rng, save_checkpoint
 from .metrics import SplitMetrics
 from .progress import EpochProgress
 from .schedules import make_scheduler
@@ -113,9 +115,9 @@ class Trainer:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         seed_everything(cfg.seed)
-        self.data = load_dataset(cfg.data, cfg.seed, self.device)
+        self.data = load_dataset(cfg.data, cfg.source_seed("seed_split"), self.device)
         d = self.data
-        torch.manual_seed(cfg.seed)  # initialization does not depend on what loading consumed
+        torch.manual_seed(cfg.source_seed("seed_init"))  # initialization does not depend on what loading consumed
         self.model = build_model(cfg.model, d.num_classes, d.in_chans, d.image_size).to(self.device)
         self.params = count_params(self.model)
         self.flops = count_flops(self.model, self.model.input_size, d.in_chans)
@@ -134,8 +136,8 @@ class Trainer:
             self.ema = torch.optim.swa_utils.AveragedModel(self.model, multi_avg_fn=multi_avg, use_buffers=True)
         self.forward = torch.compile(self.model) if cfg.train.compile else self.model
         # Separate streams so that evaluation or model changes never shift the data order.
-        self.shuffle_gen = torch.Generator().manual_seed(cfg.seed)
-        self.aug_gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
+        self.shuffle_gen = torch.Generator().manual_seed(cfg.source_seed("seed_order"))
+        self.aug_gen = torch.Generator(device=self.device).manual_seed(cfg.source_seed("seed_order") + 1)
         self.generators = {"shuffle": self.shuffle_gen, "augment": self.aug_gen}
         self.state = RunState(history=[])
 
@@ -169,17 +171,20 @@ class Trainer:
         path = self.ckpt_dir / "last.pt"
         if not path.exists():
             return False
-        ck = load_checkpoint(path)
+        ck = load_checkpoint(path, LAST_KEYS)
         if ck["config"] != identity_dict(self.cfg):
             raise UserError(f"{path}: checkpoint was written for a different config; use another --out")
-        self.model.load_state_dict(ck["model"])
-        self.optimizer.load_state_dict(ck["optimizer"])
-        self.scheduler.load_state_dict(ck["scheduler"])
-        self.scaler.load_state_dict(ck["scaler"])
-        if self.ema is not None:
-            self.ema.load_state_dict(ck["ema"])
-        restore_rng(ck["rng"], self.generators)
-        self.state = RunState(**ck["run_state"])
+        try:
+            self.model.load_state_dict(ck["model"])
+            self.optimizer.load_state_dict(ck["optimizer"])
+            self.scheduler.load_state_dict(ck["scheduler"])
+            self.scaler.load_state_dict(ck["scaler"])
+            if self.ema is not None:
+                self.ema.load_state_dict(ck["ema"])
+            restore_rng(ck["rng"], self.generators)
+            self.state = RunState(**ck["run_state"])
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
+            raise damaged(path, e) from None
         # metrics.jsonl may hold a line of an epoch whose checkpoint never landed: the checkpoint wins.
         write_jsonl(self.out / "metrics.jsonl", self.state.history)
         return True
@@ -308,8 +313,12 @@ class Trainer:
             best_row = st.history[st.best_epoch - 1]
             summary.update({k: best_row[k] for k in best_row if k.startswith(("train_", "val_"))})
         if status == "completed" or (status == "diverged" and st.best_epoch):
-            best = load_checkpoint(self.ckpt_dir / "best.pt")
-            self.eval_model().load_state_dict(best["model"])
+            best_path = self.ckpt_dir / "best.pt"
+            best = load_checkpoint(best_path, BEST_KEYS)
+            try:
+                self.eval_model().load_state_dict(best["model"])
+            except (RuntimeError, TypeError, AttributeError) as e:
+                raise damaged(best_path, e) from None
             test, confusion = self.evaluate(d.test_x, d.test_y, "test", confusion=True)
             summary.update(test)
             write_confusion(self.out / "confusion_test.csv", confusion, d.classes)
@@ -356,15 +365,27 @@ def write_confusion(path: Path, matrix: torch.Tensor, classes: list[str]) -> Non
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def prepare_out_dir(cfg: RunConfig, out: Path, resume: bool) -> dict | None:
-    """Check that `out` may hold this run. Returns the finished summary if there is nothing to do."""
+def check_run_dir(out: Path) -> None:
+    """Refuse, before anything is created, an --out that is `/` or a directory holding other things
+    than a run (so `--out /` or `--out ~` never scatters run files or overwrites a config.yaml).
+    Dot-files (locks, temporary files) do not count."""
+    nearest_existing(out, "output directory")  # a symlink loop or an unreadable component: one line
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise UserError(f"{out}: output directory is not writable ({e.strerror})") from None
+        resolved = out.resolve()
+        foreign = sorted(e.name for e in out.iterdir() if not e.name.startswith(".")
+                         and e.name not in RUN_DIR_ENTRIES) if out.is_dir() else []
+    except (OSError, RuntimeError) as e:  # a symlink loop, an unreadable directory
+        raise UserError(f"{out}: output directory is not usable ({getattr(e, 'strerror', None) or e})") from None
+    if resolved == Path(resolved.anchor):
+        raise UserError(f"{out}: is the filesystem root; choose a directory for the run")
+    started = (out / CONFIG_FILE).is_file() and any((out / n).exists() for n in (METRICS_FILE, SUMMARY_FILE))
+    if foreign and not started:  # a run, once started, may have gained files of its user's
+        raise UserError(f"{out}: not empty and not a vitlab run directory (has {foreign[0]}); choose another --out")
+
+
+def prepare_out_dir(cfg: RunConfig, out: Path, resume: bool) -> dict | None:
+    """Check that `out` (already created) may hold this run. Returns the finished summary if there
+    is nothing to do."""
     cfg_file = out / "config.yaml"
     has_results = (out / "checkpoints" / "last.pt").exists() or (out / "summary.json").exists()
     if cfg_file.exists() and has_results:
@@ -383,36 +404,79 @@ def prepare_out_dir(cfg: RunConfig, out: Path, resume: bool) -> dict | None:
 
 
 def run_training(cfg, out_dir, resume: bool = True, on_epoch: Callable[[int, dict], bool] | None = None,
-                 progress: bool | None = None) -> dict:
+                 progress: bool | None = None, context: dict | None = None) -> dict:
     """Train one run into `out_dir` and return its summary (also written to summary.json).
 
     resume: continue from `out_dir/checkpoints/last.pt` when present; a finished run is returned as is.
     on_epoch(epoch, row) -> True stops the run with status "pruned" (used by the Optuna search).
+    context: where the run sits in a study, {study, factor, level, seed, run_id}, for the trackers
+    that `cfg.track` turns on (MLflow experiment and tags, TensorBoard hparams).
     """
     cfg = config_from(cfg)
     out = Path(out_dir)
-    done = prepare_out_dir(cfg, out, resume)
-    if done is not None:
-        return done
-    show = cfg.train.progress if progress is None else progress
-    summary_path = out / "summary.json"
-    trainer = Trainer(cfg, out, show)  # bad input (model knobs, data files) fails here, before any write
-    atomic_write_text(out / "config.yaml", dump_yaml(cfg))
+    check_run_dir(out)
+    created = make_writable_dir(out, "output directory")
     try:
-        if not (resume and trainer.try_resume()):
+        done = prepare_out_dir(cfg, out, resume)
+        if done is not None:
+            return done
+        show = cfg.train.progress if progress is None else progress
+        trackers = open_trackers(cfg, out, context)  # a missing tracker extra fails here, before any write
+        trainer = Trainer(cfg, out, show)  # bad input (model knobs, data files) fails here, before any write
+    except BaseException:
+        remove_empty_dirs(created)  # a run that never started leaves no empty directory behind
+        raise
+    summary_path = out / "summary.json"
+    for d in (out, trainer.ckpt_dir):  # what a killed process was writing when it died
+        remove_stale_temp_files(d)
+    try:
+        atomic_write_text(out / "config.yaml", dump_yaml(cfg))
+        resumed = bool(resume and trainer.try_resume())
+        if not resumed:
             atomic_write_text(out / "metrics.jsonl", "")
         atomic_write_json(summary_path, {**trainer.base_summary(), "status": "running",
                                          "epochs_run": trainer.state.epoch})
-        summary = trainer.run(on_epoch)
+        trackers.start(trainer.state.history, resumed)
+        summary = trainer.run(_tracked(on_epoch, trackers))
+        atomic_write_json(summary_path, summary)
+        trackers.finish(summary)
     except UserError:
         raise
+    except OSError as e:  # a full disk, a vanished mount: the last good checkpoint stays (writes are atomic)
+        reason = f"cannot write {e.filename or 'a file'}: {e.strerror or e}"
+        trackers.finish(_mark_failed(trainer, summary_path, reason))
+        remove_empty_dirs(created)
+        raise RunError(f"{out}: run failed, {reason}; what was written before is intact: make room and rerun with --resume") from e
     except BaseException as e:
         if not isinstance(e, (KeyboardInterrupt, SystemExit)):
-            atomic_write_json(summary_path, {**trainer.base_summary(), "status": "failed",
-                                             "error": f"{type(e).__name__}: {e}"})
+            trackers.finish(_mark_failed(trainer, summary_path, f"{type(e).__name__}: {e}"))
         raise
-    atomic_write_json(summary_path, summary)
+    finally:
+        trackers.close()
     return summary
+
+
+def _tracked(on_epoch: Callable[[int, dict], bool] | None, trackers: Trackers):
+    """on_epoch that first hands the epoch's metrics.jsonl row to the trackers (it only enqueues)."""
+    if not trackers:
+        return on_epoch
+
+    def hook(epoch: int, row: dict) -> bool:
+        trackers.log_epoch(row)
+        return bool(on_epoch(epoch, row)) if on_epoch is not None else False
+
+    return hook
+
+
+def _mark_failed(trainer: Trainer, summary_path: Path, error: str) -> dict:
+    """Best effort: summary.json says `failed` and why (on a full disk even that may not be writable).
+    Returns that summary."""
+    failed = {**trainer.base_summary(), "status": "failed", "error": error, "epochs_run": trainer.state.epoch}
+    try:
+        atomic_write_json(summary_path, failed)
+    except OSError:
+        pass
+    return failed
 
 
 def read_metrics(run_dir) -> list[dict]:

@@ -1,0 +1,212 @@
+"""Task sources of a study (`vary:` / `grid:`): a fixed set of runs, or adaptive seeding.
+
+`GridSource` queues every run of an expanded study that is not final yet (pending ones resume).
+`AdaptiveSource` starts from the spec's `min` seeds and adds seeds one at a time to the levels whose
+paired comparison with their reference is still undecided (`vitlab.stats.seeding_decision`), up to
+`max`. Its decisions depend only on the results of the seeds a level already has, so a killed and
+rerun study replays them from the run directories and ends with the same seeds and tables.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from .. import stats
+from ..rundir import FINAL_STATUSES, RunStatus
+from . import spec as specmod
+from .index import IndexWriter, run_dir
+from .query import PERCENT_SUFFIXES
+from .schedule import reconcile
+from .worker import Task
+
+
+def unique_runs(study: specmod.StudySpec, runs: list[specmod.RunSpec]) -> list[specmod.RunSpec]:
+    """Each run once (a level shared by factors is trained once), seed-major so that early results
+    cover every level."""
+    factor_order = {f: i for i, f in enumerate(specmod.factor_labels(study))}
+    first: dict[str, specmod.RunSpec] = {}
+    for r in runs:
+        first.setdefault(r.run_id, r)
+    seed_order = {s: i for i, s in enumerate(study.seeds)}
+    return sorted(first.values(), key=lambda r: (seed_order.get(r.seed, r.seed), factor_order[r.factor], r.level_order))
+
+
+def run_label(r: specmod.RunSpec) -> str:
+    return f"{r.factor}={r.level_label} seed={r.seed}" if r.factor != "grid" else f"[{r.level_label}] seed={r.seed}"
+
+
+class GridSource:
+    """The runs of an expanded study: those not yet final are queued (pending ones resume)."""
+
+    #: Where the runs live when not in their run directories (a storage URL or path, runsync.py); the
+    #: runner sets it, and mirrors the runs from it before a source reconciles them.
+    storage: str | None = None
+
+    def __init__(self, study: specmod.StudySpec, runs: list[specmod.RunSpec], out: Path, index: IndexWriter,
+                 max_retries: int):
+        self.study, self.out, self.index, self.max_retries = study, out, index, max_retries
+        self.queue: deque[specmod.RunSpec] = deque()
+        self.by_id: dict[str, specmod.RunSpec] = {}
+        self.trained: list[str] = []  # run IDs started (trained or resumed) in this session
+        self.done = 0
+        self.progress = None  # the runner's StudyProgress (an adaptive study's total grows)
+        for r in runs:
+            self.add(r)
+
+    def add(self, r: specmod.RunSpec) -> RunStatus:
+        """Index a run (under its factor), reconcile it with its directory, queue it unless final."""
+        self.index.add_run(r.run_id, r.factor, r.level, r.level_label, r.level_order, r.seed, r.varied,
+                           r.config_dict())
+        if r.run_id in self.by_id:
+            return RunStatus(self.index.status(r.run_id)[0])
+        self.by_id[r.run_id] = r
+        status = reconcile(self.index, r.run_id, run_dir(self.out, r.run_id))
+        attempts = self.index.status(r.run_id)[1]
+        if status == RunStatus.PENDING or (status == RunStatus.FAILED and attempts <= self.max_retries):
+            self.queue.append(r)
+        elif status in FINAL_STATUSES:
+            self.done += 1
+        return status
+
+    @property
+    def total(self) -> int:
+        return len(self.by_id)
+
+    @property
+    def run_ids(self) -> list[str]:
+        return list(self.by_id)
+
+    def next_task(self) -> Task | None:
+        if not self.queue:
+            return None
+        r = self.queue.popleft()
+        self.trained.append(r.run_id)
+        return Task(run_id=r.run_id, config=r.config_dict(), run_dir=str(run_dir(self.out, r.run_id)),
+                    label=run_label(r), storage=self.storage)
+
+    def retry(self, task: Task) -> None:
+        self.queue.append(self.by_id[task.run_id])
+
+    def finish(self, task: Task, status: RunStatus, summary: dict) -> None:
+        pass
+
+
+class AdaptiveSource(GridSource):
+    """Adaptive seeding over a `vary:` or `grid:` study (see the module doc).
+
+    For each compared level L (every level but its factor's reference) with n seeds: when L and the
+    reference have a final result at every seed < n, the paired differences on `adaptive.metric`
+    decide; undecided and n < max -> seed n is added to L and, if needed, to the reference. The
+    state of every level (seeds, why it stopped) goes into the index meta under "adaptive".
+    """
+
+    def __init__(self, study: specmod.StudySpec, runs: list[specmod.RunSpec], out: Path, index: IndexWriter,
+                 max_retries: int, meta: dict):
+        self.adaptive = study.adaptive
+        self.meta = meta
+        super().__init__(study, runs, out, index, max_retries)
+        refs = specmod.reference_levels(study)
+        self.levels: list[tuple[str, Any]] = []  # (factor, level) compared with refs[factor]
+        for factor, levels in _factor_levels(study):
+            ref_key = specmod.value_key(refs[factor])
+            self.levels += [(factor, lv) for lv in levels if specmod.value_key(lv) != ref_key]
+        self.refs = refs
+        self.n: dict[tuple[str, str], int] = {}
+        self.stopped: dict[tuple[str, str], str] = {}
+        self.runs_of: dict[tuple[str, str, int], specmod.RunSpec] = {}
+        for r in runs:
+            self.runs_of[(r.factor, specmod.value_key(r.level), r.seed)] = r
+        for factor, lv in self.levels:
+            self.n[(factor, specmod.value_key(lv))] = self.adaptive.min
+        self.percent = self.adaptive.metric.endswith(PERCENT_SUFFIXES)
+        self.advance()
+
+    def run_at(self, factor: str, level: Any, seed: int) -> specmod.RunSpec:
+        key = (factor, specmod.value_key(level), seed)
+        if key not in self.runs_of:
+            (run,) = specmod.runs_for_level(self.study, factor, level, [seed])
+            self.runs_of[key] = run
+            self.add(run)
+        return self.runs_of[key]
+
+    def value(self, r: specmod.RunSpec) -> float | None:
+        """The run's metric when it completed; None while it is not final; nan when it ended otherwise."""
+        status = self.index.status(r.run_id)
+        if status is None or not RunStatus(status[0]).final and not self._failed_for_good(r.run_id):
+            return None
+        v = self.index.summary(r.run_id).get(self.adaptive.metric)
+        if status[0] != RunStatus.COMPLETED or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return math.nan
+        return float(v) * (100.0 if self.percent else 1.0)
+
+    def _failed_for_good(self, run_id: str) -> bool:
+        status, attempts = self.index.status(run_id)
+        return status == RunStatus.FAILED and attempts > self.max_retries
+
+    def advance(self) -> None:
+        """Decide every level whose current seeds are all final; add a seed where undecided (to a fixpoint)."""
+        compared = {}
+        for factor, _ in self.levels:
+            compared[factor] = compared.get(factor, 0) + 1
+        changed = True
+        while changed:
+            changed = False
+            for factor, lv in self.levels:
+                key = (factor, specmod.value_key(lv))
+                if key in self.stopped:
+                    continue
+                n = self.n[key]
+                pairs = [(self.value(self.run_at(factor, lv, s)), self.value(self.run_at(factor, self.refs[factor], s)))
+                         for s in range(n)]
+                if any(a is None or b is None for a, b in pairs):
+                    continue  # still running
+                diffs = [a - b for a, b in pairs if math.isfinite(a) and math.isfinite(b)]
+                if len(diffs) >= 2:
+                    decided, reason = stats.seeding_decision(diffs, self.adaptive.target_delta,
+                                                             n_comparisons=compared[factor])
+                else:
+                    decided, reason = False, f"{len(diffs)} paired result(s)"
+                if decided:
+                    self.stopped[key] = f"stopped at n = {n}: {reason}"
+                elif n >= self.adaptive.max:
+                    self.stopped[key] = f"reached max = {n} seeds, still undecided: {reason}"
+                else:
+                    self.n[key] = n + 1
+                    self.run_at(factor, lv, n)
+                    self.run_at(factor, self.refs[factor], n)
+                    changed = True
+        self._write_meta()
+        if self.progress is not None:
+            self.progress.total = self.total
+
+    def _write_meta(self) -> None:
+        state: dict[str, dict] = {}
+        for factor, lv in self.levels:
+            key = (factor, specmod.value_key(lv))
+            label = specmod.combo_label(lv) if factor == "grid" else specmod.level_label(lv)
+            state.setdefault(factor, {})[label] = {"seeds": self.n[key],
+                                                   "stopped": self.stopped.get(key, "running")}
+        for factor, ref in self.refs.items():
+            label = specmod.combo_label(ref) if factor == "grid" else specmod.level_label(ref)
+            seeds = max([self.n[(f, k)] for f, k in self.n if f == factor] or [self.adaptive.min])
+            state.setdefault(factor, {})[label] = {"seeds": seeds, "stopped": "reference"}
+        self.meta["adaptive"] = state
+        self.meta["adaptive_settings"] = {"min": self.adaptive.min, "max": self.adaptive.max,
+                                          "target_delta": self.adaptive.target_delta,
+                                          "metric": self.adaptive.metric}
+        self.index.set_meta(self.meta)
+
+    def finish(self, task: Task, status: RunStatus, summary: dict) -> None:
+        self.advance()
+
+
+def _factor_levels(study: specmod.StudySpec) -> list[tuple[str, list]]:
+    """[(factor, [level, ...])]: each `vary:` factor's levels, or a grid's cells under "grid"."""
+    if study.mode == "vary":
+        return [(k, list(v)) for k, v in study.factors.items()]
+    import itertools
+
+    keys = list(study.factors)
+    return [("grid", [dict(zip(keys, combo)) for combo in itertools.product(*study.factors.values())])]
