@@ -3,6 +3,7 @@ cluster whose worker nodes cannot see the study directory trains through a stora
 losing its worker node mid-run."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shlex
@@ -71,6 +72,7 @@ PAUSE_ENV = "VITLAB_TEST_PAUSE_AFTER_EPOCH1"
 TIMING_KEYS = {"epoch_time_s", "throughput_img_s", "train_time_s", "minutes", "data_time_frac"}
 
 
+@functools.lru_cache(maxsize=1)
 def cluster_skip_reason() -> str | None:
     if os.geteuid() != 0:
         return "needs root: worker nodes run in a private mount namespace (unshare -m) that hides the study directory"
