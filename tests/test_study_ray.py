@@ -260,3 +260,8 @@ def test_ray_runtime_env_ships_vitlab_and_optionally_its_dependencies():
     assert "torch" not in names and "ray" not in names  # the cluster's own
     assert {"numpy", "pyyaml", "torchmetrics", "fsspec", "s3fs"} <= set(names)
     assert "gcsfs" not in names and ray_runtime_env(pip=True, storage_location="gs://b/x")["pip"][-1] == "gcsfs"
+    from vitlab.errors import UserError
+
+    with pytest.raises(UserError, match="--ray-pip: only used with --backend ray"):
+        run_study(SPEC, "unused", ray_pip=True, progress=False)
+    assert not Path("unused").exists()
