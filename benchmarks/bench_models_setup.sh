@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark-only environment for benchmarks/bench_models.py: CPU torch + timm, nothing else of vitlab's.
+# Benchmark-only environment for benchmarks/bench_models.py: CPU torch + timm, and what importing vitlab needs.
 # timm is installed without its dependencies: torchvision's wheel does not import beside CPU torch
 # here, and the benchmark stubs it (benchmarks/torchvision_stub.py); pillow and numpy are needed by
 # timm's import-time data modules.
@@ -10,4 +10,6 @@ TORCH=${TORCH:-torch==2.13.0}
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q "$TORCH"
 "$VENV/bin/pip" install -q --no-deps timm safetensors huggingface_hub pyyaml pillow numpy
+# What `import vitlab` needs beside torch (the benchmark imports vitlab.models from src/).
+"$VENV/bin/pip" install -q --no-deps torchmetrics lightning-utilities packaging rich markdown-it-py mdurl pygments
 "$VENV/bin/python" -c "import sys; sys.path.insert(0, '.'); import torchvision_stub; torchvision_stub.install(); import timm; print('timm', timm.__version__, 'ready in benchmarks/$VENV')"

@@ -30,7 +30,7 @@ SPEC = {
 }
 
 
-def fake_trainer(cfg, out_dir, resume=True, on_epoch=None, progress=None):
+def fake_trainer(cfg, out_dir, resume=True, on_epoch=None, progress=None, context=None):
     """Writes a finished run directory whose test_top1 depends on the level and the seed."""
     norm, seed = cfg.model.attn_norm, cfg.seed
     rng = np.random.default_rng([seed, sorted(EFFECT).index(norm)])

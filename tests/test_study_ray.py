@@ -148,7 +148,7 @@ def wait_for_cpus(address: str, cpus: float, env: dict, timeout: float = 120) ->
                           capture_output=True).returncode == 0, f"the cluster never offered {cpus} CPUs"
 
 
-def pause_after_first_epoch(cfg, out, resume=True, on_epoch=None, progress=None):
+def pause_after_first_epoch(cfg, out, resume=True, on_epoch=None, progress=None, context=None):
     """The real trainer; on a node started with PAUSE_ENV it sleeps after publishing epoch 1 (a window to
     lose the node mid-run). Sleeping changes no result."""
     import os as _os
@@ -162,7 +162,7 @@ def pause_after_first_epoch(cfg, out, resume=True, on_epoch=None, progress=None)
             _time.sleep(float(_os.environ[PAUSE_ENV]))
         return stop
 
-    return run_training(cfg, out, resume=resume, on_epoch=hook, progress=progress)
+    return run_training(cfg, out, resume=resume, on_epoch=hook, progress=progress, context=context)
 
 
 def untimed_files(run: Path) -> tuple[list[dict], dict]:

@@ -246,7 +246,7 @@ def test_sigkill_coordinator_loop_loses_nothing(reference, tmp_path):
         assert final[rid] == stamp, f"{rid} was trained again after it completed"
 
 
-def flaky_trainer(cfg, out_dir, resume=True, on_epoch=None, progress=None):
+def flaky_trainer(cfg, out_dir, resume=True, on_epoch=None, progress=None, context=None):
     """The real trainer, made to fail once right after epoch 2 was checkpointed: by an exception
     (softmax runs) or by SIGKILL of its own worker process (cosine runs)."""
     from vitlab.train import run_training
@@ -261,7 +261,7 @@ def flaky_trainer(cfg, out_dir, resume=True, on_epoch=None, progress=None):
             raise RuntimeError("injected failure")
         return on_epoch(epoch, row) if on_epoch else False
 
-    return run_training(cfg, out_dir, resume=resume, on_epoch=hook, progress=progress)
+    return run_training(cfg, out_dir, resume=resume, on_epoch=hook, progress=progress, context=context)
 
 
 def test_failed_and_killed_workers_are_retried_and_resume_exactly(reference, tmp_path):
@@ -276,7 +276,7 @@ def test_failed_and_killed_workers_are_retried_and_resume_exactly(reference, tmp
         assert run_metrics(out, r.run_id) == run_metrics(reference, r.run_id)
 
 
-def broken_small_lr_trainer(cfg, out_dir, resume=True, on_epoch=None, progress=None):
+def broken_small_lr_trainer(cfg, out_dir, resume=True, on_epoch=None, progress=None, context=None):
     """Always raises for lr < 1; trains for real otherwise (lr 1e8 diverges)."""
     if cfg.optim.lr < 1:
         raise RuntimeError("injected failure")

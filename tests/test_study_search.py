@@ -37,7 +37,7 @@ SPEC = {
 }
 
 
-def kill_coordinator_once(cfg, out_dir, resume=True, on_epoch=None, progress=None):
+def kill_coordinator_once(cfg, out_dir, resume=True, on_epoch=None, progress=None, context=None):
     """The real trainer; the first time any trial of the study reaches epoch 2, it SIGKILLs the
     coordinator (its parent process) - a deterministic mid-run crash."""
     from vitlab.train import run_training
@@ -51,7 +51,7 @@ def kill_coordinator_once(cfg, out_dir, resume=True, on_epoch=None, progress=Non
             os.kill(os.getppid(), signal.SIGKILL)
         return stop
 
-    return run_training(cfg, out_dir, resume=resume, on_epoch=hook, progress=progress)
+    return run_training(cfg, out_dir, resume=resume, on_epoch=hook, progress=progress, context=context)
 
 
 def _trials(out: Path):

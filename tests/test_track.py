@@ -422,3 +422,26 @@ def test_a_study_report_renders_in_a_notebook(study):
     assert "tiny_norms" in html and "softmax" in html and "cosine" in html
     assert "data:image/png;base64," in html and "<html" not in html
     assert (study / "report" / "tables").is_dir()
+
+
+def test_a_study_tags_its_mlflow_runs_with_study_factor_level_and_seed(tmp_path):
+    needs("mlflow")
+    from vitlab.study import run_study
+
+    store = tmp_path / "mlruns"
+    spec = {"name": "tagged", "base": {"device": "cpu",
+                                       "data": {"name": "synthetic", "synthetic_train": 200, "synthetic_test": 100,
+                                                "val_fraction": 0.2},
+                                       "model": {"name": "vit_nano", "dim": 32, "depth": 1, "num_heads": 2},
+                                       "train": {"epochs": 1, "batch_size": 64, "threads": 1},
+                                       "track": {"mlflow": str(store)}},
+            "vary": {"model.attn_norm": ["softmax", "cosine"]}, "seeds": 1}
+    result = run_study(spec, tmp_path / "study", workers=1, progress=False)
+    assert result.ok, result.errors
+    client = ml_client(store)
+    exp = client.get_experiment_by_name("tagged")
+    assert exp is not None
+    runs = client.search_runs([exp.experiment_id])
+    tags = sorted((r.data.tags["study"], r.data.tags["factor"], r.data.tags["level"], r.data.tags["seed"])
+                  for r in runs)
+    assert tags == [("tagged", "model.attn_norm", "cosine", "0"), ("tagged", "model.attn_norm", "softmax", "0")]

@@ -193,29 +193,51 @@ class OptimConfig:
 @dataclass
 class ScheduleConfig:
     name: str = knob("cosine", "learning-rate schedule (per step)", choices=("cosine", "step", "constant"))
-    warmup_epochs: float = knob(5.0, "linear warmup from 0 over this many epochs (any schedule)")
+    warmup_epochs: float = knob(5.0, "linear warmup from 0 over this many epochs (any schedule), at most the whole run")
+    warmup_fraction: Optional[float] = knob(None, "linear warmup over this fraction of the run's optimizer steps, "
+                                            "in [0, 1); replaces sched.warmup_epochs (the form that follows "
+                                            "train.steps and train.budget_minutes)")
     min_lr: float = knob(0.0, "cosine: final learning rate")
     milestones: list[int] = knob([], "step: epochs at which the learning rate is multiplied by gamma")
+    milestone_fractions: list[float] = knob([], "step: fractions of the run's optimizer steps (in (0, 1)) at which the "
+                                            "learning rate is multiplied by gamma; the form that follows train.steps "
+                                            "and train.budget_minutes")
     gamma: float = knob(0.1, "step: decay factor at each milestone")
 
     def __post_init__(self):
         _check_nonneg("sched.warmup_epochs", self.warmup_epochs)
         _check_nonneg("sched.min_lr", self.min_lr)
+        if self.warmup_fraction is not None:
+            _check_range("sched.warmup_fraction", self.warmup_fraction, 0.0, 1.0, hi_open=True)
         if any(m <= 0 for m in self.milestones) or list(self.milestones) != sorted(set(self.milestones)):
             raise ConfigError("sched.milestones", f"must be increasing positive epochs, got {short_repr(self.milestones)}")
+        fr = list(self.milestone_fractions)
+        if any(not 0 < f < 1 for f in fr) or fr != sorted(set(fr)):
+            raise ConfigError("sched.milestone_fractions", f"must be increasing fractions in (0, 1), got {short_repr(fr)}")
+        if fr and self.milestones:
+            raise ConfigError("sched.milestone_fractions", "set either sched.milestones (epochs) or "
+                              "sched.milestone_fractions, not both")
         _check_range("sched.gamma", self.gamma, 0.0, 1.0, lo_open=True)
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = knob(30, "training epochs (upper bound when early stopping)")
+    epochs: int = knob(30, "training epochs (upper bound when early stopping); ignored when train.steps or "
+                       "train.budget_minutes is set")
+    steps: Optional[int] = knob(None, "total optimizer steps; epochs become ceil(steps / steps per epoch), the last "
+                                "one possibly partial (reproduces a budgeted run: its summary.json records `steps`)")
+    budget_minutes: Optional[float] = knob(None, "wall-clock budget of the whole run in minutes: the run times a "
+                                           "few throwaway steps and evaluations, then fixes the number of optimizer "
+                                           "steps so that training, evaluations and checkpoints end within it "
+                                           "(exclusive with train.steps; recorded in summary.json)")
     batch_size: int = knob(128, "training batch size")
     eval_batch_size: int = knob(500, "batch size for evaluation")
     label_smoothing: float = knob(0.1, "label smoothing of the cross-entropy loss")
     grad_clip: float = knob(1.0, "clip the gradient norm to this value (0 disables)")
     amp: str = knob("auto", "mixed precision; auto = bf16 on CUDA, none on CPU", choices=("auto", "none", "bf16", "fp16"))
     compile: bool = knob(False, "torch.compile the model")
-    channels_last: bool = knob(True, "channels-last memory format for the model and its inputs (faster convolutions on CPU and CUDA)")
+    channels_last: bool = knob(True, "channels-last memory format for the model and its inputs (faster convolutions on "
+                                     "CPU and CUDA; MobileViT runs channels-last inside either way)")
     ema: bool = knob(False, "keep an exponential moving average of the weights and evaluate it")
     ema_decay: float = knob(0.999, "EMA decay per step")
     patience: int = knob(0, "early stopping: epochs without improvement of `monitor` (0 disables)")
@@ -227,6 +249,12 @@ class TrainConfig:
 
     def __post_init__(self):
         _check_positive("train.epochs", self.epochs)
+        _check_positive("train.steps", self.steps, allow_none=True)
+        if self.budget_minutes is not None and not (math.isfinite(self.budget_minutes) and self.budget_minutes > 0):
+            raise ConfigError("train.budget_minutes", f"must be a finite number > 0, got {self.budget_minutes}")
+        if self.steps is not None and self.budget_minutes is not None:
+            raise ConfigError("train.steps", "set either train.steps or train.budget_minutes, not both (a budgeted "
+                              "run records its step count: reproduce it with train.budget_minutes=null train.steps=N)")
         _check_positive("train.batch_size", self.batch_size)
         _check_positive("train.eval_batch_size", self.eval_batch_size)
         _check_range("train.label_smoothing", self.label_smoothing, 0.0, 1.0, hi_open=True)
@@ -281,6 +309,9 @@ class RunConfig:
         dev = self.device
         if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
             raise ConfigError("device", f"must be auto, cpu, cuda, cuda:N or mps, got {short_repr(dev)}")
+        if self.sched.milestones and (self.train.steps is not None or self.train.budget_minutes is not None):
+            raise ConfigError("sched.milestones", "epoch milestones do not follow train.steps or "
+                              "train.budget_minutes; use sched.milestone_fractions")
 
     def source_seed(self, source: str) -> int:
         """The seed of one source of randomness ('seed_init', 'seed_split', 'seed_order'): its
@@ -698,16 +729,25 @@ def describe_keys(cls=RunConfig, prefix: str = "") -> list[tuple[str, str, str]]
 EXECUTION_ONLY = {("train", "threads"), ("train", "progress"), ("track", "tensorboard"), ("track", "mlflow")}
 
 
+# Fields added after run IDs were first issued, omitted from the identity while unset (None or []),
+# so configs written before they existed keep their run IDs.
+OMITTED_UNSET = {("train", "steps"), ("train", "budget_minutes"), ("sched", "warmup_fraction"),
+                 ("sched", "milestone_fractions")}
+
+
 def identity_dict(cfg: RunConfig) -> dict:
     """The config as a dict without execution-only fields: what defines a run's result. Seed-source
-    overrides left at None and sections left empty (`track`) are omitted, so configs written before
-    they existed keep their run IDs."""
+    overrides left at None, the OMITTED_UNSET fields and sections left empty (`track`) are omitted, so
+    configs written before they existed keep their run IDs."""
     d = to_dict(cfg)
     for section, key in EXECUTION_ONLY:
         d[section].pop(key, None)
     for key in SEED_SOURCES:
         if d.get(key) is None:
             d.pop(key, None)
+    for section, key in OMITTED_UNSET:
+        if d[section].get(key) in (None, []):
+            d[section].pop(key, None)
     return {k: v for k, v in d.items() if v != {}}
 
 

@@ -205,8 +205,10 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor, return_weights: bool = False):
         B, N, C = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # (B, H, N, d) each
+        # Split along the qkv axis first, then move the heads: the views are the same as a permute to
+        # (3, B, H, N, d), but the backward stacks the three gradients straight into the (B, N, 3, H, d)
+        # layout of the qkv output, one copy instead of two.
+        q, k, v = (t.transpose(1, 2) for t in self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).unbind(2))
         score = getattr(self, "_" + self.attn_norm)
         kw = dict(drop=self.attn_drop, training=self.training, need_weights=return_weights)
         if self.attn_norm in FP32_NORMS and torch.is_autocast_enabled(x.device.type):

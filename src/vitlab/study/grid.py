@@ -84,7 +84,9 @@ class GridSource:
         r = self.queue.popleft()
         self.trained.append(r.run_id)
         return Task(run_id=r.run_id, config=r.config_dict(), run_dir=str(run_dir(self.out, r.run_id)),
-                    label=run_label(r), storage=self.storage)
+                    label=run_label(r), storage=self.storage,
+                    context={"study": self.study.name, "factor": r.factor, "level": r.level_label, "seed": r.seed,
+                             "run_id": r.run_id})
 
     def retry(self, task: Task) -> None:
         self.queue.append(self.by_id[task.run_id])

@@ -210,6 +210,8 @@ class OptunaSource:
         self.inflight[run_id] = trial
         return Task(run_id=run_id, config=cfg_dict, run_dir=str(path),
                     label=f"{label} {specmod.combo_label(params)}",
+                    context={"study": self.spec.name, "factor": "search", "level": label, "seed": cfg.seed,
+                             "run_id": run_id},
                     epoch_hook=PruneHook(storage=str(self.out / JOURNAL_FILE), study_name=self.spec.name,
                                          trial_id=trial._trial_id, metric=self.spec.objective,
                                          pruner=self.spec.pruner))

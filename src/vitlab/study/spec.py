@@ -1028,6 +1028,16 @@ def spec_to_dict(spec: StudySpec) -> dict:
 
 
 def same_study(a: dict, b: dict) -> bool:
-    """Whether two spec dicts (as written to spec.yaml) describe the same runs (origin ignored)."""
-    strip = lambda d: {k: v for k, v in d.items() if k not in ("origin", "description")}  # noqa: E731
+    """Whether two spec dicts (as written to spec.yaml) describe the same runs: the origin, the
+    description and execution-only fields of the base (threads, progress, tracking) may differ."""
+    def strip(d: dict) -> dict:
+        out = {k: v for k, v in d.items() if k not in ("origin", "description")}
+        base = copy.deepcopy(out.get("base") or {})
+        for section, key in EXECUTION_ONLY:
+            if isinstance(base.get(section), dict):
+                base[section].pop(key, None)
+                if not base[section]:
+                    base.pop(section)
+        out["base"] = base
+        return out
     return canonical_json(strip(a)) == canonical_json(strip(b))

@@ -50,6 +50,7 @@ class Task:
     label: str = ""  # how progress shows it, e.g. "model.num_heads=4 seed=1"
     threads: int | None = None  # CPU threads for this run (when the config leaves train.threads unset)
     epoch_hook: EpochHook | None = None  # asked after every epoch whether to stop the run (pruning)
+    context: dict | None = None  # study, factor, level, seed, run_id: what trackers tag the run with
 
 
 @dataclass
@@ -97,7 +98,8 @@ def execute(task: Task, trainer: Trainer | None = None,
                 return bool(prune(epoch, row)) if prune is not None else False
 
             trainer = trainer or default_trainer()
-            out.summary = dict(trainer(cfg, ws.path, resume=True, on_epoch=hook, progress=False) or {})
+            out.summary = dict(trainer(cfg, ws.path, resume=True, on_epoch=hook, progress=False,
+                                       context=task.context) or {})
     except StorageError as e:  # storage unreachable: the attempt failed, a retry may succeed
         out.error = " ".join(str(e).split())
     except UserError as e:

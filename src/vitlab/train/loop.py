@@ -25,6 +25,7 @@ from ..io import (append_jsonl, atomic_write_json, atomic_write_text, make_writa
                   read_json_object, read_jsonl, remove_empty_dirs, remove_stale_temp_files, write_jsonl)
 from ..rundir import CONFIG_FILE, METRICS_FILE, RUN_DIR_ENTRIES, SUMMARY_FILE
 from ..track import Trackers, open_trackers
+from .budget import plan_budget
 from .checkpoint import BEST_KEYS, LAST_KEYS, capture_rng, damaged, load_checkpoint, restore_rng, save_checkpoint
 from .metrics import SplitMetrics
 from .progress import EpochProgress
@@ -95,6 +96,8 @@ class RunState:
     epochs_since_best: int = 0
     train_time_s: float = 0.0
     history: list | None = None
+    total_steps: int | None = None  # optimizer steps of the whole run, fixed before the first step
+    budget: dict | None = None  # train.budget_minutes: what the calibration measured
 
     def improved(self, value: float, monitor: str) -> bool:
         if self.best_value is None:
@@ -110,6 +113,7 @@ class Trainer:
         from ..data.augment import Augmenter
         from ..models import build_model, count_flops, count_params
 
+        self.started = time.perf_counter()  # a time budget counts from here
         self.cfg, self.out, self.show_progress = cfg, out_dir, progress
         self.device = resolve_device(cfg.device)
         if cfg.train.threads:
@@ -127,8 +131,7 @@ class Trainer:
         self.amp = amp_dtype(cfg, self.device)
         self.optimizer = make_optimizer(self.model, cfg)
         self.steps_per_epoch = max(1, len(d.train_y) // cfg.train.batch_size)
-        self.scheduler = make_scheduler(self.optimizer, cfg.sched, cfg.optim.lr, cfg.train.epochs,
-                                        self.steps_per_epoch)
+        self.scheduler = None  # built by plan_steps() once the run's step count is fixed
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         self.ema = None
         if cfg.train.ema:
@@ -147,16 +150,19 @@ class Trainer:
         return self.out / "checkpoints"
 
     def save_last(self) -> None:
-        save_checkpoint(self.ckpt_dir / "last.pt", {
+        save_checkpoint(self.ckpt_dir / "last.pt", self.checkpoint_state())
+
+    def checkpoint_state(self) -> dict:
+        return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "rng": capture_rng(self.generators),
             "run_state": vars(self.state),
             "config": identity_dict(self.cfg),
-        })
+        }
 
     def save_best(self) -> None:
         save_checkpoint(self.ckpt_dir / "best.pt", {
@@ -175,6 +181,8 @@ class Trainer:
         if ck["config"] != identity_dict(self.cfg):
             raise UserError(f"{path}: checkpoint was written for a different config; use another --out")
         try:
+            self.state = RunState(**ck["run_state"])
+            self.plan_steps(self.state.total_steps)  # the recorded count: a resumed run never recalibrates
             self.model.load_state_dict(ck["model"])
             self.optimizer.load_state_dict(ck["optimizer"])
             self.scheduler.load_state_dict(ck["scheduler"])
@@ -182,12 +190,28 @@ class Trainer:
             if self.ema is not None:
                 self.ema.load_state_dict(ck["ema"])
             restore_rng(ck["rng"], self.generators)
-            self.state = RunState(**ck["run_state"])
         except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
             raise damaged(path, e) from None
         # metrics.jsonl may hold a line of an epoch whose checkpoint never landed: the checkpoint wins.
         write_jsonl(self.out / "metrics.jsonl", self.state.history)
         return True
+
+    def plan_steps(self, recorded: int | None = None) -> None:
+        """Fix the run's optimizer steps — recorded in a checkpoint, train.steps, epochs × steps per
+        epoch, or calibrated to train.budget_minutes — and build the learning-rate schedule over them."""
+        t = self.cfg.train
+        if recorded is not None:
+            total = recorded
+        elif t.steps is not None:
+            total = t.steps
+        elif t.budget_minutes is not None:
+            total, self.state.budget = plan_budget(self, t.budget_minutes)
+        else:
+            total = t.epochs * self.steps_per_epoch
+        self.state.total_steps = total
+        self.epochs = -(-total // self.steps_per_epoch)  # the last epoch may be partial
+        self.scheduler = make_scheduler(self.optimizer, self.cfg.sched, self.cfg.optim.lr, t.epochs,
+                                        self.steps_per_epoch, total_steps=total)
 
     # ------------------------------------------------------------------ steps
     def autocast(self):
@@ -203,37 +227,49 @@ class Trainer:
             return x.contiguous(memory_format=torch.channels_last)
         return x
 
+    def train_batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The augmented training batch of the training-split indices `idx`: (input, target)."""
+        x, target = self.augment.train_batch(self.data.train_x[idx], self.data.train_y[idx], self.aug_gen)
+        return self.to_input(x), target
+
+    def forward_loss(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with self.autocast():
+            logits = self.forward(x)
+        return soft_cross_entropy(logits.float(), target, self.cfg.train.label_smoothing), logits
+
+    def optimize(self, loss: torch.Tensor) -> None:
+        """Backward, clip, optimizer and scheduler step, EMA update."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.train.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.scheduler is not None:  # None only while a time budget is being calibrated
+            self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+
     def train_epoch(self, bar: EpochProgress) -> dict:
         cfg, d = self.cfg, self.data
         self.model.train()
         bs = cfg.train.batch_size
+        steps = min(self.steps_per_epoch, self.state.total_steps - self.state.epoch * self.steps_per_epoch)
         order = torch.randperm(len(d.train_y), generator=self.shuffle_gen).to(self.device)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
         seen = 0
         data_time = 0.0
         t0 = time.perf_counter()
-        for step in range(self.steps_per_epoch):
+        for step in range(steps):
             td = time.perf_counter()
-            idx = order[step * bs:(step + 1) * bs]
-            x, target = self.augment.train_batch(d.train_x[idx], d.train_y[idx], self.aug_gen)
-            x = self.to_input(x)
+            x, target = self.train_batch(order[step * bs:(step + 1) * bs])
             data_time += time.perf_counter() - td
-            with self.autocast():
-                logits = self.forward(x)
-            loss = soft_cross_entropy(logits.float(), target, cfg.train.label_smoothing)
+            loss, logits = self.forward_loss(x, target)
             if not torch.isfinite(loss):
                 raise Diverged(f"non-finite loss at epoch {self.state.epoch + 1}, step {step + 1}")
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if cfg.train.grad_clip > 0:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
-            if self.ema is not None:
-                self.ema.update_parameters(self.model)
+            self.optimize(loss)
             # Train accuracy is measured on the augmented batch against the dominant label.
             hard = target if target.ndim == 1 else target.argmax(dim=-1)
             loss_sum += loss.detach() * len(hard)
@@ -271,11 +307,11 @@ class Trainer:
     def run(self, on_epoch: Callable[[int, dict], bool] | None) -> dict:
         cfg, st = self.cfg, self.state
         monitor = cfg.train.monitor
-        bar = EpochProgress(cfg.train.epochs, self.steps_per_epoch, enabled=self.show_progress)
+        bar = EpochProgress(self.epochs, self.steps_per_epoch, enabled=self.show_progress)
         status, error = "completed", None
         with bar:
             bar.start(st.epoch)
-            while st.epoch < cfg.train.epochs:
+            while st.epoch < self.epochs:
                 try:
                     row = {"epoch": st.epoch + 1, **self.train_epoch(bar)}
                 except Diverged as e:
@@ -338,6 +374,10 @@ class Trainer:
             "train_time_s": st.train_time_s,
             "minutes": st.train_time_s / 60,
             "throughput_img_s": (float(np.mean([r["throughput_img_s"] for r in rows])) if rows else None),
+            "steps": st.total_steps,  # train.steps=<this> reproduces a budgeted run
+            "steps_per_epoch": self.steps_per_epoch,
+            **({"budget_minutes": st.budget["budget_minutes"], "budget_step_s": st.budget["step_s"],
+                "budget_calibration_s": st.budget["seconds"]} if st.budget else {}),
             "device": str(self.device),
             "vitlab_version": __version__,
             "torch_version": torch.__version__,
@@ -434,6 +474,7 @@ def run_training(cfg, out_dir, resume: bool = True, on_epoch: Callable[[int, dic
         resumed = bool(resume and trainer.try_resume())
         if not resumed:
             atomic_write_text(out / "metrics.jsonl", "")
+            trainer.plan_steps()
         atomic_write_json(summary_path, {**trainer.base_summary(), "status": "running",
                                          "epochs_run": trainer.state.epoch})
         trackers.start(trainer.state.history, resumed)

@@ -1,0 +1,171 @@
+"""Time budgets: `train.budget_minutes` becomes a fixed number of optimizer steps.
+
+Equal-compute comparisons give every run of a study the same wall-clock budget, as in budgeted
+training (Li, Yumer & Ramanan, "Budgeted Training: Rethinking Deep Neural Network Training Under
+Resource Constraints", ICLR 2020): a faster model gets more steps, and every schedule is annealed
+over the steps it gets. At the start of a fresh budgeted run:
+
+1. **calibrate** — time a few training steps on random batches of the training split (the same code
+   as training: gather, augment, forward, backward, optimizer and EMA update), an evaluation of
+   a few validation batches and one checkpoint write; then restore the model, optimizer, grad scaler,
+   EMA and every random generator to their state before. The calibration is thrown away: it leaves
+   no trace in the run, so `train.steps=N` with the recorded N computes exactly the same run. It
+   costs its own time (1% of the budget, 3 to 20 s, of timed steps, plus two warm-up steps and a few
+   evaluation batches), which is counted against the budget;
+2. **solve** — the largest N whose training steps, per-epoch evaluations and checkpoints, and final
+   test evaluation fit in what is left of the budget (`steps_within_budget`).
+
+N goes into the run state (so every checkpoint holds it) and `summary.json`: a resumed run keeps its
+step count and never recalibrates. The budget covers the whole `run_training` call from the moment
+the trainer starts loading data; the time lost to an interruption is not budgeted.
+
+The step count is fixed from the speed measured at the start, so a run ends within its budget as far
+as that speed holds: on a machine shared with other jobs whose load changes during the run, it ends
+early or late in proportion (see benchmarks/RESULTS.md).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .checkpoint import capture_rng, restore_rng, save_checkpoint
+
+CALIBRATION_WARMUP_STEPS = 2
+"""Untimed steps first: the first steps pay one-off costs (allocator, kernel selection, compilation)."""
+CALIBRATION_MIN_STEPS = 3
+"""Timed steps at least ..."""
+CALIBRATION_MAX_STEPS = 200
+"""... and at most; in between, steps are timed for `calibration_seconds(budget)`."""
+CALIBRATION_SHARE = 0.01
+"""Share of the budget spent timing steps (longer averages over more load fluctuation, wastes more) ..."""
+CALIBRATION_MIN_SECONDS = 3.0
+CALIBRATION_MAX_SECONDS = 20.0
+"""... within these bounds."""
+CALIBRATION_EVAL_BATCHES = 2
+"""Evaluation batches timed (after one untimed batch) to estimate the evaluation cost per image."""
+CHECKPOINTS_PER_EPOCH = 2
+"""Checkpoint writes budgeted per epoch: last.pt, plus best.pt when validation improves."""
+BUDGET_MARGIN = 0.03
+"""Share of the budget kept free for the error of the estimate (throughput drifts on a shared machine)."""
+CALIBRATION_FILE = ".calibration.pt"
+"""Scratch checkpoint timed in the checkpoint folder, deleted at once."""
+
+
+def steps_within_budget(seconds: float, step_s: float, epoch_overhead_s: float, steps_per_epoch: int) -> int:
+    """The largest N ≥ 0 with N·step_s + ceil(N / steps_per_epoch)·epoch_overhead_s ≤ seconds.
+
+    Training N steps takes E = ceil(N / steps_per_epoch) epochs, each ending with an evaluation and
+    checkpoints (`epoch_overhead_s`). For each E the best N is min(E·spe, ⌊(seconds − E·overhead)/step⌋),
+    valid when it exceeds (E − 1)·spe; the time left falls as E grows, so the scan stops at the first
+    invalid E.
+    """
+    best, epochs = 0, 1
+    while True:
+        left = seconds - epochs * epoch_overhead_s
+        if left <= 0:
+            return best
+        n = min(epochs * steps_per_epoch, math.floor(left / step_s))
+        if n <= (epochs - 1) * steps_per_epoch:
+            return best
+        best, epochs = n, epochs + 1
+
+
+def calibration_seconds(budget_s: float) -> float:
+    """How long to time training steps for a budget of `budget_s` seconds."""
+    return min(CALIBRATION_MAX_SECONDS, max(CALIBRATION_MIN_SECONDS, CALIBRATION_SHARE * budget_s))
+
+
+@dataclass
+class Calibration:
+    """What a budgeted run measured about itself before fixing its step count."""
+
+    step_s: float  # seconds per training step (median of the timed steps)
+    eval_image_s: float  # seconds per evaluated image
+    checkpoint_s: float  # seconds per checkpoint write
+    seconds: float  # wall-clock the calibration took
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def calibrate(trainer, seconds: float = CALIBRATION_MIN_SECONDS) -> Calibration:
+    """Time training steps (for about `seconds`), evaluation and a checkpoint of `trainer`, leaving its
+    state untouched. The step time is the median of the timed steps: a burst of load from other
+    processes during a few of them does not move it."""
+    t_start = time.perf_counter()
+    d, device = trainer.data, trainer.device
+    snapshot = {
+        "model": copy.deepcopy(trainer.model.state_dict()),
+        "optimizer": copy.deepcopy(trainer.optimizer.state_dict()),
+        "scaler": copy.deepcopy(trainer.scaler.state_dict()),
+        "ema": copy.deepcopy(trainer.ema.state_dict()) if trainer.ema is not None else None,
+        "rng": capture_rng(trainer.generators),
+    }
+    try:
+        pick = torch.Generator().manual_seed(0)
+        bs = min(trainer.cfg.train.batch_size, len(d.train_y))
+
+        def one_step() -> None:
+            idx = torch.randint(len(d.train_y), (bs,), generator=pick).to(device)
+            loss, _ = trainer.forward_loss(*trainer.train_batch(idx))
+            trainer.optimize(loss)
+
+        trainer.model.train()
+        for _ in range(CALIBRATION_WARMUP_STEPS):
+            one_step()
+        _sync(device)
+        times, t0 = [], time.perf_counter()
+        while len(times) < CALIBRATION_MAX_STEPS and (
+                len(times) < CALIBRATION_MIN_STEPS or time.perf_counter() - t0 < seconds):
+            ts = time.perf_counter()
+            one_step()
+            _sync(device)
+            times.append(time.perf_counter() - ts)
+        step_s = statistics.median(times)
+
+        ebs = trainer.cfg.train.eval_batch_size
+        trainer.evaluate(d.val_x[:ebs], d.val_y[:ebs], "val")  # untimed: first-call costs
+        n_eval = min(len(d.val_y), CALIBRATION_EVAL_BATCHES * ebs)
+        _sync(device)
+        t0 = time.perf_counter()
+        trainer.evaluate(d.val_x[:n_eval], d.val_y[:n_eval], "val")
+        _sync(device)
+        eval_image_s = (time.perf_counter() - t0) / max(1, n_eval)
+
+        scratch = trainer.ckpt_dir / CALIBRATION_FILE
+        t0 = time.perf_counter()
+        save_checkpoint(scratch, trainer.checkpoint_state())
+        checkpoint_s = time.perf_counter() - t0
+        scratch.unlink(missing_ok=True)
+    finally:
+        trainer.model.load_state_dict(snapshot["model"])
+        trainer.optimizer.load_state_dict(snapshot["optimizer"])
+        trainer.optimizer.zero_grad(set_to_none=True)
+        trainer.scaler.load_state_dict(snapshot["scaler"])
+        if trainer.ema is not None:
+            trainer.ema.load_state_dict(snapshot["ema"])
+        restore_rng(snapshot["rng"], trainer.generators)
+    return Calibration(step_s, eval_image_s, checkpoint_s, time.perf_counter() - t_start)
+
+
+def plan_budget(trainer, budget_minutes: float) -> tuple[int, dict]:
+    """(total optimizer steps, record for the run state) that fit `budget_minutes` from trainer.started."""
+    cal = calibrate(trainer, calibration_seconds(budget_minutes * 60))
+    d, cfg = trainer.data, trainer.cfg
+    per_epoch_eval = len(d.val_y) + (len(d.test_y) if cfg.train.test_every_epoch else 0)
+    epoch_overhead = per_epoch_eval * cal.eval_image_s + CHECKPOINTS_PER_EPOCH * cal.checkpoint_s
+    final_test = len(d.test_y) * cal.eval_image_s + cal.checkpoint_s  # best.pt is read back, then test
+    elapsed = time.perf_counter() - trainer.started
+    left = budget_minutes * 60 * (1 - BUDGET_MARGIN) - elapsed - final_test
+    steps = max(1, steps_within_budget(left, cal.step_s, epoch_overhead, trainer.steps_per_epoch))
+    return steps, {"budget_minutes": budget_minutes, **asdict(cal)}
+
+
+__all__ = ["steps_within_budget", "calibration_seconds", "calibrate", "plan_budget", "Calibration"]

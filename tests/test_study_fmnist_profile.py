@@ -1,0 +1,55 @@
+"""The shipped studies' `fmnist` profile: the Fashion-MNIST recipe of studies/base/fashion_mnist.yaml
+under one time budget per run, sized to about an hour per study on 2 CPU cores with 2 workers."""
+import dataclasses
+import math
+from pathlib import Path
+
+import pytest
+
+from vitlab.config import load_config, to_dict
+from vitlab.study.spec import expand
+from vitlab.train import run_training
+
+from realdata import real_data_root
+
+STUDIES = Path(__file__).resolve().parents[1] / "studies"
+SPECS = ["mobilevit_heads", "mobilevit_expansion", "mobilevit_complexity", "vit_attention_norm"]
+WORKERS = 2
+HOUR_MINUTES = 60
+
+
+def recipe_part(cfg) -> dict:
+    """The config without what a study varies or a profile budgets: model, seed, train.budget_minutes."""
+    d = to_dict(cfg)
+    d.pop("model"), d.pop("seed"), d["train"].pop("budget_minutes")
+    return d
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_fmnist_profile_is_the_recipe_under_a_budget_that_fits_an_hour(name):
+    runs = expand(STUDIES / f"{name}.yaml", "fmnist")
+    recipe = load_config(STUDIES / "base" / "fashion_mnist.yaml")
+    budgets = {r.config.train.budget_minutes for r in runs}
+    assert len(budgets) == 1 and None not in budgets  # equal compute: one budget for every run
+    for r in runs:
+        assert recipe_part(r.config) == recipe_part(recipe), r.level_label
+        assert r.config.model.image_size == 32 and r.config.data.name == "fashion_mnist"
+    assert {r.seed for r in runs} == {0, 1, 2}
+    trained = len({r.run_id for r in runs})  # a run shared between factors trains once
+    assert math.ceil(trained / WORKERS) * budgets.pop() <= HOUR_MINUTES
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_fmnist_profile_run_trains_on_real_data(name, tmp_path):
+    """A few steps of the reference run of each study on a slice of the real data (the full runs are
+    minutes each; see benchmarks/RESULTS.md)."""
+    root = str(real_data_root("fashion-mnist"))
+    run = expand(STUDIES / f"{name}.yaml", "fmnist")[0]
+    cfg = dataclasses.replace(run.config, data=dataclasses.replace(run.config.data, root=root,
+                                                                   val_fraction=0.005, train_subset=320, test_subset=200),
+                              train=dataclasses.replace(run.config.train, budget_minutes=None, steps=5,
+                                                        progress=False, threads=1))
+    summary = run_training(cfg, tmp_path / "r")
+    assert summary["status"] == "completed" and summary["dataset"] == "fashion_mnist"
+    assert not summary["synthetic"] and summary["steps"] == 5 and summary["image_size"] == 32
+    assert summary["train_loss"] < math.log(10) + 0.5 and 0.0 <= summary["test_top1"] <= 1.0
