@@ -32,7 +32,6 @@ import dataclasses
 import hashlib
 import itertools
 import math
-import re
 import typing
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +42,8 @@ import yaml
 
 from ..config import (EXECUTION_ONLY, SEED_SOURCES, BoundedSafeLoader, build, canonical_json, check_key_path,
                       config_hash, identity_dict, knob, read_yaml, require, RunConfig, suggest, to_dict, yaml_load)
+from ..analysis.metrics import SCALAR_METRICS, is_analysis_metric
+from ..analysis.options import SECTIONS
 from ..errors import ConfigError, UserError, short_repr
 
 #: Hex digits of a run ID (48 bits: a collision among a study's runs is negligible).
@@ -69,12 +70,10 @@ SUMMARY_METRICS = (
     "val_f1_macro", "val_ece", "train_loss", "train_top1", "params", "flops", "train_time_s",
     "throughput_img_s", "epochs_run", "best_epoch",
 )
-#: Analyses a spec can ask for on every completed run (`analysis:`).
-ANALYSES = ("attention", "robustness", "calibration", "efficiency")
-#: Metrics the analyses add to a run; plus `attn_entropy_norm_l<i>` per layer (LAYER_METRIC).
-ANALYSIS_METRICS = ("attn_entropy_norm_mean", "corruption_top1_mean", "mce", "relative_mce",
-                    "latency_ms_b1", "throughput_img_s_b256", "clean_top1")
-LAYER_METRIC = re.compile(r"attn_entropy_norm_l\d+")
+#: Analyses a spec can ask for on every completed run (`analysis:`), owned by the analysis package.
+ANALYSES = SECTIONS
+#: Metrics the analyses add to a run's summary (plus per-layer ones such as `attn_entropy_norm_l<i>`).
+ANALYSIS_METRICS = tuple(SCALAR_METRICS)
 #: Validation metrics an Optuna search may optimise (test metrics must never select a configuration).
 OBJECTIVE_METRICS = ("val_top1", "val_top5", "val_loss", "val_f1_macro", "val_precision_macro",
                      "val_recall_macro", "val_ece")
@@ -90,7 +89,7 @@ CI_METHODS = ("t", "bootstrap", "bca")
 
 def is_metric(name: str) -> bool:
     """Whether `name` is a metric a run reports (summary.json or an analysis)."""
-    return name in SUMMARY_METRICS or name in ANALYSIS_METRICS or LAYER_METRIC.fullmatch(name) is not None
+    return name in SUMMARY_METRICS or is_analysis_metric(name)
 
 
 def _metric(name: str, path: str) -> str:
