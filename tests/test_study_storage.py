@@ -22,7 +22,7 @@ from vitlab.study import lease as leasemod
 from vitlab.study import open_index, results_rows, run_study
 from vitlab.study import storage as storagemod
 from vitlab.study.lease import Lease, LeaseLost
-from vitlab.study.runsync import Publisher, StudyStore, publish_rank, run_key
+from vitlab.study.runsync import Publisher, StudyStore, fetch_checkpoint, publish_rank
 from vitlab.study.storage import LocalStorage, StorageError, open_storage
 from vitlab.study.worker import Task, execute
 
@@ -298,6 +298,21 @@ def test_worker_trains_in_scratch_publishes_and_resumes_from_storage(fast_storag
     assert all(k.endswith("/.lease") for k in puts)
 
 
+def test_a_runs_analysis_is_computed_in_scratch_and_published(fast_storage, tmp_path, monkeypatch):
+    from vitlab.analysis import missing_sections, read_analysis
+
+    monkeypatch.setenv("VITLAB_SCRATCH", str(tmp_path / "scratch"))
+    url = mem_url(tmp_path)
+    task = tiny_task("r", url, tmp_path / "study" / "runs" / "r")
+    task.analysis, task.analysis_options = ["calibration"], {"compile": False}
+    out = execute(task)
+    assert out.error is None and out.summary["status"] == "completed"
+    st = open_storage(url)
+    assert st.exists("runs/r/analysis/analysis.json")
+    local = StudyStore(tmp_path / "study", url).fetch("r")  # the coordinator's mirror has it too
+    assert missing_sections(local, ["calibration"]) == [] and "calibration" in read_analysis(local)
+
+
 def test_worker_reports_storage_down_as_a_retryable_failure(flaky, tmp_path, monkeypatch):
     monkeypatch.setenv("VITLAB_SCRATCH", str(tmp_path / "scratch"))
     FlakyFS.failures = 1000
@@ -340,6 +355,10 @@ def test_every_run_directory_arrives_in_storage(stored_study):
                                                             "summary.json"]
         assert run_files(local) == run_files(base / "ref" / "runs" / rid)  # same results as in place
     assert json.loads((base / "study" / "storage.json").read_text()) == {"location": url}
+    # `vitlab analyze` / `export` of such a run get its checkpoint from storage on demand
+    best = fetch_checkpoint(base / "study" / "runs" / ids[0])
+    assert best.read_bytes() == st.get(f"runs/{ids[0]}/checkpoints/best.pt")
+    assert fetch_checkpoint(base / "ref" / "runs" / ids[0]) is None  # kept in place: nothing to fetch
 
 
 def test_rerun_uses_the_recorded_storage_and_finds_nothing_to_do(stored_study, capsys):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..io import atomic_write_bytes, atomic_write_json, read_json_object, read_jsonl
-from ..rundir import (ANALYSIS_DIR, BEST_CHECKPOINT, CHECKPOINTS_DIR, CONFIG_FILE, CONFUSION_FILE, FINAL_STATUSES,
+from ..rundir import (BEST_CHECKPOINT, CHECKPOINTS_DIR, CONFIG_FILE, CONFUSION_FILE, FINAL_STATUSES,
                       LAST_CHECKPOINT, LEASE_FILE, METRICS_FILE, RUNS_DIR, SUMMARY_FILE, RunStatus)
 from .lease import LEASE_TTL_S, Lease
 from .lock import RUN_LOCK, DirLock
@@ -93,14 +93,14 @@ class Publisher:
         self.stamps: dict[str, tuple[int, int]] = {}
 
     def pull(self) -> list[str]:
-        """Replace the scratch directory with the run's files in storage (analysis left out); their keys."""
+        """Replace the scratch directory with the run's files in storage; their keys."""
         shutil.rmtree(self.local, ignore_errors=True)
         self.local.mkdir(parents=True, exist_ok=True)
         prefix = run_key(self.run_id)
         pulled = []
         for key in self.storage.list(prefix):
             rel = key[len(prefix) + 1:]
-            if rel == LEASE_FILE or rel.startswith(ANALYSIS_DIR + "/"):
+            if rel == LEASE_FILE:
                 continue
             path = self.local.joinpath(*rel.split("/"))
             if self.storage.download(key, path):
@@ -209,48 +209,56 @@ class StudyStore:
     def run_path(self, run_id: str) -> Path:
         return self.study_dir / RUNS_DIR / run_id
 
-    def fetch(self, run_id: str, keys: list[str] | None = None) -> Path:
+    def fetch(self, run_id: str, sizes: dict[str, int] | None = None, force: bool = True) -> Path:
         """Mirror a run's small files from storage into DIR/runs/<id> (summary last); its local path.
 
-        A run whose local copy is already final is not fetched again (storage never changes it)."""
+        Unless `force`, a run whose local copy is final and has every mirrored file of storage at the
+        same size is left as it is (a study restarting does not download every finished run again)."""
         local = self.run_path(run_id)
         if self.storage is None:
             return local
-        summary = read_json_object(local / SUMMARY_FILE)
-        if summary is not None and RunStatus.parse(summary.get("status")) in FINAL_STATUSES:
-            return local
         prefix = run_key(run_id)
-        if keys is None:
-            keys = self.storage.list(prefix)
-        rels = sorted((k[len(prefix) + 1:] for k in keys if k.startswith(prefix + "/")),
-                      key=lambda rel: (publish_rank(rel), rel))
-        present = set()
-        for rel in rels:
-            if not mirrored(rel):
-                continue
+        if sizes is None:
+            sizes = self.storage.sizes(prefix)
+        wanted = {k[len(prefix) + 1:]: n for k, n in sizes.items() if k.startswith(prefix + "/")}
+        wanted = {rel: n for rel, n in wanted.items() if mirrored(rel)}
+        if not force and self._final_and_current(local, wanted):
+            return local
+        for rel in sorted(wanted, key=lambda rel: (publish_rank(rel), rel)):
             data = self.storage.get(run_key(run_id, rel))
             if data is None:
+                wanted.pop(rel)
                 continue
-            present.add(rel)
             path = local.joinpath(*rel.split("/"))
             if not (path.is_file() and path.read_bytes() == data):
                 atomic_write_bytes(path, data)
         for name in STATE_FILES:
-            if name not in present:
+            if name not in wanted:
                 (local / name).unlink(missing_ok=True)
         return local
+
+    @staticmethod
+    def _final_and_current(local: Path, wanted: dict[str, int]) -> bool:
+        summary = read_json_object(local / SUMMARY_FILE)
+        if summary is None or RunStatus.parse(summary.get("status")) not in FINAL_STATUSES:
+            return False
+        for rel, size in wanted.items():
+            path = local.joinpath(*rel.split("/"))
+            if not path.is_file() or path.stat().st_size != size:
+                return False
+        return True
 
     def fetch_all(self) -> list[str]:
         """Mirror every run in storage (one listing); their IDs."""
         if self.storage is None:
             return []
-        by_run: dict[str, list[str]] = {}
-        for key in self.storage.list(RUNS_DIR):
+        by_run: dict[str, dict[str, int]] = {}
+        for key, size in self.storage.sizes(RUNS_DIR).items():
             parts = key.split("/")
             if len(parts) >= 3:
-                by_run.setdefault(parts[1], []).append(key)
-        for run_id, keys in by_run.items():
-            self.fetch(run_id, keys)
+                by_run.setdefault(parts[1], {})[key] = size
+        for run_id, sizes in by_run.items():
+            self.fetch(run_id, sizes, force=False)
         return sorted(by_run)
 
     def fetch_file(self, run_id: str, rel: str) -> Path | None:
@@ -341,6 +349,18 @@ def resolve_store(study_dir: str | Path, requested: str | os.PathLike | None) ->
         raise UserError(f"{study_dir / STORAGE_FILE}: {e}" if requested is None else str(e)) from None
 
 
+def fetch_checkpoint(run_dir: str | Path, which: str = BEST_CHECKPOINT) -> Path | None:
+    """For STUDY/runs/<id> of a study that keeps its runs in another storage: download the run's
+    checkpoint `which` when it is not here (`vitlab analyze` / `export` need it). Its path, or None
+    when the directory is not such a run."""
+    run_dir = Path(run_dir)
+    study_dir = run_dir.parent.parent
+    if run_dir.parent.name != RUNS_DIR or not (study_dir / STORAGE_FILE).is_file():
+        return None
+    location = recorded_location(study_dir)
+    return StudyStore(study_dir, location).fetch_file(run_dir.name, f"{CHECKPOINTS_DIR}/{which}")
+
+
 def fetch_study(study_dir: str | Path) -> list[str]:
     """Mirror every run of a study from its recorded storage (no-op for a study kept in place)."""
     location = recorded_location(study_dir)
@@ -348,5 +368,5 @@ def fetch_study(study_dir: str | Path) -> list[str]:
 
 
 __all__ = ["LEASE_WAIT_S", "Publisher", "RUN_LOCK_WAIT_S", "SCRATCH_ENV", "STORAGE_FILE", "StudyStore",
-           "Workspace", "fetch_study", "mirrored", "normalize_location", "publish_rank",
+           "Workspace", "fetch_checkpoint", "fetch_study", "mirrored", "normalize_location", "publish_rank",
            "recorded_location", "resolve_store", "run_key", "scratch_dir"]

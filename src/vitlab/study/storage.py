@@ -77,7 +77,8 @@ class Storage(ABC):
         """The object's bytes; FileNotFoundError when it does not exist."""
 
     @abstractmethod
-    def _raw_list(self, prefix: str) -> list[str]: ...
+    def _raw_list(self, prefix: str) -> dict[str, int]:
+        """{key: size in bytes} of the objects at or below `prefix`."""
 
     @abstractmethod
     def _raw_delete(self, key: str) -> None: ...
@@ -105,12 +106,16 @@ class Storage(ABC):
 
     def list(self, prefix: str = "") -> list[str]:
         """Sorted keys at or below `prefix` (every depth); unfinished writes are left out."""
-        if prefix:
-            check_key(prefix.rstrip("/"))
+        return sorted(self.sizes(prefix))
+
+    def sizes(self, prefix: str = "") -> dict[str, int]:
+        """{key: size in bytes} of the objects `list(prefix)` names."""
         prefix = prefix.rstrip("/")
-        keys = self._retry("list", prefix or ".", lambda: self._raw_list(prefix))
-        return sorted(k for k in keys if not is_temporary(k)
-                      and (not prefix or k == prefix or k.startswith(prefix + "/")))
+        if prefix:
+            check_key(prefix)
+        found = self._retry("list", prefix or ".", lambda: self._raw_list(prefix))
+        return {k: n for k, n in found.items() if not is_temporary(k)
+                and (not prefix or k == prefix or k.startswith(prefix + "/"))}
 
     def delete(self, key: str) -> None:
         """Remove `key` (no error when it is already gone)."""
@@ -176,13 +181,13 @@ class LocalStorage(Storage):
     def _raw_get(self, key: str) -> bytes:
         return self._path(key).read_bytes()
 
-    def _raw_list(self, prefix: str) -> list[str]:
+    def _raw_list(self, prefix: str) -> dict[str, int]:
         base = self._path(prefix) if prefix else self.root
         if base.is_file():
-            return [prefix]
+            return {prefix: base.stat().st_size}
         if not base.is_dir():
-            return []
-        return [p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file()]
+            return {}
+        return {p.relative_to(self.root).as_posix(): p.stat().st_size for p in base.rglob("*") if p.is_file()}
 
     def _raw_delete(self, key: str) -> None:
         self._path(key).unlink()
@@ -223,14 +228,14 @@ class FsspecStorage(Storage):
     def _raw_get(self, key: str) -> bytes:
         return self.fs.cat_file(self._path(key))
 
-    def _raw_list(self, prefix: str) -> list[str]:
+    def _raw_list(self, prefix: str) -> dict[str, int]:
         base = self._path(prefix)
         try:
-            found = self.fs.find(base)
+            found = self.fs.find(base, detail=True)
         except FileNotFoundError:
-            return []
+            return {}
         cut = len(self.root.lstrip("/")) + 1
-        return [p.lstrip("/")[cut:] for p in found]
+        return {p.lstrip("/")[cut:]: int(info.get("size") or 0) for p, info in found.items()}
 
     def _raw_delete(self, key: str) -> None:
         self.fs.rm_file(self._path(key))

@@ -19,6 +19,8 @@ from typing import Any, Callable, Protocol
 
 from ..config import RunConfig, build
 from ..errors import UserError
+from ..io import read_json_object
+from ..rundir import SUMMARY_FILE, RunStatus
 from .lease import release_active
 from .runsync import Workspace
 from .storage import StorageError
@@ -51,6 +53,8 @@ class Task:
     threads: int | None = None  # CPU threads for this run (when the config leaves train.threads unset)
     epoch_hook: EpochHook | None = None  # asked after every epoch whether to stop the run (pruning)
     context: dict | None = None  # study, factor, level, seed, run_id: what trackers tag the run with
+    analysis: list[str] = field(default_factory=list)  # analyses of the run once it completed
+    analysis_options: dict = field(default_factory=dict)  # their AnalysisOptions fields
 
 
 @dataclass
@@ -100,6 +104,12 @@ def execute(task: Task, trainer: Trainer | None = None,
             trainer = trainer or default_trainer()
             out.summary = dict(trainer(cfg, ws.path, resume=True, on_epoch=hook, progress=False,
                                        context=task.context) or {})
+            if task.analysis and out.summary.get("status") == RunStatus.COMPLETED:
+                # Part of the run: a failure here fails the attempt; a retry skips what is computed.
+                from ..analysis import analyze_run
+
+                analyze_run(ws.path, sections=task.analysis, **task.analysis_options)
+                out.summary = read_summary(ws.path) or out.summary
     except StorageError as e:  # storage unreachable: the attempt failed, a retry may succeed
         out.error = " ".join(str(e).split())
     except UserError as e:
@@ -109,6 +119,10 @@ def execute(task: Task, trainer: Trainer | None = None,
         out.error = f"{last} [{_where(e)}]"
     out.wall_s = time.monotonic() - t0
     return out
+
+
+def read_summary(run_dir: str | Path) -> dict | None:
+    return read_json_object(Path(run_dir) / SUMMARY_FILE)
 
 
 def _where(e: BaseException) -> str:

@@ -31,6 +31,10 @@ from .metrics import SplitMetrics
 from .progress import EpochProgress
 from .schedules import make_scheduler
 
+ENTROPY_IMAGES = 128
+"""Validation images (the first ones of the seeded split) on which each epoch records the mean
+normalized attention entropy of every layer (`val_attn_entropy_norm_l{i}` in metrics.jsonl)."""
+
 # Metrics where lower is better; every other monitored metric is maximized.
 LOWER_IS_BETTER = {"val_loss", "val_ece"}
 FINAL_STATUSES = {"completed", "diverged"}
@@ -303,6 +307,14 @@ class Trainer:
             metrics.update(logits, y_all[i:i + bs])
         return metrics.compute(prefix), (metrics.confusion_matrix() if confusion else None)
 
+    def attention_entropy(self) -> dict:
+        """val_attn_entropy_norm_l{i} per layer and their _mean, on the fixed validation batch (ENTROPY_IMAGES)."""
+        from ..models.probe import entropy_row, mean_entropy_per_layer
+
+        x = self.to_input(self.augment.eval_batch(self.data.val_x[:ENTROPY_IMAGES]))
+        with self.autocast():
+            return entropy_row(mean_entropy_per_layer(self.eval_model(), x))
+
     # ------------------------------------------------------------------ the run
     def run(self, on_epoch: Callable[[int, dict], bool] | None) -> dict:
         cfg, st = self.cfg, self.state
@@ -318,6 +330,7 @@ class Trainer:
                     status, error = "diverged", str(e)
                     break
                 row.update(self.evaluate(self.data.val_x, self.data.val_y, "val")[0])
+                row.update(self.attention_entropy())
                 if cfg.train.test_every_epoch:
                     row.update(self.evaluate(self.data.test_x, self.data.test_y, "test")[0])
                 st.epoch += 1
