@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from .errors import RunError, UserError, one_line
+from .rundir import RunStatus
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -42,7 +43,7 @@ def cmd_train(a) -> int:
         cfg.train.progress = False
     summary = run_training(cfg, a.out, resume=a.resume)
     _print_summary(summary, a.out)
-    return EXIT_OK if summary["status"] in ("completed", "pruned") else EXIT_INTERNAL
+    return EXIT_OK if summary["status"] in (RunStatus.COMPLETED, RunStatus.PRUNED) else EXIT_INTERNAL
 
 
 def _print_summary(s: dict, out) -> None:
