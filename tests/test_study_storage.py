@@ -390,6 +390,7 @@ def test_lost_study_runs_are_restored_from_storage_without_retraining(stored_stu
         assert run_files(copy / "runs" / rid) == run_files(base / "ref" / "runs" / rid)
     assert cli_main(["results", str(copy), "--format", "csv"]) == 0
     assert capsys.readouterr().out.count("completed") == 2
+    assert cli_main(["report", str(copy)]) == 0 and (copy / "report" / "report.html").is_file()
 
 
 def test_storage_mismatches_are_refused_and_leave_nothing(stored_study, tmp_path, capsys):
