@@ -135,7 +135,7 @@ def test_calibration_leaves_no_trace(tmp_path, quick_calibration):
     ema_before = {k: v.clone() for k, v in trainer.ema.state_dict().items()}
     rng_before = capture_rng(trainer.generators)
     cal = budget.calibrate(trainer, seconds=0.05)
-    assert cal.step_s > 0 and cal.eval_image_s > 0 and cal.checkpoint_s > 0
+    assert cal.step_s > 0 and cal.eval_image_s > 0 and cal.checkpoint_s > 0 and cal.probe_s > 0
     for k, v in trainer.model.state_dict().items():
         assert torch.equal(v, before[k]), k
     for k, v in trainer.ema.state_dict().items():

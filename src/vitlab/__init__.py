@@ -5,6 +5,7 @@
     model = vitlab.create_model("mobilevit_xxs", num_classes=100, num_heads=2)
     result = vitlab.run_study("studies/vit_attention_norm.yaml", "out/attn", profile="quick")
     vitlab.write_report("out/attn")                          # tables, figures, report.html
+    analysis = vitlab.analyze_run("runs/x")                   # attention, robustness, calibration, efficiency
     df = vitlab.load_results("out/attn")                     # pandas: one row per run (vitlab[pandas])
 """
 __version__ = "0.1.0"
@@ -24,6 +25,10 @@ def __getattr__(name):
         from .study.search import run_search
 
         return run_search
+    if name == "analyze_run":
+        from .analysis import analyze_run
+
+        return analyze_run
     if name == "write_report":
         from .report import write_report
 
@@ -40,4 +45,4 @@ def __getattr__(name):
 
 
 __all__ = ["RunConfig", "load_config", "train", "create_model", "run_study", "run_search", "write_report",
-           "open_report", "load_results", "load_history", "export_dir", "__version__"]
+           "analyze_run", "open_report", "load_results", "load_history", "export_dir", "__version__"]

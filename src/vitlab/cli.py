@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from .errors import RunError, UserError, one_line
+from .rundir import RunStatus
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -42,7 +43,7 @@ def cmd_train(a) -> int:
         cfg.train.progress = False
     summary = run_training(cfg, a.out, resume=a.resume)
     _print_summary(summary, a.out)
-    return EXIT_OK if summary["status"] in ("completed", "pruned") else EXIT_INTERNAL
+    return EXIT_OK if summary["status"] in (RunStatus.COMPLETED, RunStatus.PRUNED) else EXIT_INTERNAL
 
 
 def _print_summary(s: dict, out) -> None:
@@ -165,6 +166,27 @@ def cmd_track(a) -> int:
     return EXIT_OK
 
 
+def cmd_analyze(a) -> int:
+    from .analysis.analyze import analyze_run, describe
+
+    analysis = analyze_run(a.run_dir, sections=a.sections, force=a.force, samples=a.samples, device=a.device,
+                           corruption_images=a.corruption_images, seed=a.seed, compile=False if a.no_compile else None,
+                           progress=lambda m: print(m, file=sys.stderr))
+    print(describe(analysis))
+    return EXIT_OK
+
+
+def cmd_export(a) -> int:
+    from .analysis.export import ExportError, export_run
+
+    try:
+        export_run(a.run_dir, a.format, a.output, progress=print)
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_INTERNAL
+    return EXIT_OK
+
+
 def cmd_demo(a) -> int:
     from .demo import run_demo
 
@@ -235,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_results)
 
     rp = sub.add_parser("report", help="tables, figures and one self-contained HTML report")
-    rp.add_argument("dir")
+    rp.add_argument("dir", help="a study directory, or one run directory")
     rp.add_argument("-o", "--output", help="HTML file (default DIR/report/report.html)")
     rp.add_argument("--ci", choices=("t", "bootstrap", "bca"), default=None,
                     help="interval of a mean over seeds: Student t (default), percentile bootstrap or BCa "
@@ -244,6 +266,27 @@ def build_parser() -> argparse.ArgumentParser:
                     help="difference in percentage points that 'seeds needed' is computed for "
                          "(default: the spec's report.target_delta, else 1)")
     rp.set_defaults(fn=cmd_report)
+
+    an = sub.add_parser("analyze", help="attention, robustness, calibration and efficiency of a trained run",
+                        description="Evaluate RUN_DIR's best checkpoint; writes RUN_DIR/analysis/analysis.json and "
+                                    "figures and adds the scalar results to summary.json. Sections already computed "
+                                    "are skipped (--force recomputes); an interrupted corruption sweep continues.")
+    an.add_argument("run_dir")
+    an.add_argument("--sections", help="comma-separated subset of attention,robustness,calibration,efficiency (default: all)")
+    an.add_argument("--force", action="store_true", help="recompute sections already in analysis.json")
+    an.add_argument("--samples", type=int, default=256, help="test images for the attention statistics (default 256)")
+    an.add_argument("--corruption-images", type=int, help="corrupt a stratified subset of this many test images "
+                                                          "(default: the whole test set, at most 10,000)")
+    an.add_argument("--seed", type=int, help="seed of the image samples and corruptions (default 0)")
+    an.add_argument("--no-compile", action="store_true", help="do not time the torch.compile'd model")
+    an.add_argument("--device", help="override the run's device (cpu, cuda, ...)")
+    an.set_defaults(fn=cmd_analyze)
+
+    ex = sub.add_parser("export", help="export a run's best checkpoint (ONNX), checked against PyTorch")
+    ex.add_argument("run_dir")
+    ex.add_argument("--format", default="onnx", help="onnx (default)")
+    ex.add_argument("-o", "--output", help="output file (default RUN_DIR/analysis/model.onnx)")
+    ex.set_defaults(fn=cmd_export)
 
     tk = sub.add_parser("track", help="export a run or study directory to TensorBoard or MLflow",
                         description="Export the runs of DIR (a study or a run directory) after the fact; "

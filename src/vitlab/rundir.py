@@ -8,7 +8,8 @@ A run directory is the source of truth for one training run (the study index is 
     RUN/confusion_test.csv   confusion matrix of the final test evaluation
     RUN/checkpoints/last.pt  everything needed to resume exactly
     RUN/checkpoints/best.pt  the weights of the best validation epoch
-    RUN/analysis/            `vitlab analyze` output
+    RUN/analysis/            `vitlab analyze` output: analysis.json, figures, model.onnx (`vitlab export`),
+                             report.html (`vitlab report RUN`)
     RUN/tensorboard/         TensorBoard event files (track.tensorboard)
     RUN/mlflow_run.json      the MLflow run this run logs to, so a resumed run continues it (track.mlflow)
 
@@ -27,6 +28,8 @@ CHECKPOINTS_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
 ANALYSIS_DIR = "analysis"
+ANALYSIS_FILE = "analysis.json"  # inside ANALYSIS_DIR
+ONNX_FILE = "model.onnx"  # inside ANALYSIS_DIR
 TRIAL_FILE = "trial.json"  # search runs: {"number": N, "params": {...}}
 TENSORBOARD_DIR = "tensorboard"
 MLFLOW_RUN_FILE = "mlflow_run.json"  # {"tracking_uri": ..., "experiment_id": ..., "run_id": ...}
@@ -72,7 +75,7 @@ def checkpoint_path(run_dir: str | Path, which: str = LAST_CHECKPOINT) -> Path:
     return Path(run_dir) / CHECKPOINTS_DIR / which
 
 
-__all__ = ["ANALYSIS_DIR", "BEST_CHECKPOINT", "CHECKPOINTS_DIR", "CONFIG_FILE", "CONFUSION_FILE",
-           "FINAL_STATUSES", "LAST_CHECKPOINT", "METRICS_FILE", "MLFLOW_RUN_FILE", "RUN_DIR_ENTRIES", "RunStatus",
-           "SUMMARY_FILE", "TENSORBOARD_DIR", "TRIAL_FILE",
+__all__ = ["ANALYSIS_DIR", "ANALYSIS_FILE", "BEST_CHECKPOINT", "CHECKPOINTS_DIR", "CONFIG_FILE", "CONFUSION_FILE",
+           "FINAL_STATUSES", "LAST_CHECKPOINT", "METRICS_FILE", "MLFLOW_RUN_FILE", "ONNX_FILE", "RUN_DIR_ENTRIES",
+           "RunStatus", "SUMMARY_FILE", "TENSORBOARD_DIR", "TRIAL_FILE",
            "checkpoint_path"]

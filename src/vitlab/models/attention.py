@@ -191,6 +191,9 @@ class Attention(nn.Module):
             self.tau = nn.Parameter(torch.full((num_heads,), SCALED_COSINE_TAU_INIT))
         if attn_norm == "lsa":
             self.log_tau = nn.Parameter(torch.tensor(math.log(math.sqrt(self.head_dim))))
+        self.probe = None
+        """Analysis hook (see `vitlab.models.probe`): when set, forward also computes the weights and
+        calls probe(self, q, k, weights) with the per-head (B, H, N, d) queries and keys."""
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_heads={self.num_heads}, head_dim={self.head_dim}, attn_norm={self.attn_norm}"
@@ -210,16 +213,44 @@ class Attention(nn.Module):
         # layout of the qkv output, one copy instead of two.
         q, k, v = (t.transpose(1, 2) for t in self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).unbind(2))
         score = getattr(self, "_" + self.attn_norm)
-        kw = dict(drop=self.attn_drop, training=self.training, need_weights=return_weights)
+        probe = self.probe
+        kw = dict(drop=self.attn_drop, training=self.training, need_weights=return_weights or probe is not None)
         if self.attn_norm in FP32_NORMS and torch.is_autocast_enabled(x.device.type):
             with torch.autocast(x.device.type, enabled=False):
                 out, weights = score(q.float(), k.float(), v.float(), **kw)
             out = out.to(v.dtype)
         else:
             out, weights = score(q, k, v, **kw)
+        if probe is not None:
+            probe(self, q, k, weights)
         out = out.transpose(1, 2).reshape(B, N, C)
         out = self.proj_drop(self.proj(out))
         return (out, weights) if return_weights else out
+
+    def score_logits(self, q: Tensor, k: Tensor) -> Tensor:
+        """The (B, H, N, N) scores each variant turns into weights, from the raw per-head q, k.
+
+        softmax, linear_scale: Q Kᵀ/√d · zscore: Q′K′ᵀ/d · cosine: cos(q, k) (before the 1/N) ·
+        linear: φ(Q) φ(K)ᵀ (positive, normalized by its row sum) · qk_layernorm: LN(Q) LN(K)ᵀ/√d ·
+        scaled_cosine: cos(q, k)/τ · sigmoid: Q Kᵀ/√d − log N · lsa: Q Kᵀ/τ with the masked diagonal at −inf.
+        """
+        q, k = q.float(), k.float()
+        d, n = q.shape[-1], q.shape[-2]
+        norm = self.attn_norm
+        if norm == "zscore":
+            return standardize(q) @ standardize(k).transpose(-2, -1) / d
+        if norm in ("cosine", "scaled_cosine"):
+            cos = F.normalize(q, dim=-1, eps=COSINE_EPS) @ F.normalize(k, dim=-1, eps=COSINE_EPS).transpose(-2, -1)
+            return cos / self.temperature().view(1, -1, 1, 1) if norm == "scaled_cosine" else cos
+        if norm == "linear":
+            return elu_feature_map(q) @ elu_feature_map(k).transpose(-2, -1)
+        if norm == "qk_layernorm":
+            q, k = self.q_norm(q), self.k_norm(k)
+        if norm == "lsa":
+            s = q @ k.transpose(-2, -1) / self.temperature()
+            return s if n == 1 else s.masked_fill(torch.eye(n, dtype=torch.bool, device=q.device), float("-inf"))
+        s = q @ k.transpose(-2, -1) / math.sqrt(d)
+        return s - math.log(n) if norm == "sigmoid" else s
 
     # one method per attn_norm, each a thin adapter to the score functions above
 

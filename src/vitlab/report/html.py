@@ -108,6 +108,7 @@ class Report:
     search: SearchData | None = None
     search_figures: list[Artifact] = field(default_factory=list)
     generated: str = ""
+    extra: list[tuple[str, str, str]] = field(default_factory=list)  # (anchor, title, html): analysis sections
     options: ReportOptions = field(default_factory=ReportOptions)
 
     def _repr_html_(self) -> str:  # Jupyter renders a Report as its tables and figures
@@ -394,8 +395,9 @@ def render_html(rep: Report) -> str:
                      "images, not on a real benchmark: the numbers check the pipeline and compare settings "
                      "on a toy task; they say nothing about accuracy on real images.</div>")
     parts.append("</header>")
-    if rep.sections or rep.search:
+    if rep.sections or rep.search or rep.extra:
         toc = [f'<li><a href="#{slug(s.factor)}">{e(s.factor)}</a></li>' for s in rep.sections]
+        toc += [f'<li><a href="#{e(anchor)}">{e(title)}</a></li>' for anchor, title, _ in rep.extra]
         if rep.search:
             toc.append('<li><a href="#search">Search</a></li>')
         toc.append('<li><a href="#methods">Method</a></li>')
@@ -430,6 +432,8 @@ def render_html(rep: Report) -> str:
         if not sd.importances:
             parts.append(f'<p class="note">{e(sd.importance_note)}</p>')
         parts.append("</section>")
+    for anchor, title, body in rep.extra:
+        parts.append(f'<section id="{e(anchor)}"><h2>{e(title)}</h2>{body}</section>')
     parts.append('<section id="methods"><h2>Method</h2><ul class="methods">'
                  + "".join(f"<li>{e(t)}</li>" for t in _methods(rep)) + "</ul></section>")
     parts.append("</body></html>")
@@ -466,14 +470,26 @@ def write_report(study_dir: str | Path, out_path: str | Path | None = None, ci: 
     check_output_file(out, "report file")  # both places are checked before any table or figure is written
     make_writable_dir(report_dir, "report directory")
     rep = build_report(meta, records, report_dir, search, options)
+    rep.extra = _analysis_sections(meta, records, study_dir, report_dir)
     atomic_write_text(out, render_html(rep))
     return out
 
 
+def _analysis_sections(meta: dict, records, study_dir: Path, report_dir: Path) -> list[tuple[str, str, str]]:
+    """The Attention / Robustness / Efficiency sections from the runs' analysis.json (report.analysis_sections)."""
+    from .analysis_sections import study_sections
+
+    return study_sections(meta, records, study_dir, report_dir)
+
+
 def report_main(study_dir: str | Path, out: str | Path | None = None, ci: str | None = None,
                 target_delta: float | None = None) -> Path:
-    """`vitlab report DIR [-o FILE] [--ci METHOD] [--target-delta PP]`: UserError (one line) when
-    DIR is not a study or an option is invalid."""
+    """`vitlab report DIR [-o FILE] [--ci METHOD] [--target-delta PP]`: a study report, or the one-run
+    report when DIR is a run directory; UserError (one line) when DIR is neither or an option is invalid."""
+    from .analysis_sections import is_run_dir, write_run_report
+
+    if Path(study_dir).is_dir() and is_run_dir(Path(study_dir)):
+        return write_run_report(study_dir, out)
     return write_report(study_dir, out, ci, target_delta)
 
 
@@ -499,4 +515,6 @@ def open_report(study_dir: str | Path, ci: str | None = None, target_delta: floa
     search = None
     if meta.get("kind") == "search":
         search = search_data(study_dir, meta.get("study_name") or meta.get("name"))
-    return build_report(meta, records, study_dir / REPORT_DIR, search, options)
+    rep = build_report(meta, records, study_dir / REPORT_DIR, search, options)
+    rep.extra = _analysis_sections(meta, records, study_dir, study_dir / REPORT_DIR)
+    return rep

@@ -17,6 +17,8 @@ from typing import Any, Callable, Protocol
 
 from ..config import RunConfig, build
 from ..errors import UserError
+from ..io import read_json_object
+from ..rundir import SUMMARY_FILE, RunStatus
 from .lock import RUN_LOCK, DirLock
 
 #: How often a local worker checks that its coordinator is still alive.
@@ -48,6 +50,8 @@ class Task:
     threads: int | None = None  # CPU threads for this run (when the config leaves train.threads unset)
     epoch_hook: EpochHook | None = None  # asked after every epoch whether to stop the run (pruning)
     context: dict | None = None  # study, factor, level, seed, run_id: what trackers tag the run with
+    analysis: list[str] = field(default_factory=list)  # analyses of the run once it completed
+    analysis_options: dict = field(default_factory=dict)  # their AnalysisOptions fields
 
 
 @dataclass
@@ -99,6 +103,12 @@ def execute(task: Task, trainer: Trainer | None = None,
         trainer = trainer or default_trainer()
         out.summary = dict(trainer(cfg, task.run_dir, resume=True, on_epoch=hook, progress=False,
                                       context=task.context) or {})
+        if task.analysis and out.summary.get("status") == RunStatus.COMPLETED:
+            # Part of the run: a failure here fails the attempt; a retry skips what is computed.
+            from ..analysis import analyze_run
+
+            analyze_run(task.run_dir, sections=task.analysis, **task.analysis_options)
+            out.summary = read_summary(task.run_dir) or out.summary
     except UserError as e:
         out.error, out.user_error = " ".join(str(e).split()), True
     except Exception as e:  # the run's own failure: reported, retried by the coordinator
@@ -108,6 +118,10 @@ def execute(task: Task, trainer: Trainer | None = None,
         lock.release()
     out.wall_s = time.monotonic() - t0
     return out
+
+
+def read_summary(run_dir: str) -> dict | None:
+    return read_json_object(Path(run_dir) / SUMMARY_FILE)
 
 
 def _where(e: BaseException) -> str:

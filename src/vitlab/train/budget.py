@@ -7,7 +7,7 @@ over the steps it gets. At the start of a fresh budgeted run:
 
 1. **calibrate** — time a few training steps on random batches of the training split (the same code
    as training: gather, augment, forward, backward, optimizer and EMA update), an evaluation of
-   a few validation batches and one checkpoint write; then restore the model, optimizer, grad scaler,
+   a few validation batches, the per-epoch attention probe and one checkpoint write; then restore the model, optimizer, grad scaler,
    EMA and every random generator to their state before. The calibration is thrown away: it leaves
    no trace in the run, so `train.steps=N` with the recorded N computes exactly the same run. It
    costs its own time (1% of the budget, 3 to 20 s, of timed steps, plus two warm-up steps and a few
@@ -96,6 +96,7 @@ class Calibration:
     step_s: float  # seconds per training step (median of the timed steps)
     eval_image_s: float  # seconds per evaluated image
     checkpoint_s: float  # seconds per checkpoint write
+    probe_s: float  # seconds of the per-epoch attention probe (trainer.attention_entropy)
     seconds: float  # time the calibration took
     clock: str  # what the seconds are: "wall" clock or "cpu" time of the process
 
@@ -149,6 +150,10 @@ def calibrate(trainer, seconds: float = CALIBRATION_MIN_SECONDS, clock: str = "w
         trainer.evaluate(d.val_x[:n_eval], d.val_y[:n_eval], "val")
         _sync(device)
         eval_image_s = (now() - t0) / max(1, n_eval)
+        t0 = now()
+        trainer.attention_entropy()
+        _sync(device)
+        probe_s = now() - t0
 
         scratch = trainer.ckpt_dir / CALIBRATION_FILE
         t0 = now()
@@ -163,7 +168,7 @@ def calibrate(trainer, seconds: float = CALIBRATION_MIN_SECONDS, clock: str = "w
         if trainer.ema is not None:
             trainer.ema.load_state_dict(snapshot["ema"])
         restore_rng(snapshot["rng"], trainer.generators)
-    return Calibration(step_s, eval_image_s, checkpoint_s, now() - t_start, clock)
+    return Calibration(step_s, eval_image_s, checkpoint_s, probe_s, now() - t_start, clock)
 
 
 def plan_budget(trainer, budget_minutes: float, clock: str = "wall") -> tuple[int, dict]:
@@ -175,7 +180,7 @@ def plan_budget(trainer, budget_minutes: float, clock: str = "wall") -> tuple[in
     cal = calibrate(trainer, calibration_seconds(budget_minutes * 60), clock)
     d, cfg = trainer.data, trainer.cfg
     per_epoch_eval = len(d.val_y) + (len(d.test_y) if cfg.train.test_every_epoch else 0)
-    epoch_overhead = per_epoch_eval * cal.eval_image_s + CHECKPOINTS_PER_EPOCH * cal.checkpoint_s
+    epoch_overhead = per_epoch_eval * cal.eval_image_s + cal.probe_s + CHECKPOINTS_PER_EPOCH * cal.checkpoint_s
     final_test = len(d.test_y) * cal.eval_image_s + cal.checkpoint_s  # best.pt is read back, then test
     elapsed = CLOCKS[clock]() - trainer.started[clock]
     left = budget_minutes * 60 * (1 - BUDGET_MARGIN) - elapsed - final_test

@@ -1,0 +1,86 @@
+"""A finished run, ready to analyze: its config, best-checkpoint model, test data and eval transform."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ..config import RunConfig, build, read_yaml
+from ..errors import UserError
+from ..io import read_json_object
+from ..rundir import BEST_CHECKPOINT, CONFIG_FILE, SUMMARY_FILE, checkpoint_path
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    cfg: RunConfig
+    summary: dict
+    model: nn.Module
+    data: object  # vitlab.data.DataBundle
+    augment: object  # vitlab.data.Augmenter
+    device: torch.device
+    amp: torch.dtype | None
+    checkpoint_epoch: int | None
+
+    def inputs(self, x_uint8: Tensor) -> Tensor:
+        """The network input for uint8 images: the run's eval transform (resize, normalize) and layout."""
+        x = self.augment.eval_batch(x_uint8.to(self.device))
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.train.channels_last else x
+
+    def autocast(self):
+        """The run's evaluation precision (train.amp): what its test accuracy was measured with."""
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp)
+
+    @torch.inference_mode()
+    def logits(self, x_uint8: Tensor, batch: int = 500) -> Tensor:
+        """float32 logits of uint8 images, evaluated in batches under the run's precision."""
+        out = []
+        for i in range(0, len(x_uint8), batch):
+            with self.autocast():
+                out.append(self.model(self.inputs(x_uint8[i:i + batch])).float())
+        return torch.cat(out) if out else torch.empty(0, self.data.num_classes, device=self.device)
+
+
+def check_run_dir(run_dir: str | Path) -> Path:
+    """The run directory as a Path; UserError (one line) when it is not one or has no best checkpoint."""
+    p = Path(run_dir)
+    if not p.is_dir():
+        raise UserError(f"{p}: not a directory (expected a run directory)")
+    if not (p / CONFIG_FILE).is_file():
+        raise UserError(f"{p}: not a run directory (no {CONFIG_FILE})")
+    if not checkpoint_path(p, BEST_CHECKPOINT).is_file():
+        raise UserError(f"{p}: no checkpoint to analyze ({checkpoint_path(p, BEST_CHECKPOINT).relative_to(p)} "
+                        "is missing; the run has not finished an epoch)")
+    return p
+
+
+def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
+    """Load a run's config, test data and best-checkpoint weights (on `device`, default the run's)."""
+    from ..data import Augmenter, load_dataset
+    from ..models import build_model
+    from ..train.checkpoint import BEST_KEYS, load_checkpoint
+    from ..train.loop import amp_dtype, resolve_device
+
+    p = check_run_dir(run_dir)
+    cfg = build(RunConfig, read_yaml(p / CONFIG_FILE))
+    dev = resolve_device(device or cfg.device)
+    data = load_dataset(cfg.data, cfg.seed, dev)
+    model = build_model(cfg.model, data.num_classes, data.in_chans, data.image_size)
+    ck = load_checkpoint(checkpoint_path(p, BEST_CHECKPOINT), BEST_KEYS)
+    try:
+        model.load_state_dict(ck["model"])
+    except (KeyError, RuntimeError) as e:
+        raise UserError(f"{checkpoint_path(p, BEST_CHECKPOINT)}: weights do not fit the run's model "
+                        f"({type(e).__name__})") from None
+    model = model.to(dev).eval()
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    augment = Augmenter(cfg.aug, data.mean, data.std, data.num_classes, model.input_size)
+    return LoadedRun(p, cfg, read_json_object(p / SUMMARY_FILE) or {}, model, data, augment, dev,
+                     amp_dtype(cfg, dev), ck.get("epoch"))
