@@ -26,7 +26,7 @@ from ..io import (append_jsonl, atomic_write_json, atomic_write_text, make_writa
 from ..rundir import (BEST_CHECKPOINT, CHECKPOINTS_DIR, CONFIG_FILE, CONFUSION_FILE, FINAL_STATUSES, LAST_CHECKPOINT,
                       METRICS_FILE, RUN_DIR_ENTRIES, SUMMARY_FILE, RunStatus, checkpoint_path)
 from ..track import Trackers, open_trackers
-from .budget import plan_budget
+from .budget import CLOCKS, plan_budget
 from .checkpoint import BEST_KEYS, LAST_KEYS, capture_rng, damaged, load_checkpoint, restore_rng, save_checkpoint
 from .metrics import SplitMetrics
 from .progress import EpochProgress
@@ -117,7 +117,7 @@ class Trainer:
         from ..data.augment import Augmenter
         from ..models import build_model, count_flops, count_params
 
-        self.started = time.perf_counter()  # a time budget counts from here
+        self.started = {name: clock() for name, clock in CLOCKS.items()}  # a time budget counts from here
         self.cfg, self.out, self.show_progress = cfg, out_dir, progress
         self.device = resolve_device(cfg.device)
         if cfg.train.threads:
@@ -209,7 +209,7 @@ class Trainer:
         elif t.steps is not None:
             total = t.steps
         elif t.budget_minutes is not None:
-            total, self.state.budget = plan_budget(self, t.budget_minutes)
+            total, self.state.budget = plan_budget(self, t.budget_minutes, t.budget_clock)
         else:
             total = t.epochs * self.steps_per_epoch
         self.state.total_steps = total
@@ -389,8 +389,9 @@ class Trainer:
             "throughput_img_s": (float(np.mean([r["throughput_img_s"] for r in rows])) if rows else None),
             "steps": st.total_steps,  # train.steps=<this> reproduces a budgeted run
             "steps_per_epoch": self.steps_per_epoch,
-            **({"budget_minutes": st.budget["budget_minutes"], "budget_step_s": st.budget["step_s"],
-                "budget_calibration_s": st.budget["seconds"]} if st.budget else {}),
+            **({"budget_minutes": st.budget["budget_minutes"], "budget_clock": st.budget["clock"],
+                "budget_step_s": st.budget["step_s"], "budget_calibration_s": st.budget["seconds"]}
+               if st.budget else {}),
             "device": str(self.device),
             "vitlab_version": __version__,
             "torch_version": torch.__version__,
