@@ -63,6 +63,7 @@ def main() -> None:
     run = BenchRun(raw.test_x, raw.test_y, model, 100)
     opts = make_options(corruption_batch=a.batch)
     load0 = os.getloadavg()[0]
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     lines = []
 
@@ -72,6 +73,7 @@ def main() -> None:
 
     sec = compute_robustness(run, opts, progress=progress)
     total = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
     print(f"# corruption sweep  {date.today()}  {platform.machine()}  threads {a.threads}  torch {torch.__version__}  "
           f"load average {load0:.1f} -> {os.getloadavg()[0]:.1f}")
     prev = 0.0
@@ -81,7 +83,8 @@ def main() -> None:
     n = sec["images"] * 75 + sec["images"]
     what = "generation only" if a.generation_only else f"{a.model}"
     print(f"{what}: {sec['images']:,} images x 15 x 5 (+ clean) = {n:,} images in {total:.1f} s "
-          f"({total / 60:.2f} min); classifying {run.eval_s:.1f} s, generating {total - run.eval_s:.1f} s")
+          f"({total / 60:.2f} min; {cpu:.0f} CPU-s in this process); classifying {run.eval_s:.1f} s, "
+          f"generating {total - run.eval_s:.1f} s")
 
 
 if __name__ == "__main__":

@@ -45,6 +45,9 @@ class Recording(C.Draws):
     def poisson(self, rates):
         return self._keep(super().poisson(rates))
 
+    def poisson_levels(self, levels, which):
+        return self._keep(super().poisson_levels(levels, which))
+
     def _keep(self, t):
         self.calls.append(t)
         return t
@@ -429,3 +432,20 @@ def test_pil_box_resize_is_exact(small):
     ours_down = pil_box_resize_uint8(x, small)
     assert np.array_equal(ours_down[0].permute(1, 2, 0).numpy(), down)
     assert np.array_equal(pil_box_resize_uint8(ours_down, 32)[0].permute(1, 2, 0).numpy(), up)
+
+
+def test_poisson_table_sampler_is_the_inverse_cdf():
+    from scipy import stats
+
+    levels = torch.tensor([0.0, 0.2, 3.0, 47.5, 500.0], dtype=torch.float64)
+    which = torch.arange(5).repeat_interleave(400)
+    u = torch.rand(2000, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    got = C.poisson_inverse_cdf(levels, which, u).numpy()
+    expected = stats.poisson.ppf(u.numpy(), levels[which].numpy())
+    expected[levels[which].numpy() == 0] = 0
+    assert np.array_equal(got, expected)
+    rates = (torch.arange(256, dtype=torch.float32) / 255 * 100).repeat(200)  # shot noise's 256 levels
+    levels = torch.arange(256, dtype=torch.float64) / 255 * 100
+    which = torch.arange(256).repeat(200).view(1, -1)
+    x = C.Draws(torch.Generator().manual_seed(1), 1, "cpu").poisson_levels(levels, which)[0].view(200, 256)
+    assert torch.allclose(x.mean(dim=0), rates[:256], atol=4 * (rates[:256].sqrt().max() / 200 ** 0.5).item())

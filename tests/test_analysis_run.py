@@ -209,3 +209,11 @@ def test_run_report_renders_in_chromium(analyzed, tmp_path):
     assert dom.count("<table") >= 3 and not EXTERNAL.search(dom)
     img = np.asarray(Image.open(shot).convert("RGB"))
     assert len(np.unique(img.reshape(-1, 3), axis=0)) >= MIN_DISTINCT_COLOURS
+
+
+def test_run_report_without_analysis_says_how_to_get_one(trained, tmp_path):
+    out = tmp_path / "r.html"
+    assert main(["report", str(trained), "-o", str(out)]) == 0
+    text = out.read_text()
+    assert "No analysis yet" in text and "vitlab analyze" in text and "<img " not in text
+    assert not (trained / "analysis").exists()  # -o elsewhere: the run directory is untouched

@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .imageops import (apply_separable, clipped_zoom, clipped_zoom_matrix, correlate2d, crop_support,
-                       cv2_gaussian_kernel, gaussian_filter, pil_box_resize_uint8)
+from .imageops import (KRON_MAX_PIXELS, clipped_zoom, correlate2d, crop_support, cv2_gaussian_kernel,
+                       gaussian_filter, pil_box_resize_uint8, zoom_blur_operator)
 from .jpeg import jpeg_roundtrip
 
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -92,12 +92,33 @@ class Draws:
         """Uniform integers in [low, high) (numpy's randint convention)."""
         return torch.randint(low, high, (self.n, *shape), generator=self.gen, device=self.device)
 
+    def poisson_levels(self, levels: Tensor, which: Tensor) -> Tensor:
+        """Poisson samples of rates levels[which] (few distinct levels), by inverse-CDF lookup of one
+        uniform per value; same distribution as `poisson(levels[which])`."""
+        u = torch.rand(which.shape, generator=self.gen, device=self.device, dtype=torch.float64)
+        return poisson_inverse_cdf(levels.double(), which, u).float()
+
     def poisson(self, rates: Tensor) -> Tensor:
         return torch.poisson(rates, generator=self.gen)
 
 
-def _per_image(v: Tensor) -> Tensor:
-    return v.view(-1, *([1] * 3))
+POISSON_TAIL_SIGMAS = 12
+"""The lookup tables reach λ + 12√λ + 12: the probability beyond is below 1e-30."""
+
+
+def poisson_inverse_cdf(levels: Tensor, which: Tensor, u: Tensor) -> Tensor:
+    """Poisson(levels[which]) samples from uniforms u: the smallest k with CDF_λ(k) ≥ u, found with one
+    searchsorted in the concatenation of every level's CDF (each shifted by its row number)."""
+    top = int(levels.max().item() + POISSON_TAIL_SIGMAS * math.sqrt(levels.max().item()) + POISSON_TAIL_SIGMAS) + 1
+    k = torch.arange(top, dtype=torch.float64, device=levels.device)
+    lam = levels.view(-1, 1)
+    logpmf = torch.special.xlogy(k, lam) - lam - torch.lgamma(k + 1)
+    cdf = logpmf.exp().cumsum(dim=1).clamp(max=1.0)
+    cdf[:, -1] = 1.0
+    rows = torch.arange(len(levels), dtype=torch.float64, device=levels.device).view(-1, 1)
+    flat = (cdf + 2 * rows).reshape(-1)  # rows 2 apart: strictly increasing across rows
+    pos = torch.searchsorted(flat, u.reshape(-1) + 2 * which.reshape(-1).double())
+    return (pos - which.reshape(-1) * top).reshape(u.shape).double()
 
 
 # ------------------------------------------------------------------------------------------- noise
@@ -112,6 +133,10 @@ def gaussian_noise(x: Tensor, severity: int, rng: Draws) -> Tensor:
 def shot_noise(x: Tensor, severity: int, rng: Draws) -> Tensor:
     """Poisson(x·c)/c per value, clipped."""
     c = SHOT_NOISE[severity - 1]
+    level = torch.round(x * 255)
+    if torch.equal(level / 255, x):  # 8-bit input: 256 possible rates k·c/255, sampled by table lookup
+        rates = torch.arange(256, dtype=torch.float64, device=x.device) * c / 255
+        return (rng.poisson_levels(rates, level.long()) / c).clamp(0, 1)
     return (rng.poisson(x * c) / c).clamp(0, 1)
 
 
@@ -198,11 +223,11 @@ def imagemagick_motion_blur(x: Tensor, radius: float, sigma: float, angle_deg: T
     cols = torch.arange(w, device=x.device).view(1, 1, w)
     flat = x.reshape(n, c, h * w)
     out = torch.zeros_like(flat)
+    row_start = (rows + oy.view(n, 1, -1)).clamp(0, h - 1) * w  # (n, h, taps), small
+    col = (cols.view(1, w, 1) + ox.view(n, 1, -1)).clamp(0, w - 1)  # (n, w, taps)
     for t in range(len(k)):
-        r = (rows + oy[:, t].view(n, 1, 1)).clamp(0, h - 1)
-        q = (cols + ox[:, t].view(n, 1, 1)).clamp(0, w - 1)
-        idx = (r * w + q).reshape(n, 1, h * w).expand(n, c, h * w)
-        out += k[t] * flat.gather(2, idx)
+        idx = (row_start[:, :, t:t + 1] + col[:, None, :, t]).reshape(n, 1, h * w).expand(n, c, h * w)
+        out.add_(flat.gather(2, idx), alpha=float(k[t]))
     return torch.round(out.reshape(n, c, h, w) * 255) / 255
 
 
@@ -219,10 +244,14 @@ def zoom_factors(severity: int) -> np.ndarray:
 
 def zoom_blur(x: Tensor, severity: int, rng: Draws) -> Tensor:
     """Mean of the image and its central zooms by each factor (`clipped_zoom`, linear interpolation)."""
-    factors = zoom_factors(severity)
+    factors = tuple(float(z) for z in zoom_factors(severity))
+    n, c, h, w = x.shape
+    if h == w and h * w <= KRON_MAX_PIXELS:  # one GEMM with the summed operator
+        k = zoom_blur_operator(h, factors).to(x)
+        return (x.reshape(n * c, h * w) @ k.T).reshape(x.shape).clamp(0, 1)
     out = x.clone()
     for z in factors:
-        out += clipped_zoom(x, float(z))
+        out += clipped_zoom(x, z)
     return (out / (len(factors) + 1)).clamp(0, 1)
 
 

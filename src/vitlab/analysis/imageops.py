@@ -16,6 +16,8 @@ BORDER_MODES = ("nearest", "reflect", "mirror")
 """scipy.ndimage names: nearest = replicate the edge (aaa|abcd), reflect = half-sample symmetric
 (ba|abcd, OpenCV's BORDER_REFLECT), mirror = whole-sample symmetric (cb|abcd, OpenCV's BORDER_REFLECT_101)."""
 
+SHIFTED_SUM_MAX_TAPS = 49
+"""Kernels up to 7×7 are correlated as a sum of shifted copies, larger ones with conv2d."""
 PIL_PRECISION_BITS = 32 - 8 - 2
 """Fixed-point bits of PIL's 8-bit resampling coefficients (Resample.c, PRECISION_BITS)."""
 
@@ -66,7 +68,13 @@ def correlate2d(x: Tensor, kernel: Tensor, mode: str) -> Tensor:
     kh, kw = kernel.shape
     n, c, h, w = x.shape
     xp = pad2d(x.reshape(n * c, 1, h, w), kh // 2, kw // 2, mode)
-    out = F.conv2d(xp, kernel.to(x).view(1, 1, kh, kw))
+    if kh * kw > SHIFTED_SUM_MAX_TAPS:
+        return F.conv2d(xp, kernel.to(x).view(1, 1, kh, kw)).reshape(n, c, h, w)
+    out = torch.zeros(n * c, 1, h, w, dtype=x.dtype, device=x.device)
+    for i in range(kh):  # small kernels: one fused multiply-add per nonzero tap beats a 1-channel conv
+        for j in range(kw):
+            if float(kernel[i, j]) != 0.0:
+                out.add_(xp[..., i:i + h, j:j + w], alpha=float(kernel[i, j]))
     return out.reshape(n, c, h, w)
 
 
@@ -145,6 +153,21 @@ def clipped_zoom_matrix(h: int, factor: float) -> Tensor:
     m = torch.zeros(h, h, dtype=torch.float64)
     m[:, top:top + ch] = z
     return m
+
+
+KRON_MAX_PIXELS = 64 * 64
+"""Up to this many pixels per image, a sum of separable operators is applied as one (HW × HW) matrix."""
+
+
+@functools.lru_cache(maxsize=16)
+def zoom_blur_operator(h: int, factors: tuple[float, ...]) -> Tensor:
+    """(h², h²) matrix of x ↦ (x + Σ_z clipped_zoom(x, z)) / (1 + #z) on row-major flattened h×h images:
+    Σ_z Z_z ⊗ Z_z (the Kronecker form of Z_z X Z_zᵀ), so the whole zoom blur is one GEMM."""
+    k = torch.eye(h * h, dtype=torch.float64)
+    for z in factors:
+        m = clipped_zoom_matrix(h, z)
+        k += torch.kron(m, m)
+    return k / (len(factors) + 1)
 
 
 def clipped_zoom(x: Tensor, factor: float) -> Tensor:

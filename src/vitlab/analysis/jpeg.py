@@ -100,9 +100,11 @@ _PASSES = {name: (_pass_matrix(fn, True), _pass_matrix(fn, False)) for name, fn 
 
 
 def _descale_f(x: Tensor, shifts: Tensor) -> Tensor:
-    """DESCALE of float64 integers by per-output shifts (exact: every value is far below 2^53)."""
+    """DESCALE of float64 integers by per-output shifts, in place: floor((x + 2^(n−1)) / 2^n), and x
+    itself where n = 0 (exact: every value is far below 2^53)."""
     scale = torch.exp2(shifts)
-    return torch.where(shifts > 0, torch.floor((x + scale / 2) / scale), x)
+    half = torch.where(shifts > 0, scale / 2, torch.zeros_like(scale))
+    return x.add_(half).div_(scale).floor_()
 
 
 def _two_passes(blocks: Tensor, name: str, rows_first: bool) -> Tensor:

@@ -38,8 +38,10 @@ class LoadedRun:
         return torch.autocast(self.device.type, dtype=self.amp)
 
     @torch.inference_mode()
-    def logits(self, x_uint8: Tensor, batch: int = 500) -> Tensor:
-        """float32 logits of uint8 images, evaluated in batches under the run's precision."""
+    def logits(self, x_uint8: Tensor, batch: int | None = None) -> Tensor:
+        """float32 logits of uint8 images, evaluated in batches (default the run's train.eval_batch_size)
+        under the run's precision."""
+        batch = batch or self.cfg.train.eval_batch_size
         out = []
         for i in range(0, len(x_uint8), batch):
             with self.autocast():

@@ -22,8 +22,9 @@ class AnalysisOptions:
     attention_batch: int = knob(32, "attention: images per forward pass while recording weights (memory bound)")
     corruption_images: Optional[int] = knob(None, "robustness: corrupt a stratified, seeded subset of this many test "
                                                   f"images (default: the whole test set, at most {CIFAR_C_IMAGES:,})")
-    corruption_batch: int = knob(500, "robustness: images corrupted and classified at once (the random stream of "
-                                      "each batch is seeded separately, so results depend on it)")
+    corruption_batch: int = knob(2000, "robustness: images corrupted at once (the random stream of each batch is "
+                                       "seeded separately, so results depend on it); classified in the run's "
+                                       "train.eval_batch_size")
     seed: int = knob(0, "seed of the image samples and of every corruption's random numbers")
     reliability_bins: int = knob(15, "calibration: equal-width confidence bins of the reliability diagram "
                                      "(Guo et al. 2017 use 15)")

@@ -73,7 +73,7 @@ def compute_robustness(run, opts, previous: dict | None = None,
             for b, i in enumerate(range(0, n, bs)):
                 gen = torch.Generator(device=x.device).manual_seed(stream_seed(opts.seed, ci, s, b))
                 xc = corrupt(x[i:i + bs], name, s, gen)
-                correct += top1(run.logits(xc, bs), y[i:i + bs])
+                correct += top1(run.logits(xc), y[i:i + bs])
             accs.append(correct / n)
         sec["corruptions"][name] = accs
         sec["time_s"] = sec.get("time_s", 0.0) + time.perf_counter() - t0

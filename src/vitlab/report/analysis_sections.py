@@ -436,7 +436,9 @@ def run_sections(run_dir: Path, analysis: dict, sink: FigureSink) -> list[tuple[
             labels = [f"L{i}" for i in range(n)]
             body += sink(afig.maps_figure(arrays["images"], [arrays[f"query_{i}"] for i in range(n)], labels,
                                           f"attention of the {att['maps']['query']}"), "attention_maps",
-                         f"Head-mean attention of the {att['maps']['query']} in each layer over the image (bright = attended).")
+                         f"Head-mean attention of the {att['maps']['query']} in each layer over the image (bright = attended; "
+                         "each map is scaled to its own min–max, so compare shapes, not brightness, across maps — "
+                         "the entropy table says how peaked each layer is).")
             body += sink(afig.maps_figure(arrays["images"], [arrays[f"rollout_{i}"] for i in range(n)], labels,
                                           "attention rollout"), "attention_rollout",
                          "Attention rollout (Abnar & Zuidema 2020) up to each layer: the residual-mixed product of the "

@@ -32,7 +32,7 @@ from .metrics import SplitMetrics
 from .progress import EpochProgress
 from .schedules import make_scheduler
 
-ENTROPY_IMAGES = 128
+ENTROPY_IMAGES = 64
 """Validation images (the first ones of the seeded split) on which each epoch records the mean
 normalized attention entropy of every layer (`val_attn_entropy_norm_l{i}` in metrics.jsonl)."""
 
