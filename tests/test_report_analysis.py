@@ -65,7 +65,7 @@ def test_study_sections_have_tables_figures_and_ci(study):
     assert html["Robustness"].count("<img ") == 2 and "mCE" in html["Robustness"] and "frost" in html["Robustness"]
     assert html["Efficiency"].count("<img ") == 1
     assert "n=2/3" in html["Attention"]  # the failed cosine run is counted as missing
-    assert "[" in html["Robustness"] and "(no CI)" not in html["Attention"]
+    assert "[" in html["Robustness"] and "(no interval)" not in html["Attention"]
     for name in (f"{FACTOR}_attn_entropy", f"{FACTOR}_rollout_0", f"{FACTOR}_severity", f"{FACTOR}_corruptions",
                  f"{FACTOR}_acc_latency"):
         assert (study_dir / "report" / "figures" / f"{name}.png").is_file(), name

@@ -158,3 +158,17 @@ def test_bad_report_section_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="report.ci"):
         report_main(tmp_path)
     assert not (tmp_path / "report").exists()
+
+
+def test_report_says_when_every_run_had_the_same_time_budget(tmp_path):
+    recs = study_records()
+    for i, r in enumerate(recs):
+        r.config.setdefault("train", {}).update(budget_minutes=7.0, budget_clock="cpu")
+        r.summary["steps"] = 900 + i
+    write_index(tmp_path, recs, study_meta())
+    text = report_main(tmp_path).read_text(encoding="utf-8")
+    assert "every run had the same budget of 7.0 minutes of cpu time" in text
+    assert f"(900–{900 + len(recs) - 1:,} steps across runs)" in text
+    plain = tmp_path / "plain"
+    write_index(plain, study_records(), study_meta())
+    assert "budget" not in report_main(plain).read_text(encoding="utf-8")

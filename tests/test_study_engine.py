@@ -167,3 +167,35 @@ def test_oversized_study_is_refused_fast_with_its_count(tmp_path, capsys):
     spec.write_text(yaml.safe_dump(many_seeds))
     assert cli_main(["study", str(spec), "--out", str(tmp_path / "h"), "--max-runs", "100"]) == 2
     assert "2000000000" in capsys.readouterr().err.replace(",", "")
+
+
+def test_a_study_analyzes_its_runs_resumably(tmp_path):
+    from vitlab.analysis import read_analysis
+
+    spec = dict(TINY, analysis=["calibration", "efficiency"],
+                analysis_options={"latency_calls": 3, "warmup_calls": 1, "throughput_batch": 16,
+                                  "throughput_calls": 1, "compile": False},
+                metrics=["test_top1", "latency_ms_b1"])
+    out = tmp_path / "study"
+    result = run_study(spec, out, workers=1, progress=False)
+    assert result.ok, result.errors
+    runs = sorted((out / "runs").iterdir())
+    for run in runs:
+        assert set(read_analysis(run)) >= {"calibration", "efficiency"}
+    rows = results_rows(out)
+    assert all(r["latency_ms_b1"] > 0 for r in rows)
+    stamp = (runs[1] / "checkpoints" / "best.pt").stat().st_mtime_ns
+    (runs[0] / "analysis" / "analysis.json").unlink()  # e.g. killed during its analysis
+    again = run_study(spec, out, workers=1, progress=False)
+    assert again.trained == [runs[0].name] and again.ok
+    assert set(read_analysis(runs[0])) >= {"calibration", "efficiency"}
+    assert (runs[1] / "checkpoints" / "best.pt").stat().st_mtime_ns == stamp  # nothing retrained
+    assert run_study(spec, out, workers=1, progress=False).trained == []
+
+
+def test_analysis_options_in_a_spec_are_checked(tmp_path):
+    from vitlab.errors import UserError
+
+    with pytest.raises(UserError, match="analysis_options.latency_cals: unknown key"):
+        run_study(dict(TINY, analysis=["efficiency"], analysis_options={"latency_cals": 3}), tmp_path / "s")
+    assert not (tmp_path / "s").exists()

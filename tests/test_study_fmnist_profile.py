@@ -19,9 +19,9 @@ HOUR_MINUTES = 60
 
 
 def recipe_part(cfg) -> dict:
-    """The config without what a study varies or a profile budgets: model, seed, train.budget_minutes."""
+    """The config without what a study varies or a profile budgets: model, seed, train.budget_*."""
     d = to_dict(cfg)
-    d.pop("model"), d.pop("seed"), d["train"].pop("budget_minutes")
+    d.pop("model"), d.pop("seed"), d["train"].pop("budget_minutes"), d["train"].pop("budget_clock")
     return d
 
 
@@ -30,7 +30,8 @@ def test_fmnist_profile_is_the_recipe_under_a_budget_that_fits_an_hour(name):
     runs = expand(STUDIES / f"{name}.yaml", "fmnist")
     recipe = load_config(STUDIES / "base" / "fashion_mnist.yaml")
     budgets = {r.config.train.budget_minutes for r in runs}
-    assert len(budgets) == 1 and None not in budgets  # equal compute: one budget for every run
+    assert len(budgets) == 1 and None not in budgets  # equal compute: one budget for every run ...
+    assert {r.config.train.budget_clock for r in runs} == {"cpu"}  # ... however busy the machine
     for r in runs:
         assert recipe_part(r.config) == recipe_part(recipe), r.level_label
         assert r.config.model.image_size == 32 and r.config.data.name == "fashion_mnist"

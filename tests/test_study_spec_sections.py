@@ -241,10 +241,13 @@ def test_profiles_override_seeds_report_and_analysis(tmp_path):
 
 def test_analysis_metrics_are_accepted_and_defaults_are_empty(tmp_path):
     metrics = ["test_top1", "attn_entropy_norm_mean", "attn_entropy_norm_l0", "attn_entropy_norm_l11",
-               "corruption_top1_mean", "mce", "relative_mce", "latency_ms_b1", "throughput_img_s_b256", "clean_top1"]
+               "corruption_top1_mean", "corruption_clean_top1", "latency_ms_b1", "throughput_img_s_b256"]
     study = resolve(load_spec(write_spec(tmp_path, spec_dict(metrics=metrics))))
     assert study.metrics == metrics and study.analysis == [] and study.report == specmod.ReportSpec("t", 1.0)
     assert "analysis" not in specmod.spec_to_dict(study)
+    for study_level_only in ("mce", "relative_mce"):  # need a reference level: the report computes them
+        with pytest.raises(UserError, match=f"unknown metric '{study_level_only}'"):
+            load_spec(write_spec(tmp_path, spec_dict(metrics=[study_level_only])))
     search = load_spec(write_spec(tmp_path, spec_dict(vary=None, seeds=None, analysis=["calibration"],
                                                       space={"optim.lr": {"low": 1e-4, "high": 1e-2}})))
     assert search.analysis == ["calibration"] and search.space["optim.lr"].low == 1e-4

@@ -135,7 +135,7 @@ def test_calibration_leaves_no_trace(tmp_path, quick_calibration):
     ema_before = {k: v.clone() for k, v in trainer.ema.state_dict().items()}
     rng_before = capture_rng(trainer.generators)
     cal = budget.calibrate(trainer, seconds=0.05)
-    assert cal.step_s > 0 and cal.eval_image_s > 0 and cal.checkpoint_s > 0
+    assert cal.step_s > 0 and cal.eval_image_s > 0 and cal.checkpoint_s > 0 and cal.probe_s > 0
     for k, v in trainer.model.state_dict().items():
         assert torch.equal(v, before[k]), k
     for k, v in trainer.ema.state_dict().items():
@@ -193,3 +193,22 @@ def test_budget_and_steps_are_part_of_the_run_identity_only_when_set():
     assert config_hash(a) == config_hash(b) != config_hash(load_config(None, ["train.budget_minutes=8"]))
     assert config_hash(a) != config_hash(load_config(None, []))
     assert identity_dict(load_config(None, ["train.steps=100"]))["train"]["steps"] == 100
+
+
+def test_cpu_clock_budget(tmp_path, quick_calibration):
+    summary = run_training(tiny("train.budget_minutes=2", "train.budget_clock=cpu"), tmp_path / "r")
+    assert summary["status"] == "completed" and summary["budget_clock"] == "cpu" and summary["steps"] == 17
+    from vitlab.config import config_hash, identity_dict
+
+    assert config_hash(tiny("train.budget_minutes=2", "train.budget_clock=cpu")) != config_hash(
+        tiny("train.budget_minutes=2"))
+    assert "budget_clock" not in identity_dict(tiny("train.budget_clock=cpu"))["train"]  # no budget: no effect
+
+
+def test_cpu_clock_refuses_an_accelerator():
+    from types import SimpleNamespace
+
+    from vitlab.errors import UserError
+
+    with pytest.raises(UserError, match="train.budget_clock"):
+        budget.plan_budget(SimpleNamespace(device=torch.device("cuda")), 1.0, "cpu")

@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from .errors import RunError, UserError, one_line
+from .rundir import RunStatus
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -42,7 +43,7 @@ def cmd_train(a) -> int:
         cfg.train.progress = False
     summary = run_training(cfg, a.out, resume=a.resume)
     _print_summary(summary, a.out)
-    return EXIT_OK if summary["status"] in ("completed", "pruned") else EXIT_INTERNAL
+    return EXIT_OK if summary["status"] in (RunStatus.COMPLETED, RunStatus.PRUNED) else EXIT_INTERNAL
 
 
 def _print_summary(s: dict, out) -> None:
@@ -129,7 +130,8 @@ def cmd_study(a) -> int:
 
     result = run_study(a.spec, a.out, workers=a.workers, backend=a.backend, ray_address=a.ray_address,
                        profile=a.profile, gpus_per_run=a.gpus_per_run, cpus_per_run=a.cpus_per_run,
-                       max_retries=a.max_retries, max_runs=a.max_runs or None)
+                       max_retries=a.max_retries, max_runs=a.max_runs or None, storage=a.storage,
+                       ray_pip=a.ray_pip)
     from .study import summary_table
 
     print(summary_table(a.out))
@@ -167,6 +169,9 @@ def cmd_track(a) -> int:
 
 def cmd_analyze(a) -> int:
     from .analysis.analyze import analyze_run, describe
+    from .study.runsync import fetch_checkpoint
+
+    fetch_checkpoint(a.run_dir)  # a run of a study kept in another storage (--storage): its best.pt
 
     analysis = analyze_run(a.run_dir, sections=a.sections, force=a.force, samples=a.samples, device=a.device,
                            corruption_images=a.corruption_images, seed=a.seed, compile=False if a.no_compile else None,
@@ -177,6 +182,9 @@ def cmd_analyze(a) -> int:
 
 def cmd_export(a) -> int:
     from .analysis.export import ExportError, export_run
+    from .study.runsync import fetch_checkpoint
+
+    fetch_checkpoint(a.run_dir)  # a run of a study kept in another storage (--storage): its best.pt
 
     try:
         export_run(a.run_dir, a.format, a.output, progress=print)
@@ -237,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cpus-per-run", type=float, default=None, help="Ray: CPUs per run (default: cores / workers)")
     s.add_argument("--profile", help="a profile of the spec, e.g. quick")
     s.add_argument("--max-retries", type=int, default=2, help="retries of a failed run")
+    s.add_argument("--storage", help="where run directories live: a path or a URL (s3://, gs://, az://, file://); "
+                                     "default the study directory; remembered by the study")
+    s.add_argument("--ray-pip", action="store_true",
+                   help="Ray: install vitlab's dependencies on the cluster's workers with pip (runtime_env)")
     s.add_argument("--max-runs", type=int, default=10_000,
                    help="refuse a study with more runs than this (counted before expanding; 0: no limit)")
     s.set_defaults(fn=cmd_study)

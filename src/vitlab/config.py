@@ -230,6 +230,9 @@ class TrainConfig:
                                            "few throwaway steps and evaluations, then fixes the number of optimizer "
                                            "steps so that training, evaluations and checkpoints end within it "
                                            "(exclusive with train.steps; recorded in summary.json)")
+    budget_clock: str = knob("wall", "what train.budget_minutes counts: wall-clock time, or the CPU time of the run's "
+                             "process, all threads (CPU devices; equal compute for every run however busy a "
+                             "shared machine is)", choices=("wall", "cpu"))
     batch_size: int = knob(128, "training batch size")
     eval_batch_size: int = knob(500, "batch size for evaluation")
     label_smoothing: float = knob(0.1, "label smoothing of the cross-entropy loss")
@@ -540,6 +543,17 @@ def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"model": {"dim": 64}} -> {"model.dim": 64}: a nested config dict with dotted keys."""
+    out: dict = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def parse_value(text: str) -> Any:
     """Parse the right side of `key=value` as YAML, so `3`, `1e-3`, `[1,2]`, `true`, `null` work."""
     try:
@@ -748,6 +762,8 @@ def identity_dict(cfg: RunConfig) -> dict:
     for section, key in OMITTED_UNSET:
         if d[section].get(key) in (None, []):
             d[section].pop(key, None)
+    if "budget_minutes" not in d["train"]:
+        d["train"].pop("budget_clock", None)  # it only means something with a budget
     return {k: v for k, v in d.items() if v != {}}
 
 

@@ -31,6 +31,8 @@ ANALYSIS_DIR = "analysis"
 ANALYSIS_FILE = "analysis.json"  # inside ANALYSIS_DIR
 ONNX_FILE = "model.onnx"  # inside ANALYSIS_DIR
 TRIAL_FILE = "trial.json"  # search runs: {"number": N, "params": {...}}
+LEASE_FILE = ".lease"  # in storage only: which worker trains the run now (study/lease.py)
+RUNS_DIR = "runs"  # a study keeps its run directories in STUDY/runs/<run_id>
 TENSORBOARD_DIR = "tensorboard"
 MLFLOW_RUN_FILE = "mlflow_run.json"  # {"tracking_uri": ..., "experiment_id": ..., "run_id": ...}
 
@@ -76,6 +78,6 @@ def checkpoint_path(run_dir: str | Path, which: str = LAST_CHECKPOINT) -> Path:
 
 
 __all__ = ["ANALYSIS_DIR", "ANALYSIS_FILE", "BEST_CHECKPOINT", "CHECKPOINTS_DIR", "CONFIG_FILE", "CONFUSION_FILE",
-           "FINAL_STATUSES", "LAST_CHECKPOINT", "METRICS_FILE", "MLFLOW_RUN_FILE", "ONNX_FILE", "RUN_DIR_ENTRIES",
-           "RunStatus", "SUMMARY_FILE", "TENSORBOARD_DIR", "TRIAL_FILE",
+           "FINAL_STATUSES", "LAST_CHECKPOINT", "LEASE_FILE", "METRICS_FILE", "MLFLOW_RUN_FILE", "ONNX_FILE",
+           "RUN_DIR_ENTRIES", "RUNS_DIR", "RunStatus", "SUMMARY_FILE", "TENSORBOARD_DIR", "TRIAL_FILE",
            "checkpoint_path"]

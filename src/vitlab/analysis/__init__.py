@@ -7,9 +7,9 @@ Modules: attention_stats (formulas), rollout, corruptions (+ imageops, jpeg), at
 calibration / efficiency (the sections), metrics (scalar names), figures, export (ONNX), analyze.
 Depends on config, rundir, data, models and train; never on study or report.
 """
-from .analyze import analyze_run, read_analysis, read_maps
+from .analyze import analyze_run, missing_sections, read_analysis, read_maps
 from .metrics import PER_LAYER_METRICS, SCALAR_METRICS, STUDY_METRICS, is_analysis_metric, metric_names
 from .options import SECTIONS, AnalysisOptions
 
 __all__ = ["AnalysisOptions", "PER_LAYER_METRICS", "SCALAR_METRICS", "SECTIONS", "STUDY_METRICS", "analyze_run",
-           "is_analysis_metric", "metric_names", "read_analysis", "read_maps"]
+           "is_analysis_metric", "metric_names", "missing_sections", "read_analysis", "read_maps"]

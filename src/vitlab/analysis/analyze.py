@@ -62,6 +62,12 @@ def read_analysis(run_dir: str | Path) -> dict | None:
     return data if data is not None and data.get("format") == ANALYSIS_FORMAT else None
 
 
+def missing_sections(run_dir: str | Path, sections) -> list[str]:
+    """The sections of `sections` that the run's analysis.json does not hold complete yet."""
+    analysis = read_analysis(run_dir) or {}
+    return [s for s in sections if not analysis.get(s) or analysis[s].get("complete") is False]
+
+
 def read_maps(run_dir: str | Path) -> dict[str, np.ndarray] | None:
     """The attention-map arrays of a run (no pickles), or None."""
     path = Path(run_dir) / ANALYSIS_DIR / MAPS_FILE

@@ -2,14 +2,15 @@
 "Efficiency" for every factor of a study, and the one-run report (`vitlab report RUN_DIR`).
 
 Study sections, per factor (only completed runs that have the section):
-- Attention: a table of the attention scalars per level (mean [95% CI] over seeds, the report's interval method), normalized entropy
+- Attention: a table of the attention scalars per level (mean [95% CI] over seeds), normalized entropy
   per layer (one line per level, band = min–max over seeds), and rollout maps, levels × layers, for
   the same test images (the first seed of each level);
 - Robustness: clean and mean corruption top-1, mCE and relative mCE against the reference level (its
   mean error profile over seeds, Hendrycks & Dietterich 2019), accuracy vs severity per level, and a
   levels × corruptions heat map;
 - Efficiency: latency, throughput, params, FLOPs per level and test accuracy vs latency.
-Intervals are `vitlab.stats.mean_ci` over seeds with the report's method (--ci), as in every other table.
+Intervals are `vitlab.stats.mean_ci` over seeds with the report's method (`--ci`; by default the 95%
+Student-t interval, which keeps its coverage at 2-5 seeds), as in every other table.
 """
 from __future__ import annotations
 
@@ -111,7 +112,7 @@ def ci_text(values: list[float], scale: float = 1.0, decimals: int = 2, expected
         return "—"
     ci = stats.mean_ci([v * scale for v in values], method)
     s = f"{ci.mean:.{decimals}f}"
-    s += f" [{ci.lo:.{decimals}f}, {ci.hi:.{decimals}f}]" if math.isfinite(ci.lo) else " (no CI)"
+    s += f" [{ci.lo:.{decimals}f}, {ci.hi:.{decimals}f}]" if math.isfinite(ci.lo) else " (no interval)"
     if expected is not None and len(values) < expected:
         s += f" n={len(values)}/{expected}"
     return s

@@ -327,6 +327,16 @@ def _methods(rep: Report) -> list[str]:
         "undecided; it stops when its paired interval excludes 0 and the exact test rejects, when the interval "
         "contains 0 and is narrower than target_delta, or at the maximum.",
     ]
+    budgets = _config_values(recs, "train", "budget_minutes")
+    if budgets:
+        clocks = _config_values(recs, "train", "budget_clock") or ["wall"]
+        steps = sorted({int(r.summary["steps"]) for r in recs if isinstance(r.summary.get("steps"), (int, float))})
+        same = "the same budget" if len(budgets) == 1 else "budgets"
+        items.append(f"Compute: every run had {same} of {', '.join(budgets)} minutes of {'/'.join(clocks)} time "
+                     "(train.budget_minutes; equal-compute comparison as in budgeted training, Li et al. 2020): "
+                     "each run measured its own speed at its start and fixed its optimizer steps so that training "
+                     "and its evaluations fit the budget; its schedule spans those steps"
+                     + (f" ({steps[0]:,}–{steps[-1]:,} steps across runs)." if steps else "."))
     if any(sec.variance is not None for sec in rep.sections):
         items.append(
             "Sources of variance (Bouthillier et al. 2021): where the runs of a level cross seed_init, seed_split "

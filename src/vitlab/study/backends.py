@@ -9,16 +9,24 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import re
 import time
 from multiprocessing.connection import wait
 from pathlib import Path
 
 from ..errors import UserError
 from ..io import read_jsonl
+from ..rundir import METRICS_FILE
+from .runsync import StudyStore
+from .storage import PROTOCOL_PACKAGES
 from .worker import Outcome, Task, Trainer, execute, worker_main
 
 #: Seconds a worker is given to exit after "stop" before it is killed.
 STOP_GRACE_S = 5.0
+#: Seconds between reads of running runs' metrics from a remote storage (progress of Ray tasks).
+REMOTE_PROGRESS_S = 5.0
+#: Files of the vitlab package left out when it is shipped to a Ray cluster.
+SHIP_EXCLUDES = ["__pycache__", "*.pyc"]
 
 
 def cpu_count() -> int:
@@ -159,16 +167,54 @@ def _ray_task(task: Task, trainer: Trainer | None) -> Outcome:
     return execute(task, trainer)
 
 
+def vitlab_requirements(extra_packages: list[str] | None = None) -> list[str]:
+    """vitlab's run-time requirements for a Ray worker: its declared dependencies except torch (the
+    cluster's own) plus `extra_packages` (e.g. s3fs for an s3:// storage)."""
+    from importlib import metadata
+
+    try:
+        declared = metadata.requires("vitlab") or []
+    except metadata.PackageNotFoundError:  # running from a source tree
+        declared = []
+    def name(req: str) -> str:
+        return re.split(r"[<>=!~;\[ ]", req, maxsplit=1)[0].strip().lower()
+
+    reqs = [r for r in declared if ";" not in r and name(r) != "torch"]  # extras are not needed to train
+    names = {name(r) for r in reqs}
+    return reqs + [p for p in ["fsspec", *(extra_packages or [])] if p not in names]
+
+
+def ray_runtime_env(pip: bool = False, storage_location: str | None = None) -> dict:
+    """Ray's runtime_env that ships this vitlab package to every worker (so nodes need not have it
+    installed) and, with `pip`, installs its other dependencies there (Ray's pip plugin: a virtualenv on
+    top of the node's Python, cached per node)."""
+    import vitlab
+
+    env: dict = {"py_modules": [str(Path(vitlab.__file__).parent)], "excludes": list(SHIP_EXCLUDES)}
+    if pip:
+        protocol = storage_location.split("://", 1)[0].lower() if storage_location and "://" in storage_location else ""
+        extra = [PROTOCOL_PACKAGES[protocol]] if protocol in PROTOCOL_PACKAGES else []
+        env["pip"] = vitlab_requirements(extra)
+    return env
+
+
 class RayPool:
     """Each run is a Ray task with declared CPUs/GPUs; at most K in flight.
 
-    Connects to `address` (an existing cluster: run directories must then lie on a file system that
-    every node shares) or starts a local Ray instance sized to this machine. Progress comes from
-    the run directories' metrics.jsonl (Ray tasks cannot stream back), outcomes from the tasks.
+    Connects to `address` (an existing cluster) or starts a local Ray instance sized to this machine.
+    On a cluster, the vitlab package is shipped to the workers through Ray's runtime_env (`pip`: its
+    dependencies too), and the runs live in the study's storage: a shared file system, or an object
+    store (`store`) when the nodes share none. Progress comes from the runs' metrics.jsonl (Ray tasks
+    cannot stream back), outcomes from the tasks.
+
+    Retries are vitlab's, not Ray's: a task is never retried by Ray (max_retries=0); a failed run comes
+    back as an outcome and the coordinator dispatches it again, after the failed task is known to be
+    gone, and the run's lease in storage keeps a straggler from training it at the same time.
     """
 
     def __init__(self, workers: int, address: str | None = None, cpus_per_run: float | None = None,
-                 gpus_per_run: float | None = None, trainer: Trainer | None = None):
+                 gpus_per_run: float | None = None, trainer: Trainer | None = None, store: StudyStore | None = None,
+                 pip: bool = False):
         try:
             import ray
         except ImportError:
@@ -176,6 +222,7 @@ class RayPool:
         self.ray = ray
         self.k = workers
         self.trainer = trainer
+        self.store = store
         local_cpus = cpu_count()
         self.cpus = cpus_per_run if cpus_per_run is not None else (
             max(1, local_cpus // workers) if address is None else 1)
@@ -190,13 +237,15 @@ class RayPool:
                     ray.init(num_cpus=max(local_cpus, int(self.cpus * workers + 0.999)),
                              include_dashboard=False, log_to_driver=False, configure_logging=False)
                 else:
-                    ray.init(address=address, log_to_driver=False, configure_logging=False)
+                    ray.init(address=address, runtime_env=ray_runtime_env(pip, store.location if store else None),
+                             log_to_driver=False, configure_logging=False)
             except (ConnectionError, ValueError, RuntimeError) as e:
                 raise UserError(f"backend ray: cannot start or reach Ray at {address or 'a local instance'} "
                                 f"({' '.join(str(e).split())[:200]})") from None
             self.started_ray = True
         self.remote = ray.remote(_ray_task).options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0)
         self.inflight: dict = {}  # ObjectRef -> (task, started, epochs seen)
+        self.progress_at = 0.0
 
     def threads_per_run(self) -> int:
         return max(1, int(self.cpus))
@@ -211,14 +260,28 @@ class RayPool:
         ref = self.remote.remote(task, self.trainer)
         self.inflight[ref] = (task, time.monotonic(), 0)
 
+    def _epochs(self, task: Task) -> list[dict]:
+        """The run's metric rows as they are now (in its run directory, or in the study's storage)."""
+        if task.storage is None or self.store is None:
+            return read_jsonl(Path(task.run_dir) / METRICS_FILE)
+        return self.store.epochs(task.run_id)
+
     def poll(self, timeout: float) -> list[tuple]:
         events: list[tuple] = []
         if not self.inflight:
             time.sleep(min(timeout, 0.05))
             return events
         done, _ = self.ray.wait(list(self.inflight), num_returns=1, timeout=timeout)
+        remote_due = time.monotonic() - self.progress_at >= REMOTE_PROGRESS_S
+        if remote_due:
+            self.progress_at = time.monotonic()
         for ref, (task, started, seen) in list(self.inflight.items()):
-            rows = read_jsonl(Path(task.run_dir) / "metrics.jsonl")
+            if task.storage is not None and not remote_due:
+                continue
+            try:
+                rows = self._epochs(task)
+            except UserError:  # storage briefly away: progress only, the outcome will tell
+                continue
             for row in rows[seen:]:
                 if "epoch" in row:
                     events.append(("epoch", task.run_id, row))
@@ -227,9 +290,12 @@ class RayPool:
             task, started, _ = self.inflight.pop(ref)
             try:
                 outcome = self.ray.get(ref)
-            except Exception as e:  # the task's process died, or Ray failed it
-                outcome = Outcome(run_id=task.run_id, error=f"ray task failed: {type(e).__name__}: "
-                                  f"{' '.join(str(e).split())[:300]}", wall_s=time.monotonic() - started)
+            except Exception as e:  # the task's process died, its node was lost, or Ray failed it
+                text = " ".join(str(e).split())
+                hint = (" (a package is missing on the cluster: install it on the nodes or pass --ray-pip)"
+                        if "No module named" in text else "")
+                outcome = Outcome(run_id=task.run_id, error=f"ray task failed: {type(e).__name__}: {text[:300]}{hint}",
+                                  wall_s=time.monotonic() - started)
             events.append(("outcome", outcome))
         return events
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import stats
+from ..analysis import missing_sections
 from ..rundir import FINAL_STATUSES, RunStatus
 from . import spec as specmod
 from .index import IndexWriter, run_dir
@@ -40,6 +41,10 @@ def run_label(r: specmod.RunSpec) -> str:
 class GridSource:
     """The runs of an expanded study: those not yet final are queued (pending ones resume)."""
 
+    #: Where the runs live when not in their run directories (a storage URL or path, runsync.py); the
+    #: runner sets it, and mirrors the runs from it before a source reconciles them.
+    storage: str | None = None
+
     def __init__(self, study: specmod.StudySpec, runs: list[specmod.RunSpec], out: Path, index: IndexWriter,
                  max_retries: int):
         self.study, self.out, self.index, self.max_retries = study, out, index, max_retries
@@ -59,6 +64,10 @@ class GridSource:
             return RunStatus(self.index.status(r.run_id)[0])
         self.by_id[r.run_id] = r
         status = reconcile(self.index, r.run_id, run_dir(self.out, r.run_id))
+        if status == RunStatus.COMPLETED and self.study.analysis and \
+                missing_sections(run_dir(self.out, r.run_id), self.study.analysis):
+            status = RunStatus.PENDING  # trained, not yet analyzed: the worker resumes with the analysis
+            self.index.set_status(r.run_id, status)
         attempts = self.index.status(r.run_id)[1]
         if status == RunStatus.PENDING or (status == RunStatus.FAILED and attempts <= self.max_retries):
             self.queue.append(r)
@@ -80,7 +89,8 @@ class GridSource:
         r = self.queue.popleft()
         self.trained.append(r.run_id)
         return Task(run_id=r.run_id, config=r.config_dict(), run_dir=str(run_dir(self.out, r.run_id)),
-                    label=run_label(r), context={"study": self.study.name, "factor": r.factor,
+                    label=run_label(r), storage=self.storage, analysis=list(self.study.analysis),
+                    analysis_options=dict(self.study.analysis_options), context={"study": self.study.name, "factor": r.factor,
                                                  "level": r.level_label, "seed": r.seed, "run_id": r.run_id})
 
     def retry(self, task: Task) -> None:

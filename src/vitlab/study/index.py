@@ -1,6 +1,7 @@
 """The study index: DIR/index.sqlite, a queryable cache of DIR/spec.yaml + DIR/runs/*.
 
-The run directories are the truth (each written atomically by its training run); the index adds
+The run directories are the truth (each written atomically by its training run, mirrored from the
+study's storage when it keeps them elsewhere: runsync.py); the index adds
 what they do not hold (attempt counts, the factor/level of each run) and makes a study fast to
 query. Only the coordinator writes it (`IndexWriter`); readers use `StudyIndex`. It can always be
 rebuilt from the directory (`rebuild_index`), losing only the attempt counts.
@@ -17,11 +18,11 @@ from typing import Any, Iterable
 
 from ..errors import UserError
 from ..io import read_json_object, read_jsonl
-from ..rundir import FINAL_STATUSES, METRICS_FILE, SUMMARY_FILE, TRIAL_FILE, RunStatus  # noqa: F401
+from ..rundir import FINAL_STATUSES, METRICS_FILE, RUNS_DIR, SUMMARY_FILE, TRIAL_FILE, RunStatus  # noqa: F401
+from .runsync import fetch_study
 
 INDEX_FILE = "index.sqlite"
 SPEC_FILE = "spec.yaml"
-RUNS_DIR = "runs"
 #: Seconds a connection waits for the writer's lock before giving up.
 SQLITE_TIMEOUT_S = 60.0
 
@@ -278,7 +279,10 @@ def rebuild_index(study_dir: str | Path) -> StudyIndex:
 
 
 def replace_with_fresh_index(study_dir: Path) -> None:
-    """Write a complete index next to DIR/index.sqlite and move it into place (study lock held)."""
+    """Write a complete index next to DIR/index.sqlite and move it into place (study lock held).
+
+    A study whose runs live in another storage has them mirrored from it first."""
+    fetch_study(study_dir)
     tmp = study_dir / f".{INDEX_FILE}.rebuild-{os.getpid()}"
     tmp.unlink(missing_ok=True)
     write_fresh_index(study_dir, tmp)

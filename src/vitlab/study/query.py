@@ -11,7 +11,7 @@ import operator
 from pathlib import Path
 from typing import Any, Callable
 
-from ..config import suggest
+from ..config import flatten, suggest
 from ..errors import UserError, short_repr
 from ..rundir import RunStatus
 from .index import RunRecord, open_index
@@ -150,15 +150,6 @@ class WhereExpr:
             return [e.value for e in node.elts]
         raise AssertionError(node)  # _check rejected everything else
 
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 # ----------------------------------------------------------------------------------------------

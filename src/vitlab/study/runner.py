@@ -27,6 +27,7 @@ from .index import INDEX_FILE, RUNS_DIR, SPEC_FILE, IndexWriter, open_writer, st
 from .lock import STUDY_LOCK, lock_study
 from .progress import StudyProgress
 from .grid import AdaptiveSource, GridSource, unique_runs
+from .runsync import STORAGE_FILE, StudyStore, resolve_store
 from .schedule import drive
 from .worker import Trainer
 
@@ -77,28 +78,58 @@ def prepare_study_dir(out: Path, spec_dict: dict) -> None:
             raise UserError(f"{out}: holds a different study ({was!r}, spec or profile changed); "
                             "choose another --out or delete that directory")
         return
-    extra = sorted(p.name for p in out.iterdir() if p.name not in (STUDY_LOCK, INDEX_FILE, RUNS_DIR))
+    extra = sorted(p.name for p in out.iterdir() if p.name not in (STUDY_LOCK, INDEX_FILE, RUNS_DIR, STORAGE_FILE))
     if extra:
         raise UserError(f"{out}: not empty and not a vitlab study (has {extra[0]}); choose another --out")
     atomic_write_text(spec_file, yaml.safe_dump(spec_dict, sort_keys=False))
 
 
 def check_backend_options(backend: str, ray_address: str | None, gpus_per_run: float | None,
-                          cpus_per_run: float | None) -> None:
+                          cpus_per_run: float | None, ray_pip: bool = False) -> None:
     if backend == "ray":
         return
     for flag, value in (("--ray-address", ray_address), ("--gpus-per-run", gpus_per_run),
-                        ("--cpus-per-run", cpus_per_run)):
+                        ("--cpus-per-run", cpus_per_run), ("--ray-pip", ray_pip or None)):
         if value is not None:
             raise UserError(f"{flag}: only used with --backend ray (local workers share the machine)")
 
 
 def make_pool(backend: str, workers: int, ray_address: str | None, gpus_per_run: float | None,
-              cpus_per_run: float | None, trainer: Trainer | None):
+              cpus_per_run: float | None, trainer: Trainer | None, store: StudyStore | None = None,
+              ray_pip: bool = False):
     if backend == "ray":
         return RayPool(workers, address=ray_address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
-                       trainer=trainer)
+                       trainer=trainer, store=store, pip=ray_pip)
     return LocalPool(workers, trainer=trainer)
+
+
+def open_study_storage(out: Path, requested: str | None, spec_dict: dict) -> StudyStore:
+    """The study's store (see runsync.resolve_store), refusing a storage that holds another study and
+    one that lives in a single process (memory://: workers are other processes). Writes nothing."""
+    store = resolve_store(out, requested)
+    if store.storage is None:
+        return store
+    if store.location.lower().startswith("memory://"):
+        raise UserError(f"--storage {store.location}: memory:// lives inside one process and workers are other "
+                        "processes; use a path or a shared URL (file://, s3://, gs://, az://)")
+    raw = store.storage.get(SPEC_FILE)
+    if raw is not None:
+        try:
+            theirs = specmod.spec_to_dict(specmod.resolve(specmod.load_spec(yaml.safe_load(raw), source=SPEC_FILE)))
+        except (UserError, yaml.YAMLError, AttributeError):
+            raise UserError(f"--storage {store.location}: holds a {SPEC_FILE} this version cannot read; "
+                            "choose another storage") from None
+        if not specmod.same_study(theirs, spec_dict):
+            raise UserError(f"--storage {store.location}: holds a different study ({theirs.get('name', '?')!r}); "
+                            "choose another storage")
+    return store
+
+
+def claim_storage(out: Path, store: StudyStore) -> None:
+    """Record the storage in the study directory and the study's spec in the storage (once each)."""
+    store.record()
+    if store.storage is not None and store.storage.get(SPEC_FILE) is None:
+        store.storage.put(SPEC_FILE, (out / SPEC_FILE).read_bytes())
 
 
 @contextlib.contextmanager
@@ -141,22 +172,29 @@ def run_study(spec: str | Path | dict | specmod.StudySpec, out_dir: str | Path, 
               backend: str = "local", ray_address: str | None = None, profile: str | None = None,
               max_retries: int = 2, progress: bool = True, gpus_per_run: float | None = None,
               cpus_per_run: float | None = None, trainer: Trainer | None = None,
-              max_runs: int | None = specmod.DEFAULT_MAX_RUNS) -> StudyResult:
+              max_runs: int | None = specmod.DEFAULT_MAX_RUNS, storage: str | None = None,
+              ray_pip: bool = False) -> StudyResult:
     """Train every run of a study into `out_dir` (see the module doc); returns what it left.
 
     `max_runs` refuses a study larger than that (counted before anything is expanded; None: no
-    limit). `trainer` replaces `vitlab.train.run_training` (tests only). Raises UserError on bad
-    input before anything is written.
+    limit). `storage`: where the run directories live (a path or an fsspec URL; default the study
+    directory; a study remembers it). `ray_pip`: install vitlab's dependencies on the Ray workers.
+    `trainer` replaces `vitlab.train.run_training` (tests only). Raises UserError on bad input before
+    anything is written.
     """
     check_options(workers, backend, max_retries)
-    check_backend_options(backend, ray_address, gpus_per_run, cpus_per_run)
+    check_backend_options(backend, ray_address, gpus_per_run, cpus_per_run, ray_pip)
     study = specmod.load_spec(spec)
     if study.kind != "study":
         raise UserError(f"{study.source}: space: this is a search spec; run it with `vitlab search`")
     study = specmod.resolve(study, profile)
     runs = specmod.expand(study, max_runs=max_runs)
     with study_directory(out_dir) as out:
-        prepare_study_dir(out, specmod.spec_to_dict(study))
+        spec_dict = specmod.spec_to_dict(study)
+        store = open_study_storage(out, storage, spec_dict)
+        prepare_study_dir(out, spec_dict)
+        claim_storage(out, store)
+        store.fetch_all()  # the index is rebuilt from storage: it holds the truth
         with open_writer(out) as index:
             meta = study_meta(study)
             index.set_meta(meta)
@@ -167,10 +205,12 @@ def run_study(spec: str | Path | dict | specmod.StudySpec, out_dir: str | Path, 
                 source = AdaptiveSource(study, unique_runs(study, runs), out, index, max_retries, meta)
             else:
                 source = GridSource(study, unique_runs(study, runs), out, index, max_retries)
+            source.storage = store.location
             prog = StudyProgress(study.name, source.total, source.done, workers, enabled=progress)
             source.progress = prog
-            drive(source, lambda: make_pool(backend, workers, ray_address, gpus_per_run, cpus_per_run, trainer),
-                  index, prog, max_retries)
+            drive(source, lambda: make_pool(backend, workers, ray_address, gpus_per_run, cpus_per_run, trainer,
+                                            store, ray_pip),
+                  index, prog, max_retries, store)
             result = study_result(study, out, index, source.run_ids)
             result.trained = source.trained
             return result

@@ -5,7 +5,8 @@ by `drive()`. The loop owns what they have in common, written once:
 
 - start tasks while the pool has room and the source has one ready;
 - forward per-epoch rows to the index and the progress display;
-- record each outcome in the index from the run directory (the source of truth);
+- record each outcome in the index from the run directory (the source of truth), mirrored from the
+  study's storage first when the runs live elsewhere (`StudyStore.fetch`);
 - the retry rule: a run that *failed* (not bad input, not diverged) is retried, resuming from its last
   checkpoint, while its attempts are <= max_retries;
 - on any exit (done, Ctrl-C, an exception) stop the workers and mark unfinished runs `pending`, so
@@ -23,6 +24,7 @@ from ..rundir import FINAL_STATUSES, RunStatus
 from .backends import uses_cpu
 from .index import IndexWriter, read_epochs, read_summary, status_from_summary
 from .progress import StudyProgress
+from .runsync import StudyStore
 from .worker import Outcome, Task
 
 #: Seconds the loop waits for worker messages per iteration.
@@ -80,9 +82,10 @@ def record_outcome(index: IndexWriter, outcome: Outcome, run_path) -> tuple[RunS
 
 
 def drive(source: TaskSource, make_pool: Callable[[], Pool], index: IndexWriter, progress: StudyProgress,
-          max_retries: int) -> None:
+          max_retries: int, store: StudyStore | None = None) -> None:
     """Run the source's tasks to the end (see the module doc). The pool is made on first need, so
-    a rerun with nothing to do starts no worker (nor Ray)."""
+    a rerun with nothing to do starts no worker (nor Ray). `store`: where the runs live (default:
+    in their run directories)."""
     pool: Pool | None = None
     inflight: dict[str, Task] = {}
     clean = False
@@ -110,7 +113,8 @@ def drive(source: TaskSource, make_pool: Callable[[], Pool], index: IndexWriter,
                     continue
                 outcome: Outcome = event[1]
                 task = inflight.pop(outcome.run_id)
-                status, summary = record_outcome(index, outcome, task.run_dir)
+                run_path = store.fetch(task.run_id) if store is not None else task.run_dir
+                status, summary = record_outcome(index, outcome, run_path)
                 attempts = index.status(outcome.run_id)[1]
                 retry = status == RunStatus.FAILED and not outcome.user_error and attempts <= max_retries
                 progress.finished(outcome.run_id, str(status), outcome.wall_s,

@@ -32,7 +32,6 @@ import dataclasses
 import hashlib
 import itertools
 import math
-import re
 import typing
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +42,8 @@ import yaml
 
 from ..config import (EXECUTION_ONLY, SEED_SOURCES, BoundedSafeLoader, build, canonical_json, check_key_path,
                       config_hash, identity_dict, knob, read_yaml, require, RunConfig, suggest, to_dict, yaml_load)
+from ..analysis.metrics import SCALAR_METRICS, is_analysis_metric
+from ..analysis.options import SECTIONS
 from ..errors import ConfigError, UserError, short_repr
 
 #: Hex digits of a run ID (48 bits: a collision among a study's runs is negligible).
@@ -69,12 +70,10 @@ SUMMARY_METRICS = (
     "val_f1_macro", "val_ece", "train_loss", "train_top1", "params", "flops", "train_time_s",
     "throughput_img_s", "epochs_run", "best_epoch",
 )
-#: Analyses a spec can ask for on every completed run (`analysis:`).
-ANALYSES = ("attention", "robustness", "calibration", "efficiency")
-#: Metrics the analyses add to a run; plus `attn_entropy_norm_l<i>` per layer (LAYER_METRIC).
-ANALYSIS_METRICS = ("attn_entropy_norm_mean", "corruption_top1_mean", "mce", "relative_mce",
-                    "latency_ms_b1", "throughput_img_s_b256", "clean_top1")
-LAYER_METRIC = re.compile(r"attn_entropy_norm_l\d+")
+#: Analyses a spec can ask for on every completed run (`analysis:`), owned by the analysis package.
+ANALYSES = SECTIONS
+#: Metrics the analyses add to a run's summary (plus per-layer ones such as `attn_entropy_norm_l<i>`).
+ANALYSIS_METRICS = tuple(SCALAR_METRICS)
 #: Validation metrics an Optuna search may optimise (test metrics must never select a configuration).
 OBJECTIVE_METRICS = ("val_top1", "val_top5", "val_loss", "val_f1_macro", "val_precision_macro",
                      "val_recall_macro", "val_ece")
@@ -90,7 +89,7 @@ CI_METHODS = ("t", "bootstrap", "bca")
 
 def is_metric(name: str) -> bool:
     """Whether `name` is a metric a run reports (summary.json or an analysis)."""
-    return name in SUMMARY_METRICS or name in ANALYSIS_METRICS or LAYER_METRIC.fullmatch(name) is not None
+    return name in SUMMARY_METRICS or is_analysis_metric(name)
 
 
 def _metric(name: str, path: str) -> str:
@@ -182,6 +181,16 @@ Levels = Annotated[list[Any], _levels]
 Metric = Annotated[str, _metric]
 Metrics = Annotated[list[str], _metrics]
 Analyses = Annotated[list[str], _distinct]
+
+
+def _analysis_options(options: dict, path: str) -> dict:
+    """`analysis_options:` are AnalysisOptions fields (not `sections`: that is `analysis:`)."""
+    from ..analysis.options import AnalysisOptions
+
+    if "sections" in options:
+        raise ConfigError(f"{path}.sections", "list the analyses in analysis:, not here")
+    build(AnalysisOptions, options, f"{path}.")
+    return dict(options)
 Finite = Annotated[float, require(math.isfinite, "must be a finite number")]
 Positive = Annotated[float, require(lambda v: math.isfinite(v) and v > 0, "must be a finite number > 0")]
 NonNegInt = Annotated[int, require(lambda v: v >= 0, "must be an integer >= 0")]
@@ -298,6 +307,8 @@ class ProfileFile:
     grid: Optional[dict[str, Levels]] = knob(None, "a subset of the levels of some grid factors")
     space: Optional[Annotated[dict[str, ParamFile], _config_keys, _ranges]] = knob(None, "search: dimensions replaced")
     analysis: Optional[Analyses] = knob(None, "replaces the spec's analysis:", choices=ANALYSES)
+    analysis_options: Optional[Annotated[dict[str, Any], _analysis_options]] = knob(
+        None, "replaces these keys of the spec's analysis_options:")
     report: Optional[dict[str, Any]] = knob(None, "replaces these keys of the spec's report:")
 
 
@@ -325,6 +336,8 @@ class SpecFile:
     metrics: Optional[Metrics] = knob(None, "metrics the study tabulates, the first is the primary one")
     report: Optional[ReportSpec] = knob(None, "how reports compute intervals and seeds needed")
     analysis: Optional[Analyses] = knob(None, "analyses of every completed run", choices=ANALYSES)
+    analysis_options: Optional[Annotated[dict[str, Any], _analysis_options]] = knob(
+        None, "knobs of those analyses (`vitlab analyze` options, e.g. corruption_images: 2000)")
     space: Optional[Annotated[dict[str, ParamFile], _nonempty, _config_keys, _ranges]] = knob(
         None, "search: dotted config key -> {low, high[, log | step]} or {choices: [...]}")
     objective: Union[Annotated[str, _validation_metric], ObjectiveFile, None] = knob(
@@ -412,6 +425,7 @@ class Profile:
     adaptive: AdaptiveSeeds | None = None
     seed_sources: dict[str, Sequence[int]] = field(default_factory=dict)
     analysis: list[str] | None = None
+    analysis_options: dict | None = None  # keys of the spec's analysis_options replaced
     report: dict | None = None  # keys of ReportSpec replaced
 
 
@@ -440,6 +454,7 @@ class StudySpec:
     seed_sources: dict[str, Sequence[int]] = field(default_factory=dict)  # factorial seed sources
     report: ReportSpec = field(default_factory=ReportSpec)
     analysis: list[str] = field(default_factory=list)
+    analysis_options: dict = field(default_factory=dict)  # AnalysisOptions fields for every run's analysis
 
 
 @dataclass
@@ -660,6 +675,7 @@ def _study_spec(f: SpecFile, source: str, root: Path, default_name: str) -> Stud
     spec.metrics = f.metrics or list(DEFAULT_METRICS)
     spec.report = f.report or ReportSpec()
     spec.analysis = f.analysis or []
+    spec.analysis_options = dict(f.analysis_options or {})
     spec.profiles = {name: _profile(name, p or ProfileFile(), spec) for name, p in (f.profiles or {}).items()}
     spec.profile = f.origin.profile if f.origin else None
     return spec
@@ -705,7 +721,8 @@ def _search_param(key: str, p: ParamFile) -> SearchParam:
 def _profile(name: str, pf: ProfileFile, spec: StudySpec) -> Profile:
     """A checked profile: its overrides build with the base, its levels are levels of the spec."""
     at = f"profiles.{name}"
-    prof = Profile(name=name, overrides=nest(pf.overrides or {}), analysis=pf.analysis, report=pf.report)
+    prof = Profile(name=name, overrides=nest(pf.overrides or {}), analysis=pf.analysis,
+                   analysis_options=pf.analysis_options, report=pf.report)
     try:
         build(RunConfig, merge(spec.base, prof.overrides))
     except UserError as e:
@@ -758,6 +775,8 @@ def resolve(spec: StudySpec, profile: str | None = None) -> StudySpec:
         out.space.update(copy.deepcopy(prof.space))
         if prof.analysis is not None:
             out.analysis = list(prof.analysis)
+        if prof.analysis_options is not None:
+            out.analysis_options = {**out.analysis_options, **prof.analysis_options}
         if prof.report is not None:
             out.report = build(ReportSpec, merge(dataclasses.asdict(out.report), prof.report))
         out.profile = profile
@@ -1023,6 +1042,8 @@ def spec_to_dict(spec: StudySpec) -> dict:
     d["report"] = dataclasses.asdict(spec.report)
     if spec.analysis:
         d["analysis"] = list(spec.analysis)
+    if spec.analysis_options:
+        d["analysis_options"] = dict(spec.analysis_options)
     d["origin"] = {"file": spec.source, "profile": spec.profile}
     return d
 

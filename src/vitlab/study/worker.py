@@ -1,8 +1,10 @@
-"""What a worker does with one run: lock its directory, train (resuming), report the outcome.
+"""What a worker does with one run: take its workspace, train (resuming), report the outcome.
 
 Shared by the local backend (long-lived spawned processes talking over a pipe) and the Ray backend
 (one Ray task per run). A worker never writes the index; it returns an `Outcome` and the
-coordinator re-reads the run directory.
+coordinator re-reads the run directory. The workspace (runsync.py) is the run directory itself under
+a flock, or, when the study keeps its runs in another storage, a scratch directory pulled from it under
+the run's lease and published to it after every epoch.
 """
 from __future__ import annotations
 
@@ -17,14 +19,16 @@ from typing import Any, Callable, Protocol
 
 from ..config import RunConfig, build
 from ..errors import UserError
-from .lock import RUN_LOCK, DirLock
+from ..io import read_json_object
+from ..rundir import SUMMARY_FILE, RunStatus
+from .lease import release_active
+from .runsync import Workspace
+from .storage import StorageError
 
 #: How often a local worker checks that its coordinator is still alive.
 PARENT_CHECK_S = 0.5
 #: Exit status of a worker whose coordinator died.
 ORPHAN_EXIT = 75
-#: How long a worker waits for a run directory still locked by a dying process of a killed study.
-RUN_LOCK_WAIT_S = 60.0
 
 Trainer = Callable[..., dict]
 
@@ -43,11 +47,14 @@ class Task:
 
     run_id: str
     config: dict
-    run_dir: str
+    run_dir: str  # the run directory on the coordinator's machine
+    storage: str | None = None  # where the run lives when not in run_dir (a URL or path; runsync.py)
     label: str = ""  # how progress shows it, e.g. "model.num_heads=4 seed=1"
     threads: int | None = None  # CPU threads for this run (when the config leaves train.threads unset)
     epoch_hook: EpochHook | None = None  # asked after every epoch whether to stop the run (pruning)
     context: dict | None = None  # study, factor, level, seed, run_id: what trackers tag the run with
+    analysis: list[str] = field(default_factory=list)  # analyses of the run once it completed
+    analysis_options: dict = field(default_factory=dict)  # their AnalysisOptions fields
 
 
 @dataclass
@@ -84,30 +91,38 @@ def execute(task: Task, trainer: Trainer | None = None,
     run's own errors."""
     t0 = time.monotonic()
     out = Outcome(run_id=task.run_id)
-    lock = DirLock(task.run_dir, RUN_LOCK)
     try:
         cfg = run_config(task)
         prune = task.epoch_hook.open() if task.epoch_hook is not None else None
+        with Workspace(task.run_id, task.run_dir, task.storage) as ws:
+            def hook(epoch: int, row: dict) -> bool:
+                ws.publish()  # checkpoints are written before on_epoch is called (train/loop.py)
+                if on_epoch is not None:
+                    on_epoch(epoch, row)
+                return bool(prune(epoch, row)) if prune is not None else False
 
-        def hook(epoch: int, row: dict) -> bool:
-            if on_epoch is not None:
-                on_epoch(epoch, row)
-            return bool(prune(epoch, row)) if prune is not None else False
+            trainer = trainer or default_trainer()
+            out.summary = dict(trainer(cfg, ws.path, resume=True, on_epoch=hook, progress=False,
+                                       context=task.context) or {})
+            if task.analysis and out.summary.get("status") == RunStatus.COMPLETED:
+                # Part of the run: a failure here fails the attempt; a retry skips what is computed.
+                from ..analysis import analyze_run
 
-        if not lock.acquire(timeout=RUN_LOCK_WAIT_S):
-            raise RuntimeError(f"{task.run_dir}: still locked by pid {lock.holder()} after {RUN_LOCK_WAIT_S:.0f} s")
-        trainer = trainer or default_trainer()
-        out.summary = dict(trainer(cfg, task.run_dir, resume=True, on_epoch=hook, progress=False,
-                                      context=task.context) or {})
+                analyze_run(ws.path, sections=task.analysis, **task.analysis_options)
+                out.summary = read_summary(ws.path) or out.summary
+    except StorageError as e:  # storage unreachable: the attempt failed, a retry may succeed
+        out.error = " ".join(str(e).split())
     except UserError as e:
         out.error, out.user_error = " ".join(str(e).split()), True
     except Exception as e:  # the run's own failure: reported, retried by the coordinator
         last = traceback.format_exception_only(type(e), e)[-1].strip()
         out.error = f"{last} [{_where(e)}]"
-    finally:
-        lock.release()
     out.wall_s = time.monotonic() - t0
     return out
+
+
+def read_summary(run_dir: str | Path) -> dict | None:
+    return read_json_object(Path(run_dir) / SUMMARY_FILE)
 
 
 def _where(e: BaseException) -> str:
@@ -126,6 +141,7 @@ def _watch_parent(parent_pid: int) -> None:
     """Exit as soon as the coordinator is gone (it may have been SIGKILLed: no chance to tell us)."""
     while True:
         if os.getppid() != parent_pid:
+            release_active()  # a run lease in storage would otherwise keep its run waiting for it to expire
             os._exit(ORPHAN_EXIT)
         time.sleep(PARENT_CHECK_S)
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..config import flatten
 from ..errors import UserError
 
 #: Seconds `Trackers.close` waits for a tracker to write what it was given before training goes on
@@ -43,16 +44,6 @@ def require(module: str, extra: str, what: str):
     except ImportError:
         raise UserError(f"{what} needs the {extra!r} extra: pip install 'vitlab[{extra}]'") from None
 
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    """{"model": {"dim": 64}} -> {"model.dim": 64}."""
-    out: dict = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def is_number(v: Any) -> bool:

@@ -7,7 +7,7 @@ over the steps it gets. At the start of a fresh budgeted run:
 
 1. **calibrate** — time a few training steps on random batches of the training split (the same code
    as training: gather, augment, forward, backward, optimizer and EMA update), an evaluation of
-   a few validation batches and one checkpoint write; then restore the model, optimizer, grad scaler,
+   a few validation batches, the per-epoch attention probe and one checkpoint write; then restore the model, optimizer, grad scaler,
    EMA and every random generator to their state before. The calibration is thrown away: it leaves
    no trace in the run, so `train.steps=N` with the recorded N computes exactly the same run. It
    costs its own time (1% of the budget, 3 to 20 s, of timed steps, plus two warm-up steps and a few
@@ -19,9 +19,13 @@ N goes into the run state (so every checkpoint holds it) and `summary.json`: a r
 step count and never recalibrates. The budget covers the whole `run_training` call from the moment
 the trainer starts loading data; the time lost to an interruption is not budgeted.
 
-The step count is fixed from the speed measured at the start, so a run ends within its budget as far
-as that speed holds: on a machine shared with other jobs whose load changes during the run, it ends
-early or late in proportion (see benchmarks/RESULTS.md).
+The step count is fixed from the speed measured at the start, so a wall-clock run ends within its
+budget as far as that speed holds: on a machine shared with other jobs whose load changes during the
+run, it ends early or late in proportion, and two runs of one config get different step counts (see
+benchmarks/RESULTS.md). `train.budget_clock=cpu` budgets the CPU time of the run's process instead:
+on a CPU device that is what a run computes, nearly independent of the other jobs, so runs compared
+in a study get equal compute however busy the machine was; their wall clock is then the budget
+divided by the share of the CPU they got.
 """
 from __future__ import annotations
 
@@ -33,7 +37,12 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ..errors import UserError
 from .checkpoint import capture_rng, restore_rng, save_checkpoint
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+"""What a budget counts (`train.budget_clock`): wall-clock time, or the CPU time of the run's process
+(all its threads), which other processes on a shared machine barely change."""
 
 CALIBRATION_WARMUP_STEPS = 2
 """Untimed steps first: the first steps pay one-off costs (allocator, kernel selection, compilation)."""
@@ -87,7 +96,9 @@ class Calibration:
     step_s: float  # seconds per training step (median of the timed steps)
     eval_image_s: float  # seconds per evaluated image
     checkpoint_s: float  # seconds per checkpoint write
-    seconds: float  # wall-clock the calibration took
+    probe_s: float  # seconds of the per-epoch attention probe (trainer.attention_entropy)
+    seconds: float  # time the calibration took
+    clock: str  # what the seconds are: "wall" clock or "cpu" time of the process
 
 
 def _sync(device: torch.device) -> None:
@@ -95,11 +106,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def calibrate(trainer, seconds: float = CALIBRATION_MIN_SECONDS) -> Calibration:
-    """Time training steps (for about `seconds`), evaluation and a checkpoint of `trainer`, leaving its
-    state untouched. The step time is the median of the timed steps: a burst of load from other
-    processes during a few of them does not move it."""
-    t_start = time.perf_counter()
+def calibrate(trainer, seconds: float = CALIBRATION_MIN_SECONDS, clock: str = "wall") -> Calibration:
+    """Time training steps (for about `seconds`), evaluation and a checkpoint of `trainer` on `clock`
+    (a name in CLOCKS), leaving its state untouched. The step time is the median of the timed steps: a
+    burst of load from other processes during a few of them does not move it."""
+    now = CLOCKS[clock]
+    t_start = now()
     d, device = trainer.data, trainer.device
     snapshot = {
         "model": copy.deepcopy(trainer.model.state_dict()),
@@ -121,28 +133,32 @@ def calibrate(trainer, seconds: float = CALIBRATION_MIN_SECONDS) -> Calibration:
         for _ in range(CALIBRATION_WARMUP_STEPS):
             one_step()
         _sync(device)
-        times, t0 = [], time.perf_counter()
+        times, t0 = [], now()
         while len(times) < CALIBRATION_MAX_STEPS and (
-                len(times) < CALIBRATION_MIN_STEPS or time.perf_counter() - t0 < seconds):
-            ts = time.perf_counter()
+                len(times) < CALIBRATION_MIN_STEPS or now() - t0 < seconds):
+            ts = now()
             one_step()
             _sync(device)
-            times.append(time.perf_counter() - ts)
+            times.append(now() - ts)
         step_s = statistics.median(times)
 
         ebs = trainer.cfg.train.eval_batch_size
         trainer.evaluate(d.val_x[:ebs], d.val_y[:ebs], "val")  # untimed: first-call costs
         n_eval = min(len(d.val_y), CALIBRATION_EVAL_BATCHES * ebs)
         _sync(device)
-        t0 = time.perf_counter()
+        t0 = now()
         trainer.evaluate(d.val_x[:n_eval], d.val_y[:n_eval], "val")
         _sync(device)
-        eval_image_s = (time.perf_counter() - t0) / max(1, n_eval)
+        eval_image_s = (now() - t0) / max(1, n_eval)
+        t0 = now()
+        trainer.attention_entropy()
+        _sync(device)
+        probe_s = now() - t0
 
         scratch = trainer.ckpt_dir / CALIBRATION_FILE
-        t0 = time.perf_counter()
+        t0 = now()
         save_checkpoint(scratch, trainer.checkpoint_state())
-        checkpoint_s = time.perf_counter() - t0
+        checkpoint_s = now() - t0
         scratch.unlink(missing_ok=True)
     finally:
         trainer.model.load_state_dict(snapshot["model"])
@@ -152,17 +168,21 @@ def calibrate(trainer, seconds: float = CALIBRATION_MIN_SECONDS) -> Calibration:
         if trainer.ema is not None:
             trainer.ema.load_state_dict(snapshot["ema"])
         restore_rng(snapshot["rng"], trainer.generators)
-    return Calibration(step_s, eval_image_s, checkpoint_s, time.perf_counter() - t_start)
+    return Calibration(step_s, eval_image_s, checkpoint_s, probe_s, now() - t_start, clock)
 
 
-def plan_budget(trainer, budget_minutes: float) -> tuple[int, dict]:
-    """(total optimizer steps, record for the run state) that fit `budget_minutes` from trainer.started."""
-    cal = calibrate(trainer, calibration_seconds(budget_minutes * 60))
+def plan_budget(trainer, budget_minutes: float, clock: str = "wall") -> tuple[int, dict]:
+    """(total optimizer steps, record for the run state) that fit `budget_minutes` on `clock` since
+    trainer.started[clock]."""
+    if clock == "cpu" and trainer.device.type != "cpu":
+        raise UserError(f"train.budget_clock: 'cpu' measures the process's CPU time, which does not count "
+                        f"the work of device {trainer.device}; use 'wall'")
+    cal = calibrate(trainer, calibration_seconds(budget_minutes * 60), clock)
     d, cfg = trainer.data, trainer.cfg
     per_epoch_eval = len(d.val_y) + (len(d.test_y) if cfg.train.test_every_epoch else 0)
-    epoch_overhead = per_epoch_eval * cal.eval_image_s + CHECKPOINTS_PER_EPOCH * cal.checkpoint_s
+    epoch_overhead = per_epoch_eval * cal.eval_image_s + cal.probe_s + CHECKPOINTS_PER_EPOCH * cal.checkpoint_s
     final_test = len(d.test_y) * cal.eval_image_s + cal.checkpoint_s  # best.pt is read back, then test
-    elapsed = time.perf_counter() - trainer.started
+    elapsed = CLOCKS[clock]() - trainer.started[clock]
     left = budget_minutes * 60 * (1 - BUDGET_MARGIN) - elapsed - final_test
     steps = max(1, steps_within_budget(left, cal.step_s, epoch_overhead, trainer.steps_per_epoch))
     return steps, {"budget_minutes": budget_minutes, **asdict(cal)}

@@ -23,9 +23,10 @@ from ..config import RunConfig, config_from, dump_yaml, identity_dict, read_yaml
 from ..errors import RunError, UserError
 from ..io import (append_jsonl, atomic_write_json, atomic_write_text, make_writable_dir, nearest_existing,
                   read_json_object, read_jsonl, remove_empty_dirs, remove_stale_temp_files, write_jsonl)
-from ..rundir import CONFIG_FILE, METRICS_FILE, RUN_DIR_ENTRIES, SUMMARY_FILE
+from ..rundir import (BEST_CHECKPOINT, CHECKPOINTS_DIR, CONFIG_FILE, CONFUSION_FILE, FINAL_STATUSES, LAST_CHECKPOINT,
+                      METRICS_FILE, RUN_DIR_ENTRIES, SUMMARY_FILE, RunStatus, checkpoint_path)
 from ..track import Trackers, open_trackers
-from .budget import plan_budget
+from .budget import CLOCKS, plan_budget
 from .checkpoint import BEST_KEYS, LAST_KEYS, capture_rng, damaged, load_checkpoint, restore_rng, save_checkpoint
 from .metrics import SplitMetrics
 from .progress import EpochProgress
@@ -37,7 +38,6 @@ normalized attention entropy of every layer (`val_attn_entropy_norm_l{i}` in met
 
 # Metrics where lower is better; every other monitored metric is maximized.
 LOWER_IS_BETTER = {"val_loss", "val_ece"}
-FINAL_STATUSES = {"completed", "diverged"}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -117,7 +117,7 @@ class Trainer:
         from ..data.augment import Augmenter
         from ..models import build_model, count_flops, count_params
 
-        self.started = time.perf_counter()  # a time budget counts from here
+        self.started = {name: clock() for name, clock in CLOCKS.items()}  # a time budget counts from here
         self.cfg, self.out, self.show_progress = cfg, out_dir, progress
         self.device = resolve_device(cfg.device)
         if cfg.train.threads:
@@ -151,10 +151,10 @@ class Trainer:
     # ------------------------------------------------------------------ persistence
     @property
     def ckpt_dir(self) -> Path:
-        return self.out / "checkpoints"
+        return self.out / CHECKPOINTS_DIR
 
     def save_last(self) -> None:
-        save_checkpoint(self.ckpt_dir / "last.pt", self.checkpoint_state())
+        save_checkpoint(self.ckpt_dir / LAST_CHECKPOINT, self.checkpoint_state())
 
     def checkpoint_state(self) -> dict:
         return {
@@ -169,7 +169,7 @@ class Trainer:
         }
 
     def save_best(self) -> None:
-        save_checkpoint(self.ckpt_dir / "best.pt", {
+        save_checkpoint(self.ckpt_dir / BEST_CHECKPOINT, {
             "model": self.eval_model().state_dict(),
             "epoch": self.state.epoch,
             "monitor": self.cfg.train.monitor,
@@ -178,7 +178,7 @@ class Trainer:
         })
 
     def try_resume(self) -> bool:
-        path = self.ckpt_dir / "last.pt"
+        path = self.ckpt_dir / LAST_CHECKPOINT
         if not path.exists():
             return False
         ck = load_checkpoint(path, LAST_KEYS)
@@ -197,7 +197,7 @@ class Trainer:
         except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
             raise damaged(path, e) from None
         # metrics.jsonl may hold a line of an epoch whose checkpoint never landed: the checkpoint wins.
-        write_jsonl(self.out / "metrics.jsonl", self.state.history)
+        write_jsonl(self.out / METRICS_FILE, self.state.history)
         return True
 
     def plan_steps(self, recorded: int | None = None) -> None:
@@ -209,7 +209,7 @@ class Trainer:
         elif t.steps is not None:
             total = t.steps
         elif t.budget_minutes is not None:
-            total, self.state.budget = plan_budget(self, t.budget_minutes)
+            total, self.state.budget = plan_budget(self, t.budget_minutes, t.budget_clock)
         else:
             total = t.epochs * self.steps_per_epoch
         self.state.total_steps = total
@@ -320,14 +320,14 @@ class Trainer:
         cfg, st = self.cfg, self.state
         monitor = cfg.train.monitor
         bar = EpochProgress(self.epochs, self.steps_per_epoch, enabled=self.show_progress)
-        status, error = "completed", None
+        status, error = RunStatus.COMPLETED, None
         with bar:
             bar.start(st.epoch)
             while st.epoch < self.epochs:
                 try:
                     row = {"epoch": st.epoch + 1, **self.train_epoch(bar)}
                 except Diverged as e:
-                    status, error = "diverged", str(e)
+                    status, error = RunStatus.DIVERGED, str(e)
                     break
                 row.update(self.evaluate(self.data.val_x, self.data.val_y, "val")[0])
                 row.update(self.attention_entropy())
@@ -336,7 +336,7 @@ class Trainer:
                 st.epoch += 1
                 st.train_time_s += row["epoch_time_s"]
                 st.history.append(row)
-                append_jsonl(self.out / "metrics.jsonl", row)
+                append_jsonl(self.out / METRICS_FILE, row)
                 if st.improved(row[monitor], monitor):
                     st.best_epoch, st.best_value, st.epochs_since_best = st.epoch, row[monitor], 0
                     self.save_best()
@@ -345,7 +345,7 @@ class Trainer:
                 self.save_last()
                 bar.epoch_done(row)
                 if on_epoch is not None and on_epoch(st.epoch, row):
-                    status = "pruned"
+                    status = RunStatus.PRUNED
                     break
                 if cfg.train.patience and st.epochs_since_best >= cfg.train.patience:
                     bar.note(f"early stop: {monitor} did not improve for {cfg.train.patience} epochs")
@@ -355,14 +355,14 @@ class Trainer:
     def finish(self, status: str, error: str | None) -> dict:
         st, d = self.state, self.data
         summary = self.base_summary()
-        summary.update(status=status, epochs_run=st.epoch, best_epoch=st.best_epoch)
+        summary.update(status=RunStatus(status).value, epochs_run=st.epoch, best_epoch=st.best_epoch)
         if error:
             summary["error"] = error
         if st.best_epoch:
             best_row = st.history[st.best_epoch - 1]
             summary.update({k: best_row[k] for k in best_row if k.startswith(("train_", "val_"))})
-        if status == "completed" or (status == "diverged" and st.best_epoch):
-            best_path = self.ckpt_dir / "best.pt"
+        if status == RunStatus.COMPLETED or (status == RunStatus.DIVERGED and st.best_epoch):
+            best_path = self.ckpt_dir / BEST_CHECKPOINT
             best = load_checkpoint(best_path, BEST_KEYS)
             try:
                 self.eval_model().load_state_dict(best["model"])
@@ -370,7 +370,7 @@ class Trainer:
                 raise damaged(best_path, e) from None
             test, confusion = self.evaluate(d.test_x, d.test_y, "test", confusion=True)
             summary.update(test)
-            write_confusion(self.out / "confusion_test.csv", confusion, d.classes)
+            write_confusion(self.out / CONFUSION_FILE, confusion, d.classes)
         return summary
 
     def base_summary(self) -> dict:
@@ -389,8 +389,9 @@ class Trainer:
             "throughput_img_s": (float(np.mean([r["throughput_img_s"] for r in rows])) if rows else None),
             "steps": st.total_steps,  # train.steps=<this> reproduces a budgeted run
             "steps_per_epoch": self.steps_per_epoch,
-            **({"budget_minutes": st.budget["budget_minutes"], "budget_step_s": st.budget["step_s"],
-                "budget_calibration_s": st.budget["seconds"]} if st.budget else {}),
+            **({"budget_minutes": st.budget["budget_minutes"], "budget_clock": st.budget["clock"],
+                "budget_step_s": st.budget["step_s"], "budget_calibration_s": st.budget["seconds"]}
+               if st.budget else {}),
             "device": str(self.device),
             "vitlab_version": __version__,
             "torch_version": torch.__version__,
@@ -439,8 +440,8 @@ def check_run_dir(out: Path) -> None:
 def prepare_out_dir(cfg: RunConfig, out: Path, resume: bool) -> dict | None:
     """Check that `out` (already created) may hold this run. Returns the finished summary if there
     is nothing to do."""
-    cfg_file = out / "config.yaml"
-    has_results = (out / "checkpoints" / "last.pt").exists() or (out / "summary.json").exists()
+    cfg_file = out / CONFIG_FILE
+    has_results = checkpoint_path(out).exists() or (out / SUMMARY_FILE).exists()
     if cfg_file.exists() and has_results:
         try:
             previous = identity_dict(build(RunConfig, read_yaml(cfg_file)))
@@ -450,7 +451,7 @@ def prepare_out_dir(cfg: RunConfig, out: Path, resume: bool) -> dict | None:
             raise UserError(f"{out}: holds a run with a different config; choose another --out")
         if not resume:
             raise UserError(f"{out}: already holds this run; pass --resume to continue it or choose another --out")
-        summary = read_json_object(out / "summary.json") or {}
+        summary = read_json_object(out / SUMMARY_FILE) or {}
         if summary.get("status") in FINAL_STATUSES:
             return summary
     return None
@@ -479,16 +480,16 @@ def run_training(cfg, out_dir, resume: bool = True, on_epoch: Callable[[int, dic
     except BaseException:
         remove_empty_dirs(created)  # a run that never started leaves no empty directory behind
         raise
-    summary_path = out / "summary.json"
+    summary_path = out / SUMMARY_FILE
     for d in (out, trainer.ckpt_dir):  # what a killed process was writing when it died
         remove_stale_temp_files(d)
     try:
-        atomic_write_text(out / "config.yaml", dump_yaml(cfg))
+        atomic_write_text(out / CONFIG_FILE, dump_yaml(cfg))
         resumed = bool(resume and trainer.try_resume())
         if not resumed:
-            atomic_write_text(out / "metrics.jsonl", "")
+            atomic_write_text(out / METRICS_FILE, "")
             trainer.plan_steps()
-        atomic_write_json(summary_path, {**trainer.base_summary(), "status": "running",
+        atomic_write_json(summary_path, {**trainer.base_summary(), "status": RunStatus.RUNNING.value,
                                          "epochs_run": trainer.state.epoch})
         trackers.start(trainer.state.history, resumed)
         summary = trainer.run(_tracked(on_epoch, trackers))
@@ -525,7 +526,7 @@ def _tracked(on_epoch: Callable[[int, dict], bool] | None, trackers: Trackers):
 def _mark_failed(trainer: Trainer, summary_path: Path, error: str) -> dict:
     """Best effort: summary.json says `failed` and why (on a full disk even that may not be writable).
     Returns that summary."""
-    failed = {**trainer.base_summary(), "status": "failed", "error": error, "epochs_run": trainer.state.epoch}
+    failed = {**trainer.base_summary(), "status": RunStatus.FAILED.value, "error": error, "epochs_run": trainer.state.epoch}
     try:
         atomic_write_json(summary_path, failed)
     except OSError:
@@ -534,7 +535,7 @@ def _mark_failed(trainer: Trainer, summary_path: Path, error: str) -> dict:
 
 
 def read_metrics(run_dir) -> list[dict]:
-    return read_jsonl(Path(run_dir) / "metrics.jsonl")
+    return read_jsonl(Path(run_dir) / METRICS_FILE)
 
 
 __all__ = ["run_training", "read_metrics", "Trainer", "soft_cross_entropy", "param_groups"]
