@@ -71,6 +71,14 @@ def test_real_dataset_is_not_called_synthetic(tmp_path):
     assert [r.metric.key for r in rep.sections[0].paired.rows] == ["test_top1", "val_top1"]
 
 
+def test_header_names_the_profile_beside_the_specs_description(tmp_path):
+    """A profile may swap the dataset the description names (the fmnist profiles of CIFAR-100 specs)."""
+    meta = {**study_meta(description="on CIFAR-100"), "profile": "fmnist"}
+    text = render_html(build_report(meta, partial_study(), tmp_path / "report"))
+    assert "<dt>Profile</dt><dd>fmnist</dd>" in text
+    assert "<dt>Profile</dt>" not in render_html(build_report(study_meta(), partial_study(), tmp_path / "r2"))
+
+
 def test_no_completed_runs_yet(tmp_path):
     recs = study_records(statuses={(lab, s): "running" for lab in ("softmax", "zscore", "cosine") for s in range(3)})
     rep = build_report(study_meta(), recs, tmp_path / "report")

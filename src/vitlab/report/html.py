@@ -399,6 +399,8 @@ def render_html(rep: Report) -> str:
         parts.append(f"<p>{e(str(meta['description']))}</p>")
     rows = [("Kind", str(meta.get("kind", "study"))), ("Dataset", dataset), ("Generated", rep.generated),
             ("vitlab version", __version__), ("Runs", runs_line)]
+    if meta.get("profile"):  # the description is the spec's; a profile may change its data and budget
+        rows.insert(1, ("Profile", str(meta["profile"])))
     parts.append('<dl class="meta">' + "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in rows) + "</dl>")
     if synthetic:
         parts.append('<div class="warn"><strong>Synthetic data.</strong> These runs trained on generated '
