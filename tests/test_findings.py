@@ -1,0 +1,57 @@
+"""findings/: the committed real-data studies are complete, small, and their SUMMARY.md (which
+findings/README.md quotes) is what findings/summarize.py computes from the committed run files."""
+import importlib.util
+import shutil
+from pathlib import Path
+
+import pytest
+
+from vitlab.study.spec import expand
+
+ROOT = Path(__file__).resolve().parents[1]
+FINDINGS = ROOT / "findings"
+MAX_FILE_BYTES = 2 * 2**20  # reports and run summaries only: no checkpoints in git
+IGNORED = shutil.ignore_patterns("index.sqlite*", ".lock", "checkpoints", "*.png", "*.svg", "report")
+
+
+def _summarize_module():
+    spec = importlib.util.spec_from_file_location("findings_summarize", FINDINGS / "summarize.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+SUMMARIZE = _summarize_module()
+STUDIES = [s.name for s in SUMMARIZE.STUDIES if (FINDINGS / s.name).is_dir()]
+
+
+def test_findings_hold_studies():
+    assert STUDIES, "no study under findings/"
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_committed_study_is_complete(name):
+    """Every run the spec's fmnist profile plans has completed and been analyzed."""
+    d = FINDINGS / name
+    runs = expand(ROOT / "studies" / f"{name}.yaml", "fmnist")
+    for r in runs:
+        run = d / "runs" / r.run_id
+        assert (run / "summary.json").is_file(), f"{name}: run {r.run_id} ({r.level_label}, seed {r.seed}) missing"
+        assert '"status": "completed"' in (run / "summary.json").read_text(), r.run_id
+        assert (run / "analysis" / "analysis.json").is_file(), r.run_id
+    assert (d / "report" / "report.html").is_file()
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_no_large_files(name):
+    big = [p for p in (FINDINGS / name).rglob("*") if p.is_file() and p.stat().st_size > MAX_FILE_BYTES
+           and "checkpoints" not in p.parts]  # checkpoints are git-ignored; a local study has them
+    assert not big, big
+
+
+def test_summary_is_reproducible_from_the_committed_runs(tmp_path):
+    """Copy the studies as a fresh clone has them (no index, no checkpoints, no images) and
+    recompute: the numbers README quotes must come out again."""
+    for name in STUDIES:
+        shutil.copytree(FINDINGS / name, tmp_path / name, ignore=IGNORED)
+    assert SUMMARIZE.summarize(tmp_path) + "\n" == (FINDINGS / "SUMMARY.md").read_text(encoding="utf-8")
