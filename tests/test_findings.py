@@ -2,6 +2,7 @@
 findings/README.md quotes) is what findings/summarize.py computes from the committed run files."""
 import importlib.util
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ IGNORED = shutil.ignore_patterns("index.sqlite*", ".lock", "checkpoints", "*.png
 def _summarize_module():
     spec = importlib.util.spec_from_file_location("findings_summarize", FINDINGS / "summarize.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses resolve their module's annotations through sys.modules
     spec.loader.exec_module(mod)
     return mod
 
