@@ -90,10 +90,9 @@ def frame(study_dir: Path):
     df = vitlab.load_results(study_dir)
     df = df[df["status"] == "completed"].copy()
     df["level"] = df["level"].astype(str)
-    for c in PERCENT - {"gap"}:
-        if c in df:
+    for c in (PERCENT - {"gap"}) | {"corruption_relative_drop"}:
+        if c in df:  # a study without the robustness analysis has no corruption columns
             df[c] = 100.0 * df[c]
-    df["corruption_relative_drop"] = 100.0 * df["corruption_relative_drop"]
     df["gap"] = df["train_top1"] - df["test_top1"]
     df["epochs"] = df["steps"] / df["steps_per_epoch"]
     return df
