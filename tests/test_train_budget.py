@@ -212,3 +212,18 @@ def test_cpu_clock_refuses_an_accelerator():
 
     with pytest.raises(UserError, match="train.budget_clock"):
         budget.plan_budget(SimpleNamespace(device=torch.device("cuda")), 1.0, "cpu")
+
+
+def test_a_budget_that_fits_no_step_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    """Where calibration and evaluation alone outlast the budget, the run refuses in one line instead of
+    reporting a 1-step model (which trains nothing and scores chance)."""
+    monkeypatch.setattr(budget, "CALIBRATION_MIN_SECONDS", 0.05)
+    monkeypatch.setattr(budget, "CALIBRATION_SHARE", 0.0)
+    out = tmp_path / "r"
+    from test_train_run import TINY
+
+    args = ["train", "--out", str(out), *TINY, "train.budget_minutes=0.0005"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "train.budget_minutes: 0.0005 wall minutes leave no time to train" in err
+    assert not (out / "checkpoints" / "last.pt").exists()

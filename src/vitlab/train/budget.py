@@ -13,7 +13,9 @@ over the steps it gets. At the start of a fresh budgeted run:
    costs its own time (1% of the budget, 3 to 20 s, of timed steps, plus two warm-up steps and a few
    evaluation batches), which is counted against the budget;
 2. **solve** — the largest N whose training steps, per-epoch evaluations and checkpoints, and final
-   test evaluation fit in what is left of the budget (`steps_within_budget`).
+   test evaluation fit in what is left of the budget (`steps_within_budget`). Where not one step
+   fits (a wide model whose evaluations alone outlast the budget), the run stops with an error
+   rather than reporting an untrained model.
 
 N goes into the run state (so every checkpoint holds it) and `summary.json`: a resumed run keeps its
 step count and never recalibrates. The budget covers the whole `run_training` call from the moment
@@ -184,7 +186,13 @@ def plan_budget(trainer, budget_minutes: float, clock: str = "wall") -> tuple[in
     final_test = len(d.test_y) * cal.eval_image_s + cal.checkpoint_s  # best.pt is read back, then test
     elapsed = CLOCKS[clock]() - trainer.started[clock]
     left = budget_minutes * 60 * (1 - BUDGET_MARGIN) - elapsed - final_test
-    steps = max(1, steps_within_budget(left, cal.step_s, epoch_overhead, trainer.steps_per_epoch))
+    steps = steps_within_budget(left, cal.step_s, epoch_overhead, trainer.steps_per_epoch)
+    if steps == 0:  # a run of 1 step would be a "result" of an untrained model
+        raise UserError(
+            f"train.budget_minutes: {budget_minutes:g} {clock} minutes leave no time to train this model: "
+            f"calibration took {cal.seconds:.0f} s, an epoch's evaluation and checkpoints take {epoch_overhead:.0f} s "
+            f"and the final test {final_test:.0f} s of the {budget_minutes * 60:.0f} s; raise the budget or "
+            f"evaluate fewer images (data.val_fraction, data.test_subset, train.eval_batch_size)")
     return steps, {"budget_minutes": budget_minutes, **asdict(cal)}
 
 
