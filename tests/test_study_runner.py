@@ -171,11 +171,13 @@ def _epoch_lines(study: Path) -> int:
     return sum(len(read_jsonl(p)) for p in (study / "runs").glob("*/metrics.jsonl"))
 
 
-def _mid_run(study: Path) -> bool:
-    """Whether some run has a checkpoint but has not finished (a kill now interrupts it)."""
+def _mid_run(study: Path, since_ns: int = 0) -> bool:
+    """Whether some run has a checkpoint (written at or after `since_ns`) but has not finished: a kill
+    now interrupts it between its checkpoints."""
     for ck in (study / "runs").glob("*/checkpoints/last.pt"):
         try:
-            if json.loads((ck.parent.parent / "summary.json").read_text()).get("status") == "running":
+            if (ck.stat().st_mtime_ns >= since_ns
+                    and json.loads((ck.parent.parent / "summary.json").read_text()).get("status") == "running"):
                 return True
         except (OSError, ValueError):
             pass
@@ -212,9 +214,13 @@ def test_sigkill_coordinator_loop_loses_nothing(reference, tmp_path):
         if kills < startup_kills:
             time.sleep(rng.uniform(0.2, 4.0))
         else:
+            # Wait for this session's progress to reach a checkpoint of an unfinished run: an epoch's
+            # metrics line lands before its checkpoint, so waiting for the line alone can kill between them.
             lines0 = _epoch_lines(out) if (out / "runs").exists() else 0
+            since_ns = time.time_ns()
             deadline = time.monotonic() + 180
-            while proc.poll() is None and time.monotonic() < deadline and _epoch_lines(out) <= lines0:
+            while proc.poll() is None and time.monotonic() < deadline and not (
+                    _epoch_lines(out) > lines0 and _mid_run(out, since_ns)):
                 time.sleep(0.02)
             time.sleep(rng.uniform(0.0, 0.05))  # shorter than an epoch, so the kill lands mid-run
         if proc.poll() is not None:
