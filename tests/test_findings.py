@@ -57,3 +57,15 @@ def test_summary_is_reproducible_from_the_committed_runs(tmp_path):
     for name in STUDIES:
         shutil.copytree(FINDINGS / name, tmp_path / name, ignore=IGNORED)
     assert SUMMARIZE.summarize(tmp_path) + "\n" == (FINDINGS / "SUMMARY.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_each_study_is_linked_and_reproducible_from_the_readmes(name):
+    """findings/README.md links the study's committed report and gives its reproduce command, and the
+    project README links the report too."""
+    assert (FINDINGS / name / "report" / "report.html").is_file(), f"{name}: no committed report"
+    findings_readme = (FINDINGS / "README.md").read_text(encoding="utf-8")
+    assert f"]({name}/report/report.html)" in findings_readme
+    command = f"vitlab study studies/{name}.yaml --profile fmnist --out findings/{name} --workers 2"
+    assert command in findings_readme, command
+    assert f"](findings/{name}/report/report.html)" in (ROOT / "README.md").read_text(encoding="utf-8")

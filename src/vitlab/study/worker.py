@@ -8,8 +8,10 @@ the run's lease and published to it after every epoch.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -29,6 +31,8 @@ from .storage import StorageError
 PARENT_CHECK_S = 0.5
 #: Exit status of a worker whose coordinator died.
 ORPHAN_EXIT = 75
+#: prctl option (linux/prctl.h): the signal the kernel sends this process when its parent dies.
+PR_SET_PDEATHSIG = 1
 
 Trainer = Callable[..., dict]
 
@@ -137,12 +141,30 @@ def _where(e: BaseException) -> str:
 # local worker process
 
 
+def _exit_orphaned(*_signal) -> None:
+    release_active()  # a run lease in storage would otherwise keep its run waiting for it to expire
+    os._exit(ORPHAN_EXIT)
+
+
 def _watch_parent(parent_pid: int) -> None:
-    """Exit as soon as the coordinator is gone (it may have been SIGKILLed: no chance to tell us)."""
+    """Exit as soon as the coordinator is gone (it may have been SIGKILLed: no chance to tell us).
+
+    On Linux the kernel sends SIGTERM the instant it dies (PR_SET_PDEATHSIG), so an orphan does not
+    train on for up to PARENT_CHECK_S, nor finish a run its coordinator will never hear of; the
+    polling thread covers other systems. SIGTERM from anyone else also releases the lease first."""
+    signal.signal(signal.SIGTERM, _exit_orphaned)
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):
+            pass  # no prctl: the thread below still notices
+    threading.Thread(target=_poll_parent, args=(parent_pid,), daemon=True).start()
+
+
+def _poll_parent(parent_pid: int) -> None:
     while True:
-        if os.getppid() != parent_pid:
-            release_active()  # a run lease in storage would otherwise keep its run waiting for it to expire
-            os._exit(ORPHAN_EXIT)
+        if os.getppid() != parent_pid:  # also catches a parent that died before prctl took effect
+            _exit_orphaned()
         time.sleep(PARENT_CHECK_S)
 
 
@@ -152,7 +174,7 @@ def worker_main(conn, parent_pid: int, trainer: Trainer | None) -> None:
     Messages sent: ("ready", pid), ("epoch", run_id, row), ("outcome", Outcome).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
-    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    _watch_parent(parent_pid)
     conn.send(("ready", os.getpid()))
     while True:
         try:

@@ -25,9 +25,10 @@ The step count is fixed from the speed measured at the start, so a wall-clock ru
 budget as far as that speed holds: on a machine shared with other jobs whose load changes during the
 run, it ends early or late in proportion, and two runs of one config get different step counts (see
 benchmarks/RESULTS.md). `train.budget_clock=cpu` budgets the CPU time of the run's process instead:
-on a CPU device that is what a run computes, nearly independent of the other jobs, so runs compared
-in a study get equal compute however busy the machine was; their wall clock is then the budget
-divided by the share of the CPU they got.
+on a CPU device that is what a run computes, without the time slices of the other jobs, so runs
+compared in a study get equal compute however busy the machine was (up to the jobs' contention for
+caches and memory bandwidth: 1.6× in step time between two workers on 2 vCPUs); their wall clock is
+then the budget divided by the share of the CPU they got.
 """
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ from .checkpoint import capture_rng, restore_rng, save_checkpoint
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 """What a budget counts (`train.budget_clock`): wall-clock time, or the CPU time of the run's process
-(all its threads), which other processes on a shared machine barely change."""
+(all its threads), which does not count the time slices other processes take (their contention for
+caches and memory bandwidth still slows it)."""
 
 CALIBRATION_WARMUP_STEPS = 2
 """Untimed steps first: the first steps pay one-off costs (allocator, kernel selection, compilation)."""
