@@ -40,9 +40,15 @@ class Comparison:
 
 @dataclass(frozen=True)
 class Study:
-    name: str
+    name: str  # its directory under findings/
     factor: str
     comparisons: tuple[Comparison, ...]
+    spec: str = ""  # studies/SPEC.yaml; default: the name
+    profile: str = "fmnist"
+
+    @property
+    def spec_path(self) -> Path:
+        return HERE.parent / "studies" / f"{self.spec or self.name}.yaml"
 
 
 def _vs(metric: str, pairs: list[tuple[str, str]]) -> tuple[Comparison, ...]:
@@ -62,6 +68,10 @@ STUDIES = [
     Study("mobilevit_expansion", "model.expansion",
           _vs("test_top1", [("1", "2"), ("4", "2"), ("8", "2"), ("8", "4")])
           + _vs("train_top1", [("8", "2")]) + _vs("gap", [("8", "2")])),
+    Study("mobilevit_expansion_small_data", "model.expansion",
+          _vs("test_top1", [("1", "2"), ("4", "2"), ("8", "2"), ("16", "2")])
+          + _vs("train_top1", [("16", "2")]) + _vs("gap", [("16", "2"), ("8", "2")]),
+          spec="mobilevit_expansion", profile="fmnist_small_data"),
     Study("mobilevit_complexity", "model.level",
           _vs("test_top1", [("C2", "C1"), ("C3", "C2"), ("C4", "C3"), ("C5", "C4")])
           + _vs("latency_ms_b1", [("C2", "C1"), ("C3", "C2"), ("C4", "C3"), ("C5", "C4")])),
@@ -166,11 +176,11 @@ def comparison_table(df, study: Study) -> list[str]:
     return out
 
 
-def planned_runs(name: str) -> list:
-    """The runs the study's fmnist profile plans (from studies/, beside findings/)."""
+def planned_runs(study: Study) -> list:
+    """The runs the study's profile plans (from studies/, beside findings/)."""
     from vitlab.study.spec import expand
 
-    return expand(HERE.parent / "studies" / f"{name}.yaml", "fmnist")
+    return expand(study.spec_path, study.profile)
 
 
 def summarize(root: Path = HERE) -> str:
@@ -182,7 +192,7 @@ def summarize(root: Path = HERE) -> str:
     for study in STUDIES:
         d = root / study.name
         df = frame(d) if d.is_dir() else None
-        if df is None or len(df) < len(planned_runs(study.name)):  # only complete studies are findings
+        if df is None or len(df) < len(planned_runs(study)):  # only complete studies are findings
             lines += [f"## {study.name}", "", "(not complete yet)", ""]
             continue
         levels = list(dict.fromkeys(df["level"]))  # load_results keeps the spec's order of levels

@@ -24,7 +24,8 @@ def _summarize_module():
 
 
 SUMMARIZE = _summarize_module()
-STUDIES = [s.name for s in SUMMARIZE.STUDIES if (FINDINGS / s.name).is_dir()]
+BY_NAME = {s.name: s for s in SUMMARIZE.STUDIES}
+STUDIES = [name for name in BY_NAME if (FINDINGS / name).is_dir()]
 
 
 def test_findings_hold_studies():
@@ -33,9 +34,9 @@ def test_findings_hold_studies():
 
 @pytest.mark.parametrize("name", STUDIES)
 def test_committed_study_is_complete(name):
-    """Every run the spec's fmnist profile plans has completed and been analyzed."""
+    """Every run the spec's profile plans has completed and been analyzed."""
     d = FINDINGS / name
-    runs = expand(ROOT / "studies" / f"{name}.yaml", "fmnist")
+    runs = expand(BY_NAME[name].spec_path, BY_NAME[name].profile)
     for r in runs:
         run = d / "runs" / r.run_id
         assert (run / "summary.json").is_file(), f"{name}: run {r.run_id} ({r.level_label}, seed {r.seed}) missing"
@@ -66,6 +67,8 @@ def test_each_study_is_linked_and_reproducible_from_the_readmes(name):
     assert (FINDINGS / name / "report" / "report.html").is_file(), f"{name}: no committed report"
     findings_readme = (FINDINGS / "README.md").read_text(encoding="utf-8")
     assert f"]({name}/report/report.html)" in findings_readme
-    command = f"vitlab study studies/{name}.yaml --profile fmnist --out findings/{name} --workers 2"
+    study = BY_NAME[name]
+    command = (f"vitlab study studies/{study.spec or name}.yaml --profile {study.profile} --out findings/{name} "
+               "--workers 2")
     assert command in findings_readme, command
     assert f"](findings/{name}/report/report.html)" in (ROOT / "README.md").read_text(encoding="utf-8")

@@ -55,3 +55,27 @@ def test_fmnist_profile_run_trains_on_real_data(name, tmp_path):
     assert summary["status"] == "completed" and summary["dataset"] == "fashion_mnist"
     assert not summary["synthetic"] and summary["steps"] == 5 and summary["image_size"] == 32
     assert summary["train_loss"] < math.log(10) + 0.5 and 0.0 <= summary["test_top1"] <= 1.0
+
+
+def test_expansion_small_data_profile_trains_every_level_the_same_epochs():
+    """The overfitting claim needs equal training, not equal compute: every expansion rate (16
+    included) trains the same epochs on the same seeded 1,000-image subset, with the recipe otherwise
+    unchanged, and selects its epoch on validation images held out of the training set."""
+    changed = {"data": ["val_fraction", "train_subset"], "train": ["epochs", "eval_batch_size"]}
+
+    def shared(cfg) -> dict:
+        d = recipe_part(cfg)
+        for section, keys in changed.items():
+            for k in keys:
+                d[section].pop(k)
+        return d
+
+    runs = expand(STUDIES / "mobilevit_expansion.yaml", "fmnist_small_data")
+    recipe = shared(load_config(STUDIES / "base" / "fashion_mnist.yaml"))
+    assert sorted({r.config.model.expansion for r in runs}) == [1, 2, 4, 8, 16]
+    assert {r.seed for r in runs} == {0, 1, 2} and len(runs) == 15
+    for r in runs:
+        c = r.config
+        assert c.train.budget_minutes is None and c.train.steps is None and c.train.epochs == 30
+        assert c.data.train_subset == 1000 and 0 < c.data.val_fraction and c.train.monitor == "val_top1"
+        assert shared(c) == recipe, r.level_label
