@@ -47,8 +47,12 @@ class Study:
     profile: str = "fmnist"
 
     @property
+    def spec_name(self) -> str:
+        return self.spec or self.name
+
+    @property
     def spec_path(self) -> Path:
-        return HERE.parent / "studies" / f"{self.spec or self.name}.yaml"
+        return HERE.parent / "studies" / f"{self.spec_name}.yaml"
 
 
 def _vs(metric: str, pairs: list[tuple[str, str]]) -> tuple[Comparison, ...]:

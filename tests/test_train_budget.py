@@ -13,7 +13,7 @@ from vitlab.train import budget, loop, run_training
 from vitlab.train.checkpoint import capture_rng
 from vitlab.train.schedules import make_scheduler
 
-from test_train_run import SUMMARY_KEYS, TIMING, strip_timing, tiny
+from test_train_run import SUMMARY_KEYS, TIMING, TINY, strip_timing, tiny
 
 SPE = 7  # steps per epoch of the tiny config: 240 training images, batch 32
 RESULT_KEYS = SUMMARY_KEYS - TIMING - {"train_time_s"}
@@ -220,8 +220,6 @@ def test_a_budget_that_fits_no_step_is_a_clear_error(tmp_path, capsys, monkeypat
     monkeypatch.setattr(budget, "CALIBRATION_MIN_SECONDS", 0.05)
     monkeypatch.setattr(budget, "CALIBRATION_SHARE", 0.0)
     out = tmp_path / "r"
-    from test_train_run import TINY
-
     args = ["train", "--out", str(out), *TINY, "train.budget_minutes=0.0005"]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
