@@ -131,11 +131,22 @@ def cmd_study(a) -> int:
     result = run_study(a.spec, a.out, workers=a.workers, backend=a.backend, ray_address=a.ray_address,
                        profile=a.profile, gpus_per_run=a.gpus_per_run, cpus_per_run=a.cpus_per_run,
                        max_retries=a.max_retries, max_runs=a.max_runs or None, storage=a.storage,
-                       ray_pip=a.ray_pip)
+                       ray_pip=a.ray_pip, slurm=a.slurm, detach=a.detach)
+    if result.detached is not None:
+        print(f"{a.out}: SLURM has the study's unfinished runs ({result.detached}); "
+              f"see progress with `vitlab status {a.out}`, collect the results by running this command again")
+        return EXIT_OK if result.ok else EXIT_INTERNAL
     from .study import summary_table
 
     print(summary_table(a.out))
     return EXIT_OK if result.ok else EXIT_INTERNAL
+
+
+def cmd_status(a) -> int:
+    from .study.status import study_status
+
+    print(study_status(a.dir))
+    return EXIT_OK
 
 
 def cmd_search(a) -> int:
@@ -239,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("spec", help="study spec YAML (see studies/)")
     s.add_argument("--out", required=True, help="study directory")
     s.add_argument("--workers", type=int, default=1, help="concurrent runs")
-    s.add_argument("--backend", choices=("local", "ray"), default="local")
+    s.add_argument("--backend", choices=("local", "ray", "slurm"), default="local")
     s.add_argument("--ray-address", help="existing Ray cluster (default: start a local instance)")
     s.add_argument("--gpus-per-run", type=float, default=None, help="Ray: GPUs per run (fractions allowed)")
     s.add_argument("--cpus-per-run", type=float, default=None, help="Ray: CPUs per run (default: cores / workers)")
@@ -249,6 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
                                      "default the study directory; remembered by the study")
     s.add_argument("--ray-pip", action="store_true",
                    help="Ray: install vitlab's dependencies on the cluster's workers with pip (runtime_env)")
+    s.add_argument("--slurm", action="append", metavar="KEY=VALUE",
+                   help="SLURM: a resource over the spec's slurm: section, e.g. partition=gpu, time=120, "
+                        "gpus_per_task=1 (repeatable; `vitlab config keys` style values)")
+    s.add_argument("--detach", action="store_true",
+                   help="SLURM: submit the runs and exit; rerun the command to attach and collect the results")
     s.add_argument("--max-runs", type=int, default=10_000,
                    help="refuse a study with more runs than this (counted before expanding; 0: no limit)")
     s.set_defaults(fn=cmd_study)
@@ -260,6 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--workers", type=int, default=1)
     se.add_argument("--profile")
     se.set_defaults(fn=cmd_search)
+
+    st = sub.add_parser("status", help="progress of a study: each unfinished run, its SLURM job and log",
+                        description="Reads the study directory (and its storage) only; starts nothing.")
+    st.add_argument("dir")
+    st.set_defaults(fn=cmd_status)
 
     r = sub.add_parser("results", help="query a study's results")
     r.add_argument("dir")

@@ -29,9 +29,11 @@ from .progress import StudyProgress
 from .grid import AdaptiveSource, GridSource, unique_runs
 from .runsync import STORAGE_FILE, StudyStore, resolve_store
 from .schedule import drive
+from .slurm import Detached, SlurmPool
+from .slurm_spec import slurm_resources
 from .worker import Trainer
 
-BACKENDS = ("local", "ray")
+BACKENDS = ("local", "ray", "slurm")
 
 
 @dataclass
@@ -44,10 +46,13 @@ class StudyResult:
     counts: dict[str, int] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)  # run_id -> error of failed runs
     trained: list[str] = field(default_factory=list)  # run IDs this session trained or resumed
+    detached: str | None = None  # --backend slurm --detach: what was left to SLURM ("3 submitted, 1 attached")
 
     @property
     def ok(self) -> bool:
-        """Every run has a final status and none failed."""
+        """Every run has a final status and none failed (a detached session: nothing failed yet)."""
+        if self.detached is not None:
+            return not self.errors
         return not self.errors and all(RunStatus(s).final for s in self.counts if self.counts[s])
 
 
@@ -85,13 +90,19 @@ def prepare_study_dir(out: Path, spec_dict: dict) -> None:
 
 
 def check_backend_options(backend: str, ray_address: str | None, gpus_per_run: float | None,
-                          cpus_per_run: float | None, ray_pip: bool = False) -> None:
+                          cpus_per_run: float | None, ray_pip: bool = False, slurm: list[str] | None = None,
+                          detach: bool = False) -> None:
+    if backend != "slurm":
+        for flag, value in (("--slurm", slurm or None), ("--detach", detach or None)):
+            if value is not None:
+                raise UserError(f"{flag}: only used with --backend slurm")
     if backend == "ray":
         return
     for flag, value in (("--ray-address", ray_address), ("--gpus-per-run", gpus_per_run),
                         ("--cpus-per-run", cpus_per_run), ("--ray-pip", ray_pip or None)):
         if value is not None:
-            raise UserError(f"{flag}: only used with --backend ray (local workers share the machine)")
+            raise UserError(f"{flag}: only used with --backend ray" + (
+                " (local workers share the machine)" if backend == "local" else " (--slurm sets SLURM resources)"))
 
 
 def make_pool(backend: str, workers: int, ray_address: str | None, gpus_per_run: float | None,
@@ -173,22 +184,25 @@ def run_study(spec: str | Path | dict | specmod.StudySpec, out_dir: str | Path, 
               max_retries: int = 2, progress: bool = True, gpus_per_run: float | None = None,
               cpus_per_run: float | None = None, trainer: Trainer | None = None,
               max_runs: int | None = specmod.DEFAULT_MAX_RUNS, storage: str | None = None,
-              ray_pip: bool = False) -> StudyResult:
+              ray_pip: bool = False, slurm: list[str] | None = None, detach: bool = False) -> StudyResult:
     """Train every run of a study into `out_dir` (see the module doc); returns what it left.
 
     `max_runs` refuses a study larger than that (counted before anything is expanded; None: no
     limit). `storage`: where the run directories live (a path or an fsspec URL; default the study
     directory; a study remembers it). `ray_pip`: install vitlab's dependencies on the Ray workers.
+    `slurm`: `KEY=VALUE` items over the spec's `slurm:` section (backend slurm); `detach`: submit the
+    tasks and return without waiting (a rerun attaches to them, see study/slurm.py).
     `trainer` replaces `vitlab.train.run_training` (tests only). Raises UserError on bad input before
     anything is written.
     """
     check_options(workers, backend, max_retries)
-    check_backend_options(backend, ray_address, gpus_per_run, cpus_per_run, ray_pip)
+    check_backend_options(backend, ray_address, gpus_per_run, cpus_per_run, ray_pip, slurm, detach)
     study = specmod.load_spec(spec)
     if study.kind != "study":
         raise UserError(f"{study.source}: space: this is a search spec; run it with `vitlab search`")
     study = specmod.resolve(study, profile)
     runs = specmod.expand(study, max_runs=max_runs)
+    resources = slurm_resources(study.slurm, slurm) if backend == "slurm" else None
     with study_directory(out_dir) as out:
         spec_dict = specmod.spec_to_dict(study)
         store = open_study_storage(out, storage, spec_dict)
@@ -208,10 +222,18 @@ def run_study(spec: str | Path | dict | specmod.StudySpec, out_dir: str | Path, 
             source.storage = store.location
             prog = StudyProgress(study.name, source.total, source.done, workers, enabled=progress)
             source.progress = prog
-            drive(source, lambda: make_pool(backend, workers, ray_address, gpus_per_run, cpus_per_run, trainer,
-                                            store, ray_pip),
-                  index, prog, max_retries, store)
+            def pool():
+                if resources is not None:
+                    return SlurmPool(workers, resources, out, study.name, trainer, store, detach)
+                return make_pool(backend, workers, ray_address, gpus_per_run, cpus_per_run, trainer, store, ray_pip)
+
+            detached = None
+            try:
+                drive(source, pool, index, prog, max_retries, store)
+            except Detached as d:
+                detached = str(d)
             result = study_result(study, out, index, source.run_ids)
+            result.detached = detached
             result.trained = source.trained
             return result
 

@@ -45,6 +45,7 @@ from ..config import (EXECUTION_ONLY, SEED_SOURCES, BoundedSafeLoader, build, ca
 from ..analysis.metrics import SCALAR_METRICS, is_analysis_metric
 from ..analysis.options import SECTIONS
 from ..errors import ConfigError, UserError, short_repr
+from .slurm_spec import SlurmSpec
 
 #: Hex digits of a run ID (48 bits: a collision among a study's runs is negligible).
 RUN_ID_HEX = 12
@@ -346,6 +347,7 @@ class SpecFile:
     sampler_seed: Optional[Seed] = knob(None, "search: seed of the TPE sampler (default 0)")
     profiles: Optional[dict[str, Optional[ProfileFile]]] = knob(None, "named variants, applied with --profile")
     origin: Optional[OriginFile] = knob(None, "written by vitlab in a study's spec.yaml")
+    slurm: Optional[SlurmSpec] = knob(None, "study: resources of each task with --backend slurm (execution-only)")
 
     def __post_init__(self):
         if self.name is not None and (not self.name.strip() or "/" in self.name or not self.name.isprintable()):
@@ -362,6 +364,8 @@ class SpecFile:
             for key in ("seeds", "reference"):
                 if getattr(self, key) is not None:
                     raise ConfigError(key, "not used in search mode: each trial runs once with base seed")
+            if self.slurm is not None:
+                raise ConfigError("slurm", "only used by `vitlab study --backend slurm` (a search trains locally)")
         if isinstance(self.objective, str):
             self.objective = build(ObjectiveFile, {"metric": self.objective}, "objective.")
         if isinstance(self.pruner, (bool, str)):
@@ -455,6 +459,7 @@ class StudySpec:
     report: ReportSpec = field(default_factory=ReportSpec)
     analysis: list[str] = field(default_factory=list)
     analysis_options: dict = field(default_factory=dict)  # AnalysisOptions fields for every run's analysis
+    slurm: SlurmSpec | None = None  # `slurm:` (execution-only: not in spec.yaml, not part of the study's identity)
 
 
 @dataclass
@@ -678,6 +683,7 @@ def _study_spec(f: SpecFile, source: str, root: Path, default_name: str) -> Stud
     spec.analysis_options = dict(f.analysis_options or {})
     spec.profiles = {name: _profile(name, p or ProfileFile(), spec) for name, p in (f.profiles or {}).items()}
     spec.profile = f.origin.profile if f.origin else None
+    spec.slurm = f.slurm
     return spec
 
 
