@@ -29,7 +29,7 @@ from .progress import StudyProgress
 from .grid import AdaptiveSource, GridSource, unique_runs
 from .runsync import STORAGE_FILE, StudyStore, resolve_store
 from .schedule import drive
-from .slurm import Detached, SlurmPool
+from .slurm import Detached, SlurmPool, check_cluster
 from .slurm_spec import slurm_resources
 from .worker import Trainer
 
@@ -203,6 +203,8 @@ def run_study(spec: str | Path | dict | specmod.StudySpec, out_dir: str | Path, 
     study = specmod.resolve(study, profile)
     runs = specmod.expand(study, max_runs=max_runs)
     resources = slurm_resources(study.slurm, slurm) if backend == "slurm" else None
+    if resources is not None:
+        check_cluster(resources)
     with study_directory(out_dir) as out:
         spec_dict = specmod.spec_to_dict(study)
         store = open_study_storage(out, storage, spec_dict)

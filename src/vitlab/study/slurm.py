@@ -123,6 +123,14 @@ def job_state(entry: dict, folder: Path) -> str:
     return state
 
 
+def check_cluster(resources: SlurmSpec) -> None:
+    """One-line UserError, before anything is written, when the tasks cannot be submitted from here."""
+    require_submitit()
+    if resources.executor == "slurm" and shutil.which("sbatch") is None:
+        raise UserError("backend slurm: sbatch is not on PATH (not a SLURM login node?); "
+                        "--slurm executor=local runs the tasks on this machine instead")
+
+
 class SlurmPool:
     """Runs tasks as SLURM array tasks through submitit (see the module doc).
 
@@ -131,13 +139,12 @@ class SlurmPool:
 
     def __init__(self, workers: int, resources: SlurmSpec, study_dir: str | Path, name: str,
                  trainer: Trainer | None = None, store: StudyStore | None = None, detach: bool = False):
-        submitit = require_submitit()
+        check_cluster(resources)
+        import submitit
+
         self.k, self.res, self.trainer, self.store, self.detach = workers, resources, trainer, store, detach
         self.folder = Path(study_dir).absolute() / SLURM_DIR
         if resources.executor == "slurm":
-            if shutil.which("sbatch") is None:
-                raise UserError("backend slurm: sbatch is not on PATH (not a SLURM login node?); "
-                                "--slurm executor=local runs the tasks on this machine instead")
             self.executor = submitit.SlurmExecutor(self.folder, max_num_timeout=resources.max_requeues)
             params = dict(job_name=f"vitlab-{name}", time=resources.time, nodes=1, ntasks_per_node=1,
                           cpus_per_task=resources.cpus_per_task, signal_delay_s=resources.signal_delay_s,
@@ -267,4 +274,4 @@ class SlurmPool:
         self.inflight = {}
 
 
-__all__ = ["Detached", "SLURM_DIR", "SlurmPool", "SlurmRun", "job_entries", "job_state", "squeue_state"]
+__all__ = ["Detached", "check_cluster", "SLURM_DIR", "SlurmPool", "SlurmRun", "job_entries", "job_state", "squeue_state"]
