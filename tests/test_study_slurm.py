@@ -17,6 +17,7 @@ import yaml
 from vitlab.cli import main
 from vitlab.io import read_jsonl
 from vitlab.study import open_index, run_study, slurm
+from vitlab.study.lease import pid_alive
 from vitlab.study.status import study_status
 
 pytest.importorskip("submitit")
@@ -59,13 +60,13 @@ def _task_pid(controller_pid: int) -> int:
     raise AssertionError("the local task never started")
 
 
-def _after_first_epoch(run_dir: Path) -> int:
-    """Wait until the run has checkpointed an epoch; its job's task pid."""
+def _after_first_epoch(run_dir: Path) -> tuple[int, int]:
+    """Wait until the run has checkpointed an epoch; its job's (controller pid, task pid)."""
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
         if len(read_jsonl(run_dir / "metrics.jsonl")) >= 1:
-            jobs = json.loads((run_dir / "slurm_job.json").read_text())["jobs"]
-            return _task_pid(int(jobs[-1]["job_id"]))
+            controller = int(json.loads((run_dir / "slurm_job.json").read_text())["jobs"][-1]["job_id"])
+            return controller, _task_pid(controller)
         time.sleep(0.1)
     raise AssertionError(f"{run_dir}: no epoch after {WAIT_S} s")
 
@@ -80,8 +81,12 @@ def test_detached_study_survives_preemption_and_a_cancelled_task(tmp_path, monke
     first = run_study(spec, out, workers=2, backend="slurm", detach=True, progress=False)
     assert first.detached == "2 submitted, 0 attached" and first.ok
     preempted, killed = (out / "runs" / r.run_id for r in open_index(out).runs())
-    os.kill(_after_first_epoch(preempted), signal.SIGUSR2)  # SLURM's warning: checkpoint and requeue
-    os.kill(_after_first_epoch(killed), signal.SIGKILL)  # scancel / out of memory: no result
+    os.kill(_after_first_epoch(preempted)[1], signal.SIGUSR2)  # SLURM's warning: checkpoint and requeue
+    controller, task = _after_first_epoch(killed)
+    os.kill(task, signal.SIGKILL)  # scancel / out of memory: no result
+    deadline = time.monotonic() + WAIT_S
+    while pid_alive(controller) and time.monotonic() < deadline:  # its job ends while no coordinator watches
+        time.sleep(0.1)
     assert "job" in study_status(out)
 
     result = run_study(spec, out, workers=2, backend="slurm", progress=False)  # attaches, retries the killed run

@@ -320,12 +320,13 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("-o", "--output", help="output file (default RUN_DIR/analysis/model.onnx)")
     ex.set_defaults(fn=cmd_export)
 
-    tk = sub.add_parser("track", help="export a run or study directory to TensorBoard or MLflow",
+    tk = sub.add_parser("track", help="export a run or study directory to TensorBoard, MLflow or W&B",
                         description="Export the runs of DIR (a study or a run directory) after the fact; "
                                     "rerunning it adds nothing twice.")
     tk.add_argument("dir")
-    tk.add_argument("--to", required=True, choices=("tensorboard", "mlflow"))
+    tk.add_argument("--to", required=True, choices=("tensorboard", "mlflow", "wandb"))
     tk.add_argument("--uri", help="mlflow: tracking URI or local directory (default DIR/mlruns); "
+                                  "wandb: PROJECT or ENTITY/PROJECT (default: the study's name); "
                                   "tensorboard: log directory (default: each run's RUN/tensorboard/)")
     tk.set_defaults(fn=cmd_track)
 

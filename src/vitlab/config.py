@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -272,6 +273,10 @@ SEED_SOURCES = ("seed_init", "seed_split", "seed_order")
 """Per-source seed overrides (Bouthillier et al. 2021): None means the source uses `seed`."""
 
 
+#: `track.wandb`: a W&B project, optionally after its entity (characters W&B refuses in names left out).
+WANDB_PROJECT = re.compile(r"^(?:[^/\\#?%:\s]+/)?[^/\\#?%:\s]+$")
+
+
 @dataclass
 class TrackConfig:
     """Experiment tracking. Execution-only: turning it on or off never changes a run's ID."""
@@ -281,10 +286,16 @@ class TrackConfig:
     mlflow: Optional[str] = knob(None, "log each run to MLflow at this tracking URI: a directory (a local file store, "
                                        "relative to the current directory), a .db file (SQLite), or any MLflow URI "
                                        "(http://..., sqlite:///...); needs `pip install 'vitlab[mlflow]'`")
+    wandb: Optional[str] = knob(None, "log each run to Weights & Biases project PROJECT or ENTITY/PROJECT (offline "
+                                      "into RUN/wandb/ unless an API key is set; `wandb sync` uploads later); needs "
+                                      "`pip install 'vitlab[wandb]'`")
 
     def __post_init__(self):
         if self.mlflow is not None and not self.mlflow.strip():
             raise ConfigError("track.mlflow", "must be a tracking URI or a directory, or null to turn MLflow off")
+        if self.wandb is not None and not WANDB_PROJECT.match(self.wandb):
+            raise ConfigError("track.wandb", f"must be PROJECT or ENTITY/PROJECT (no spaces, no \\ # ? % :), "
+                                             f"or null to turn W&B off; got {short_repr(self.wandb)}")
 
 
 @dataclass
@@ -740,7 +751,8 @@ def describe_keys(cls=RunConfig, prefix: str = "") -> list[tuple[str, str, str]]
 #: Per-source seeds: each overrides `seed` for its source of randomness when set.
 
 # Fields that change how a run executes but not what it computes: excluded from the run's identity.
-EXECUTION_ONLY = {("train", "threads"), ("train", "progress"), ("track", "tensorboard"), ("track", "mlflow")}
+EXECUTION_ONLY = {("train", "threads"), ("train", "progress"), ("track", "tensorboard"), ("track", "mlflow"),
+                  ("track", "wandb")}
 
 
 # Fields added after run IDs were first issued, omitted from the identity while unset (None or []),

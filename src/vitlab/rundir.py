@@ -12,6 +12,7 @@ A run directory is the source of truth for one training run (the study index is 
                              report.html (`vitlab report RUN`)
     RUN/tensorboard/         TensorBoard event files (track.tensorboard)
     RUN/mlflow_run.json      the MLflow run this run logs to, so a resumed run continues it (track.mlflow)
+    RUN/wandb/               W&B's files of the run (offline runs: `wandb sync RUN/wandb/offline-run-*`)
     RUN/wandb_run.json       the W&B run this run logs to, so a resumed run continues it (track.wandb)
     RUN/slurm_job.json       the SLURM jobs that trained it and their log files (--backend slurm)
 
@@ -37,6 +38,7 @@ LEASE_FILE = ".lease"  # in storage only: which worker trains the run now (study
 RUNS_DIR = "runs"  # a study keeps its run directories in STUDY/runs/<run_id>
 TENSORBOARD_DIR = "tensorboard"
 MLFLOW_RUN_FILE = "mlflow_run.json"  # {"tracking_uri": ..., "experiment_id": ..., "run_id": ...}
+WANDB_DIR = "wandb"  # W&B's own files of the run (offline runs for `wandb sync`, logs)
 WANDB_RUN_FILE = "wandb_run.json"  # {"<entity>/<project>": {"id": ..., "dir": ...}}
 SLURM_JOB_FILE = "slurm_job.json"  # {"jobs": [{"job_id", "executor", "stdout", "stderr", "submitted"}]}
 
@@ -45,7 +47,7 @@ SLURM_JOB_FILE = "slurm_job.json"  # {"jobs": [{"job_id", "executor", "stdout", 
 #: anything else is not a run directory, and `vitlab train --out` refuses to write into it.
 RUN_DIR_ENTRIES = frozenset({CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, CONFUSION_FILE, CHECKPOINTS_DIR,
                              ANALYSIS_DIR, TRIAL_FILE, TENSORBOARD_DIR, MLFLOW_RUN_FILE,
-                             WANDB_RUN_FILE, SLURM_JOB_FILE})
+                             WANDB_DIR, WANDB_RUN_FILE, SLURM_JOB_FILE})
 
 
 class RunStatus(str, enum.Enum):
@@ -85,5 +87,5 @@ def checkpoint_path(run_dir: str | Path, which: str = LAST_CHECKPOINT) -> Path:
 __all__ = ["ANALYSIS_DIR", "ANALYSIS_FILE", "BEST_CHECKPOINT", "CHECKPOINTS_DIR", "CONFIG_FILE", "CONFUSION_FILE",
            "FINAL_STATUSES", "LAST_CHECKPOINT", "LEASE_FILE", "METRICS_FILE", "MLFLOW_RUN_FILE", "ONNX_FILE",
            "RUN_DIR_ENTRIES", "RUNS_DIR", "RunStatus", "SLURM_JOB_FILE", "SUMMARY_FILE", "TENSORBOARD_DIR", "TRIAL_FILE",
-           "WANDB_RUN_FILE",
+           "WANDB_DIR", "WANDB_RUN_FILE",
            "checkpoint_path"]

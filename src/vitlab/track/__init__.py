@@ -2,6 +2,7 @@
 
     track.tensorboard: true          RUN/tensorboard/ event files   (pip install 'vitlab[tensorboard]')
     track.mlflow: mlruns             an MLflow run per vitlab run    (pip install 'vitlab[mlflow]')
+    track.wandb: ENTITY/PROJECT      a W&B run per vitlab run        (pip install 'vitlab[wandb]')
 
 The trainer calls `open_trackers(cfg, run_dir, context)` before it trains (a missing extra is a
 UserError then) and the returned `Trackers` at start, per epoch and at the end; a tracker that fails
@@ -34,8 +35,9 @@ def open_trackers(cfg: RunConfig, run_dir: str | Path, context: dict | None = No
     Raises UserError, naming the pip command, when a tracker's extra is not installed."""
     from . import mlflow as ml
     from . import tensorboard as tb
+    from . import wandb as wb
 
-    if not (cfg.track.tensorboard or cfg.track.mlflow):
+    if not (cfg.track.tensorboard or cfg.track.mlflow or cfg.track.wandb):
         return Trackers([])
     info = run_info(cfg, run_dir, context)
     trackers: list[Tracker] = []
@@ -45,6 +47,9 @@ def open_trackers(cfg: RunConfig, run_dir: str | Path, context: dict | None = No
     if cfg.track.mlflow:
         ml.check_installed()
         trackers.append(ml.MlflowTracker(info, cfg.track.mlflow))
+    if cfg.track.wandb:
+        wb.check_installed()
+        trackers.append(wb.WandbTracker(info, cfg.track.wandb))
     return Trackers(trackers)
 
 

@@ -14,7 +14,7 @@ from ..errors import UserError
 from ..rundir import RunStatus
 from .rundata import RunData
 
-TARGETS = ("tensorboard", "mlflow")
+TARGETS = ("tensorboard", "mlflow", "wandb")
 
 
 @dataclass
@@ -28,6 +28,9 @@ class Export:
 
     def describe(self) -> str:
         n = len(self.created) + len(self.updated)
+        if self.target == "wandb":
+            return (f"exported {n} run(s) to W&B ({self.where}): {len(self.created)} new, "
+                    f"{len(self.updated)} already there (brought up to date)")
         if self.target == "mlflow":
             return (f"exported {n} run(s) to MLflow at {self.where}: {len(self.created)} new, "
                     f"{len(self.updated)} already there (brought up to date)")
@@ -49,6 +52,7 @@ def export_runs(runs: Iterable[RunData], to: str, uri: str | None = None, experi
     directory to name in the TensorBoard hint (default: `uri`)."""
     from . import mlflow as ml
     from . import tensorboard as tb
+    from . import wandb as wb
 
     runs = list(runs)
     if to not in TARGETS:
@@ -56,6 +60,11 @@ def export_runs(runs: Iterable[RunData], to: str, uri: str | None = None, experi
     if to == "tensorboard":
         tb.check_installed()
         result = Export(to, str(uri or logdir_hint or "."))
+    elif to == "wandb":
+        wb.check_installed()
+        mode = wb.wandb_mode()
+        result = Export(to, f"project {uri or 'of each study'}, {mode}" + (
+            ": upload with `wandb sync RUN/wandb/offline-run-*`" if mode == "offline" else ""))
     else:
         ml.check_installed()
         if not uri:
@@ -65,6 +74,8 @@ def export_runs(runs: Iterable[RunData], to: str, uri: str | None = None, experi
         info = run.info()
         if to == "tensorboard":
             tracker = tb.TensorBoardTracker(info, Path(uri) / run.run_id if uri else None, replace=True)
+        elif to == "wandb":
+            tracker = wb.WandbTracker(info, uri or info.study or wb.DEFAULT_PROJECT, interrupted_exit=None)
         else:
             tracker = ml.MlflowTracker(info, uri, experiment, interrupted_status=None)
         try:
