@@ -131,8 +131,8 @@ def test_spec_slurm_section_is_checked_and_not_part_of_the_study(tmp_path):
     from vitlab.errors import UserError
     from vitlab.study import spec as specmod
 
-    bad = {**SPEC, "slurm": {"gpus": 1}}
-    with pytest.raises(UserError, match="slurm.gpus: unknown key.*gpus_per_task"):
+    bad = {**SPEC, "slurm": {"cpus_per_tsk": 1}}
+    with pytest.raises(UserError, match="slurm.cpus_per_tsk: unknown key.*cpus_per_task"):
         specmod.load_spec(bad)
     a = specmod.spec_to_dict(specmod.resolve(specmod.load_spec(SPEC)))
     b = specmod.spec_to_dict(specmod.resolve(specmod.load_spec({**SPEC, "slurm": {"partition": "gpu"}})))
@@ -144,3 +144,37 @@ def test_sbatch_missing_is_a_one_line_error(tmp_path, capsys, monkeypatch):
     spec = _spec(tmp_path)
     code = main(["study", str(spec), "--out", str(tmp_path / "s"), "--backend", "slurm", "--slurm", "executor=slurm"])
     assert code == 2 and "sbatch is not on PATH" in capsys.readouterr().err
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _section(title: str) -> str:
+    return README.read_text(encoding="utf-8").split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def _commands(text: str) -> list[str]:
+    """The `vitlab ...` command lines of a section's bash blocks (continuations joined)."""
+    import re
+
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        lines += [ln.split("  #")[0].strip() for ln in block.replace("\\\n", " ").splitlines()]
+    return [ln for ln in lines if ln.startswith("vitlab ")]
+
+
+def test_readme_cluster_and_wandb_commands_parse_and_the_slurm_section_loads(tmp_path):
+    import shlex
+
+    from vitlab.cli import build_parser
+    from vitlab.study import spec as specmod
+
+    commands = _commands(_section("Clusters")) + [c for c in _commands(_section("Tracking and notebooks"))
+                                                    if "wandb" in c]
+    assert len(commands) == 8
+    for cmd in commands:
+        args = build_parser().parse_args(shlex.split(cmd)[1:])
+        assert args.fn is not None
+    block = _section("Clusters").split("```yaml\n", 1)[1].split("```", 1)[0]
+    loaded = specmod.load_spec({**SPEC, **yaml.safe_load(block)})
+    assert loaded.slurm.gpus_per_task == 1 and loaded.slurm.extra == {"constraint": "a100"}

@@ -45,6 +45,9 @@ CHECK_S = 5.0
 SLURM_CAPACITY = 100_000
 #: Seconds `squeue` may take before a job's state counts as unknown (then it is treated as alive).
 SQUEUE_TIMEOUT_S = 30.0
+#: squeue states of a job that ended (SLURM lists such a job for MinJobAge seconds).
+ENDED_STATES = frozenset({"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY",
+                          "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT", "REVOKED"})
 #: Characters of a failed job's error kept in its outcome.
 ERROR_CHARS = 300
 
@@ -104,7 +107,7 @@ def squeue_state(job_id: str) -> str | None:
         # An ID SLURM forgot is an error ("Invalid job id specified"); anything else is unknown.
         return None if "Invalid job id" in out.stderr else "UNKNOWN"
     states = out.stdout.split()
-    return states[0] if states else None
+    return states[0] if states and states[0] not in ENDED_STATES else None
 
 
 def job_state(entry: dict, folder: Path) -> str:
