@@ -176,8 +176,19 @@ def cmd_analyze(a) -> int:
     analysis = analyze_run(a.run_dir, sections=a.sections, force=a.force, samples=a.samples, device=a.device,
                            corruption_images=a.corruption_images, seed=a.seed, compile=False if a.no_compile else None,
                            progress=lambda m: print(m, file=sys.stderr))
+    _publish_analysis(a.run_dir)
     print(describe(analysis))
     return EXIT_OK
+
+
+def _publish_analysis(run_dir) -> None:
+    """A run of a study kept in another storage: its new analysis goes to storage, which a rerun mirrors."""
+    from .analysis import read_analysis
+    from .analysis.metrics import scalar_metrics
+    from .study.runsync import publish_analysis
+
+    scalars = {k: v for k, v in scalar_metrics(read_analysis(run_dir) or {}).items() if v is not None}
+    publish_analysis(run_dir, scalars)
 
 
 def cmd_export(a) -> int:
@@ -191,6 +202,7 @@ def cmd_export(a) -> int:
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INTERNAL
+    _publish_analysis(a.run_dir)
     return EXIT_OK
 
 

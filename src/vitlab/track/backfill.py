@@ -64,7 +64,8 @@ def export_runs(runs: Iterable[RunData], to: str, uri: str | None = None, experi
     for run in runs:
         info = run.info()
         if to == "tensorboard":
-            tracker = tb.TensorBoardTracker(info, Path(uri) / run.run_id if uri else None, replace=True)
+            tracker = tb.TensorBoardTracker(info, Path(uri) / run.run_id if uri else None, replace=True,
+                                            root=uri)
         else:
             tracker = ml.MlflowTracker(info, uri, experiment, interrupted_status=None)
         try:
