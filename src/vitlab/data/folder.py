@@ -54,6 +54,9 @@ def layout(path: Path) -> tuple[list[str], dict[str, list[tuple[Path, str]]]]:
     classes = [d.name for d in _class_dirs(split_dirs["train"], root)]
     if not classes:
         raise DataError(f"{split_dirs['train']}: no class sub-folders (expected one folder of images per class)")
+    if len(classes) < 2:  # nothing to classify (and the metrics are undefined for one class)
+        raise DataError(f"{split_dirs['train']}: only one class sub-folder ({classes[0]!r}); a classifier needs "
+                        "at least two (one folder of images per class)")
     files: dict[str, list[tuple[Path, str]]] = {}
     for split, split_root in split_dirs.items():
         files[split] = []

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..io import atomic_write_bytes, atomic_write_json, read_json_object, read_jsonl
-from ..safepath import UnsafePathError, inside, walk_files, warn, writable_run_dir
+from ..safepath import UnsafePathError, check_tree, inside, walk_files, warn, writable_run_dir
 from ..rundir import (ANALYSIS_DIR, BEST_CHECKPOINT, CHECKPOINTS_DIR, CONFIG_FILE, CONFUSION_FILE, FINAL_STATUSES,
                       LAST_CHECKPOINT, LEASE_FILE, METRICS_FILE, RUNS_DIR, SUMMARY_FILE, RunStatus)
 from .lease import LEASE_TTL_S, Lease
@@ -94,6 +94,15 @@ def scratch_dir(location: str, run_id: str) -> Path:
     return scratch_root() / hashlib.sha1(location.encode()).hexdigest()[:12] / run_id
 
 
+def remove_scratch(location: str, run_id: str) -> None:
+    """Remove the scratch directory of `run_id` (storage holds the run; a killed worker left it here)."""
+    path = scratch_dir(location, run_id)
+    if not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()  # only when no other run of the study trains here
+
+
 class Publisher:
     """Copies a run's scratch directory to storage: only what changed since the last pull or publish."""
 
@@ -104,8 +113,8 @@ class Publisher:
     def pull(self) -> list[str]:
         """Replace the scratch directory with the run's files in storage; their keys."""
         shutil.rmtree(self.local, ignore_errors=True)
-        inside(scratch_root(), self.local, "scratch directory")  # a link planted in a shared temp dir
         self.local.mkdir(parents=True, exist_ok=True)
+        check_tree(self.local, "scratch directory")  # rmtree leaves a planted link (and mkdir accepts it)
         prefix = run_key(self.run_id)
         pulled = []
         for key in self.storage.list(prefix):
@@ -166,6 +175,7 @@ class Workspace:
             self.lease = None
             raise RuntimeError(f"run {self.run_id}: still leased in {storage.url} by {holder} after {LEASE_WAIT_S:.0f} s")
         try:
+            inside(scratch_root(), self.path, "scratch directory")  # a link planted in a shared temp dir
             self.publisher = Publisher(storage, self.run_id, self.path, self.lease)
             self.publisher.pull()
         except BaseException:
@@ -182,10 +192,8 @@ class Workspace:
             self.lock.release()
         if self.lease is not None:
             self.lease.release()
-        if self.location is not None and not self.path.is_symlink():
-            shutil.rmtree(self.path, ignore_errors=True)  # storage holds the run now
-            with contextlib.suppress(OSError):
-                self.path.parent.rmdir()  # only when no other run of the study trains here
+        if self.location is not None:
+            remove_scratch(self.location, self.run_id)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
@@ -433,5 +441,5 @@ def fetch_study(study_dir: str | Path) -> list[str]:
 
 
 __all__ = ["LEASE_WAIT_S", "Publisher", "RUN_LOCK_WAIT_S", "SCRATCH_ENV", "STORAGE_FILE", "StudyStore",
-           "Workspace", "fetch_checkpoint", "fetch_study", "mirrored", "normalize_location", "publish_analysis", "publish_rank",
+           "Workspace", "fetch_checkpoint", "fetch_study", "mirrored", "normalize_location", "publish_analysis", "publish_rank", "remove_scratch",
            "recorded_location", "resolve_store", "run_key", "scratch_dir"]
