@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from .errors import UserError, one_line
-from .rundir import RUNS_DIR
+from .rundir import RUN_DIR_ENTRIES, RUNS_DIR
 
 
 class UnsafePathError(UserError):
@@ -45,8 +45,8 @@ def inside(root: str | os.PathLike, path: str | os.PathLike, label: str = "direc
         current = current / part
         try:
             st = os.lstat(current)
-        except FileNotFoundError:
-            break  # nothing below a missing component exists either
+        except (FileNotFoundError, NotADirectoryError):
+            break  # nothing exists below a missing component (or a file); the write itself will say so
         except OSError as e:
             raise UnsafePathError(f"{current}: cannot be checked ({e.strerror or e})") from None
         if stat.S_ISLNK(st.st_mode):
@@ -99,12 +99,16 @@ def check_tree(root: str | os.PathLike, label: str = "run directory") -> Path:
 
 def writable_run_dir(run_dir: str | os.PathLike) -> Path:
     """A run directory about to be written (trained, analyzed, exported, tracked): when it sits in a
-    study (STUDY/runs/<id>), inside the study directory with no link on the way; in any case holding
-    no symbolic link. UnsafePathError otherwise; a directory not created yet passes."""
+    study (STUDY/runs/<id>), inside the study directory with no link on the way; and none of the entries
+    vitlab writes there (rundir.RUN_DIR_ENTRIES, whole sub-trees for its folders) a symbolic link.
+    Only those are looked at, so a bad --out (`/`, `~`) is not walked. UnsafePathError otherwise; a
+    directory not created yet passes."""
     run_dir = Path(run_dir)
     if run_dir.parent.name == RUNS_DIR:
         inside(run_dir.parent.parent, run_dir, "study directory")
-    return check_tree(run_dir)
+    for name in sorted(RUN_DIR_ENTRIES):
+        check_tree(inside(run_dir, name, "run directory"), "run directory")
+    return run_dir
 
 
 def warn(message: str) -> None:

@@ -421,7 +421,6 @@ def check_run_dir(out: Path) -> None:
     than a run (so `--out /` or `--out ~` never scatters run files or overwrites a config.yaml).
     Dot-files (locks, temporary files) do not count."""
     nearest_existing(out, "output directory")  # a symlink loop or an unreadable component: one line
-    writable_run_dir(out)  # a handed-over run whose checkpoints/ or tensorboard/ is a link elsewhere
     try:
         resolved = out.resolve()
         foreign = sorted(e.name for e in out.iterdir() if not e.name.startswith(".")
@@ -433,6 +432,7 @@ def check_run_dir(out: Path) -> None:
     started = (out / CONFIG_FILE).is_file() and any((out / n).exists() for n in (METRICS_FILE, SUMMARY_FILE))
     if foreign and not started:  # a run, once started, may have gained files of its user's
         raise UserError(f"{out}: not empty and not a vitlab run directory (has {foreign[0]}); choose another --out")
+    writable_run_dir(out)  # a handed-over run whose checkpoints/ or tensorboard/ is a link elsewhere
 
 
 def prepare_out_dir(cfg: RunConfig, out: Path, resume: bool) -> dict | None:
