@@ -440,6 +440,7 @@ def fetch_study(study_dir: str | Path) -> list[str]:
     return StudyStore(study_dir, location).fetch_all() if location else []
 
 
-__all__ = ["LEASE_WAIT_S", "Publisher", "RUN_LOCK_WAIT_S", "SCRATCH_ENV", "STORAGE_FILE", "StudyStore",
-           "Workspace", "fetch_checkpoint", "fetch_study", "mirrored", "normalize_location", "publish_analysis", "publish_rank", "remove_scratch",
-           "recorded_location", "resolve_store", "run_key", "scratch_dir"]
+__all__ = ["LEASE_WAIT_S", "PUBLISH_LEASE_WAIT_S", "Publisher", "RUN_LOCK_WAIT_S", "SCRATCH_ENV", "STORAGE_FILE",
+           "StudyStore", "Workspace", "fetch_checkpoint", "fetch_study", "mirrored", "normalize_location",
+           "publish_analysis", "publish_rank", "recorded_location", "remove_scratch", "resolve_store", "run_key",
+           "scratch_dir", "scratch_root"]
