@@ -9,6 +9,7 @@ import re
 import pytest
 
 from test_report_data import FACTOR, make_run
+from vitlab.io import csv_field
 from vitlab.report import build_report, formats, render_html
 
 HOSTILE = [
@@ -87,8 +88,8 @@ def test_csv_round_trips_labels_and_defuses_formulas(report):
             expected.discard(REF)
             assert {r["reference"] for r in rows} == {REF}
         assert labels == expected, path
-    assert formats.csv_field("-1.5") == "-1.5" and formats.csv_field("+x") == "'+x"
-    assert formats.csv_field("@SUM(A1)") == "'@SUM(A1)" and formats.csv_field(float("nan")) == ""
+    assert csv_field("-1.5") == "-1.5" and csv_field("+x") == "'+x"
+    assert csv_field("@SUM(A1)") == "'@SUM(A1)" and csv_field(float("nan")) == ""
 
 
 def test_html_escapes_every_label(report):

@@ -2,12 +2,32 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 
 from .errors import RunError, UserError, one_line
 from .rundir import RunStatus
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
+#: Exit status after Ctrl-C (SIGINT) and after SIGTERM: 128 + the signal number, as shells report it.
+EXIT_INTERRUPTED, EXIT_TERMINATED = 128 + signal.SIGINT, 128 + signal.SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the main thread is, so that it unwinds exactly as Ctrl-C does: a study
+    stops its workers, removes their scratch copies, marks unfinished runs pending and releases locks."""
+
+
+def _raise_terminated(_signum, _frame) -> None:
+    raise Terminated()
+
+
+def _on_sigterm():
+    """Install the SIGTERM handler for this command; returns the previous one (None off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -187,8 +207,19 @@ def cmd_analyze(a) -> int:
     analysis = analyze_run(a.run_dir, sections=a.sections, force=a.force, samples=a.samples, device=a.device,
                            corruption_images=a.corruption_images, seed=a.seed, compile=False if a.no_compile else None,
                            progress=lambda m: print(m, file=sys.stderr))
+    _publish_analysis(a.run_dir)
     print(describe(analysis))
     return EXIT_OK
+
+
+def _publish_analysis(run_dir) -> None:
+    """A run of a study kept in another storage: its new analysis goes to storage, which a rerun mirrors."""
+    from .analysis import read_analysis
+    from .analysis.metrics import scalar_metrics
+    from .study.runsync import publish_analysis
+
+    scalars = {k: v for k, v in scalar_metrics(read_analysis(run_dir) or {}).items() if v is not None}
+    publish_analysis(run_dir, scalars)
 
 
 def cmd_export(a) -> int:
@@ -202,6 +233,7 @@ def cmd_export(a) -> int:
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INTERNAL
+    _publish_analysis(a.run_dir)
     return EXIT_OK
 
 
@@ -338,6 +370,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    previous = _on_sigterm()
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.fn(args)
@@ -347,9 +388,12 @@ def main(argv: list[str] | None = None) -> int:
     except RunError as e:
         print(f"error: {one_line(e, 2000)}", file=sys.stderr)
         return EXIT_INTERNAL
+    except Terminated:
+        print("terminated (SIGTERM); rerun the same command to resume", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # `vitlab ... | head`: the reader left, not an error of ours
         sys.stderr.close()
         return EXIT_OK

@@ -1,14 +1,26 @@
-"""Crash-safe file writes: a reader sees the old file or the new one, never half of one."""
+"""Crash-safe file writes: a reader sees the old file or the new one, never half of one.
+
+No write follows a symbolic link: the temporary file and an append are opened with O_NOFOLLOW, and
+os.replace replaces a link at the final name rather than the file it points to. Directories above
+the file are checked by `safepath.inside` when the caller names the root the file must stay in.
+"""
 from __future__ import annotations
 
+import csv
 import io
 import json
+import math
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .safepath import inside
+
+#: Open flags of every file vitlab writes: a planted symbolic link at the name is refused (ELOOP).
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 #: Temporary files are `.NAME.tmp-PID` beside their target (see remove_stale_temp_files).
@@ -28,13 +40,16 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file, fsync and os.replace."""
-    path = Path(path)
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, root: str | os.PathLike | None = None) -> None:
+    """Write `data` to `path` via a temporary file, fsync and os.replace. With `root`, the path must lie
+    inside that directory with no symbolic link below it (safepath.inside), checked before anything
+    is created."""
+    path = Path(path) if root is None else inside(root, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | NOFOLLOW, 0o666)
+        with open(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -84,12 +99,12 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | os.PathLike, text: str, root: str | os.PathLike | None = None) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), root)
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+def atomic_write_json(path: str | os.PathLike, obj: Any, root: str | os.PathLike | None = None) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n", root)
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
@@ -108,7 +123,8 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
     """Append one JSON line and make it durable before returning."""
     line = _jsonl_line(record)
     try:
-        with open(path, "a", encoding="utf-8") as f:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | NOFOLLOW, 0o666)
+        with open(fd, "a", encoding="utf-8") as f:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
@@ -147,6 +163,37 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         except json.JSONDecodeError:
             break
     return records
+
+
+# ----------------------------------------------------------------------------------------------
+# CSV: every CSV vitlab writes (report tables, confusion matrices, `vitlab results --format csv`)
+
+#: First characters that make a spreadsheet evaluate a text cell as a formula (OWASP, CSV injection).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_field(v) -> object:
+    """One CSV value: '' for nan (undefined), 'inf' kept, text that a spreadsheet would evaluate
+    as a formula (and that is not a number) prefixed with a single quote."""
+    if isinstance(v, float) and math.isnan(v):
+        return ""
+    if isinstance(v, str) and v.startswith(FORMULA_START):
+        try:
+            float(v)
+        except ValueError:
+            return "'" + v
+    return v
+
+
+def csv_text(header: list, rows: Iterable[list]) -> str:
+    """A CSV document (RFC 4180 quoting by the csv module, `\\n` line ends) with every cell, header
+    included, passed through `csv_field`: names in it may come from someone else's files."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([csv_field(v) for v in header])
+    for row in rows:
+        w.writerow([csv_field(v) for v in row])
+    return buf.getvalue()
 
 
 def _json_default(o: Any):

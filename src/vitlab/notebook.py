@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import UserError
+from .safepath import inside
 from .track.backfill import Export, export_runs
 from .track.frames import epoch_rows, to_frame, with_details
 from .track.rundata import RunData, is_run_dir, read_run
@@ -118,7 +119,7 @@ def export_dir(directory: str | Path, to: str, uri: str | None = None) -> Export
     d, _ = _kind(directory)
     runs, _ = run_data(d)
     if to == "mlflow" and not uri:
-        uri = str(d / DEFAULT_MLFLOW_DIR)
+        uri = str(inside(d, DEFAULT_MLFLOW_DIR, "directory"))  # DIR/mlruns planted as a link: refused
     return export_runs(runs, to, uri, logdir_hint=d)
 
 

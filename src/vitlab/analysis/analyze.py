@@ -30,6 +30,7 @@ import numpy as np
 from .. import __version__
 from ..io import atomic_write_bytes, atomic_write_json, read_json_object, read_jsonl
 from ..rundir import ANALYSIS_DIR, ANALYSIS_FILE, METRICS_FILE, SUMMARY_FILE
+from ..safepath import writable_run_dir
 from . import figures as fg
 from .attention import MAPS_FILE, compute_attention
 from .calibration import compute_calibration
@@ -105,7 +106,7 @@ def analyze_run(run_dir: str | Path, sections=None, force: bool = False, samples
     Bad input (not a run directory, no checkpoint, unknown section or option) is a UserError.
     """
     opts = make_options(sections=_sections_arg(sections), samples=samples, **options)
-    p = check_run_dir(run_dir)
+    p = writable_run_dir(check_run_dir(run_dir))  # RUN/analysis or summary.json linked elsewhere: refused
     say = progress or (lambda _msg: None)
     out_dir = p / ANALYSIS_DIR
     analysis = read_analysis(p) or {"format": ANALYSIS_FORMAT}
@@ -206,7 +207,10 @@ def describe(analysis: dict) -> str:
     if cal:
         lines.append(f"calibration: ECE {100 * cal['ece']:.2f}%, overconfidence {100 * cal['overconfidence']:+.2f} pp")
     eff = analysis.get("efficiency")
-    if eff:
+    if eff and eff.get("complete") is False:  # only `vitlab export`'s ONNX part so far
+        lines.append("efficiency: not measured yet (run `vitlab analyze RUN --sections efficiency`); "
+                     "the ONNX export is recorded")
+    elif eff:
         comp = eff.get("compiled") or {}
         c = (f"; compiled {comp['latency_ms_b1']:.2f} ms, {comp['throughput_img_s_b256']:.0f} img/s"
              if "latency_ms_b1" in comp else "")

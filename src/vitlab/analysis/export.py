@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..io import atomic_write_bytes, atomic_write_json
+from ..io import atomic_write_bytes, atomic_write_json, check_output_file
 from ..rundir import ANALYSIS_DIR, ONNX_FILE
+from ..safepath import writable_run_dir
 from .analyze import analysis_path, merge_summary, read_analysis
 from .loading import check_run_dir, load_run
 
@@ -116,7 +117,10 @@ def export_run(run_dir: str | Path, format: str = "onnx", out: str | Path | None
     when the export fails or the logits differ by more than MAX_LOGIT_DIFF."""
     if format not in FORMATS:
         raise UserError(f"--format: unknown export format {format!r}; one of {', '.join(FORMATS)}")
-    p = check_run_dir(run_dir)
+    p = writable_run_dir(check_run_dir(run_dir))  # analysis.json and summary.json are written there
+    # The output is checked before the export work, as `vitlab report -o` does: a directory, `/`, a
+    # read-only place, a path under a file or a symlink loop is one line now, not a traceback later.
+    path = check_output_file(out, "export file") if out is not None else p / ANALYSIS_DIR / ONNX_FILE
     for module in ("onnx", "onnxscript"):
         _require(module)
     say = progress or (lambda _m: None)
@@ -129,8 +133,7 @@ def export_run(run_dir: str | Path, format: str = "onnx", out: str | Path | None
 
     t0 = time.perf_counter()
     data = onnx_bytes(model, inputs(EXPORT_BATCH))
-    path = Path(out) if out is not None else p / ANALYSIS_DIR / ONNX_FILE
-    atomic_write_bytes(path, data)
+    atomic_write_bytes(path, data, root=None if out is not None else p)
     say(f"export: wrote {path} ({len(data) / 1e6:.2f} MB) in {time.perf_counter() - t0:.1f} s")
     x = inputs(CHECK_BATCH)
     with torch.no_grad():

@@ -105,6 +105,9 @@ def _read_all(items: list[tuple[Path, str]], classes: list[str], size: int):
 
 def load(path: Path, image_size: int, test_fraction: float) -> RawSplits:
     classes, files = layout(path)
+    if len(classes) < 2:  # nothing to classify (and the metrics are undefined for one class)
+        raise DataError(f"{path}: only one class sub-folder ({classes[0]!r}); a classifier needs at least two "
+                        "(one folder of images per class)")
     train_x, train_y = _read_all(files["train"], classes, image_size)
     if "test" in files:
         test_x, test_y = _read_all(files["test"], classes, image_size)

@@ -32,6 +32,7 @@ from ..analysis.robustness import error_profile, mce, mean_profile
 from ..errors import UserError
 from ..io import atomic_write_text, read_json_object, read_jsonl
 from ..rundir import ANALYSIS_DIR, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
+from ..safepath import writable_run_dir
 from .. import stats
 from .html import CSS, HTML_NAME, slug
 
@@ -70,8 +71,10 @@ class LevelData:
         return out
 
     def with_section(self, section: str) -> "LevelData":
+        # An incomplete section (a sweep cut short; efficiency holding only `vitlab export`'s onnx part)
+        # has not got the numbers the tables read.
         keep = [i for i, a in enumerate(self.analyses) if a.get(section)
-                and (section != "robustness" or a[section].get("complete"))]
+                and (a[section].get("complete") if section == "robustness" else a[section].get("complete") is not False)]
         return LevelData(self.label, [self.seeds[i] for i in keep], [self.analyses[i] for i in keep],
                          [self.summaries[i] for i in keep], [self.run_dirs[i] for i in keep])
 
@@ -537,6 +540,7 @@ def write_run_report(run_dir: str | Path, out_path: str | Path | None = None) ->
     p = Path(run_dir)
     if not is_run_dir(p):
         raise UserError(f"{p}: not a run directory (no {CONFIG_FILE} and {SUMMARY_FILE})")
+    writable_run_dir(p)  # RUN/analysis/ as a link elsewhere: refused before anything is written
     summary = read_json_object(p / SUMMARY_FILE) or {}
     analysis = read_analysis(p)
     report_dir = p / ANALYSIS_DIR

@@ -8,19 +8,18 @@ and reference names come from files that may have come from someone else:
 - LaTeX: every special character (\\ & % $ # _ { } ~ ^ < > |) is replaced by its text command, and
   line breaks become spaces, so a label can neither end a `%` comment nor inject a command.
 - HTML: html.escape (quotes included) on every text node and attribute.
-- CSV: the csv module's quoting (RFC 4180: fields with commas, quotes or line breaks are quoted), and
-  a text field that a spreadsheet would run as a formula (=, +, -, @, tab, CR first, and not a
-  number) is prefixed with a single quote (OWASP's advice against CSV injection).
+- CSV: vitlab's one CSV writer, io.csv_text: the csv module's quoting (RFC 4180), and a text field
+  that a spreadsheet would run as a formula (=, +, -, @, tab, CR first, and not a number) is
+  prefixed with a single quote (OWASP's advice against CSV injection).
 """
 from __future__ import annotations
 
-import csv
 import html
-import io
-import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from ..io import csv_text
 
 
 @dataclass
@@ -92,29 +91,9 @@ def to_html(g: Grid) -> str:
     return "\n".join(out) + "\n"
 
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_field(v) -> object:
-    """One CSV value: '' for nan (undefined), 'inf' kept, text that a spreadsheet would evaluate
-    as a formula prefixed with a single quote."""
-    if isinstance(v, float) and math.isnan(v):
-        return ""
-    if isinstance(v, str) and v.startswith(_FORMULA_START):
-        try:
-            float(v)
-        except ValueError:
-            return "'" + v
-    return v
-
-
 def to_csv(header: list[str], rows: Iterable[list]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    for row in rows:
-        w.writerow([csv_field(v) for v in row])
-    return buf.getvalue()
+    """Report rows as CSV through vitlab's one CSV writer (io.csv_text: quoting, formula escaping)."""
+    return csv_text(header, rows)
 
 
 def mpl_escape(s: str) -> str:

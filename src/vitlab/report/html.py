@@ -20,6 +20,7 @@ from typing import Any, Sequence
 from .. import stats
 from ..errors import UserError
 from ..io import atomic_write_text, check_output_file, make_writable_dir
+from ..safepath import check_tree, inside
 from . import tables
 from .figures import curves_figure, history_figure, importances_figure, save_figure
 from .formats import Grid, to_html, to_latex, to_markdown
@@ -464,6 +465,12 @@ def _open(study_dir: Path):
     return open_index(study_dir)
 
 
+def report_dir_of(study_dir: Path) -> Path:
+    """STUDY/report, refused (UnsafePathError, one line) when it or anything in it is a symbolic link:
+    the tables and figures written there must stay in the study directory."""
+    return check_tree(inside(study_dir, REPORT_DIR, "study directory"), "report directory")
+
+
 def write_report(study_dir: str | Path, out_path: str | Path | None = None, ci: str | None = None,
                  target_delta: float | None = None) -> Path:
     """Write DIR/report/{tables,figures}/* and the HTML report (default DIR/report/report.html);
@@ -477,7 +484,7 @@ def write_report(study_dir: str | Path, out_path: str | Path | None = None, ci: 
     search = None
     if meta.get("kind") == "search":
         search = search_data(study_dir, meta.get("study_name") or meta.get("name"))
-    report_dir = study_dir / REPORT_DIR
+    report_dir = report_dir_of(study_dir)
     out = Path(out_path) if out_path is not None else report_dir / HTML_NAME
     check_output_file(out, "report file")  # both places are checked before any table or figure is written
     make_writable_dir(report_dir, "report directory")
@@ -528,6 +535,7 @@ def open_report(study_dir: str | Path, ci: str | None = None, target_delta: floa
     search = None
     if meta.get("kind") == "search":
         search = search_data(study_dir, meta.get("study_name") or meta.get("name"))
-    rep = build_report(meta, records, study_dir / REPORT_DIR, search, options)
-    rep.extra = _analysis_sections(meta, records, study_dir, study_dir / REPORT_DIR, options)
+    report_dir = report_dir_of(study_dir)
+    rep = build_report(meta, records, report_dir, search, options)
+    rep.extra = _analysis_sections(meta, records, study_dir, report_dir, options)
     return rep

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..io import read_jsonl
 from ..rundir import METRICS_FILE
-from .runsync import StudyStore
+from .runsync import StudyStore, remove_scratch
 from .storage import PROTOCOL_PACKAGES
 from .worker import Outcome, Task, Trainer, execute, worker_main
 
@@ -155,6 +155,8 @@ class LocalPool:
                 w.proc.kill()
                 w.proc.join()
             w.conn.close()
+            if w.task is not None and w.task.storage is not None:  # killed mid-run: storage has its epochs
+                remove_scratch(w.task.storage, w.task.run_id)
         self.workers = []
 
 

@@ -3,7 +3,6 @@ and `summary_table`, the compact per-level table the CLI and the demo print afte
 from __future__ import annotations
 
 import ast
-import csv
 import io
 import json
 import math
@@ -13,6 +12,7 @@ from typing import Any, Callable
 
 from ..config import flatten, suggest
 from ..errors import UserError, short_repr
+from ..io import csv_text
 from ..rundir import RunStatus
 from .index import RunRecord, open_index
 
@@ -221,12 +221,8 @@ def format_rows(rows: list[dict], fmt: str = "table") -> str:
     for r in rows:
         cols += [k for k in r if k not in cols]
     if fmt == "csv":
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()})
-        return buf.getvalue().rstrip("\n")
+        body = [[json.dumps(v) if isinstance(v, (list, dict)) else v for v in (r.get(k) for k in cols)] for r in rows]
+        return csv_text(cols, body).rstrip("\n")
     if not rows:
         return "(no runs match)"
     if fmt == "md":

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from ..config import read_yaml
+from ..config import MAX_YAML_BYTES, read_yaml, yaml_load
 from ..errors import UserError
 from ..io import atomic_write_text
 from ..rundir import RunStatus
@@ -125,9 +125,12 @@ def open_study_storage(out: Path, requested: str | None, spec_dict: dict) -> Stu
                         "processes; use a path or a shared URL (file://, s3://, gs://, az://)")
     raw = store.storage.get(SPEC_FILE)
     if raw is not None:
-        try:
-            theirs = specmod.spec_to_dict(specmod.resolve(specmod.load_spec(yaml.safe_load(raw), source=SPEC_FILE)))
-        except (UserError, yaml.YAMLError, AttributeError):
+        try:  # someone else's file: bounded (size, depth, aliases) like every YAML vitlab reads
+            if len(raw) > MAX_YAML_BYTES:
+                raise UserError(f"larger than {MAX_YAML_BYTES:,} bytes")
+            theirs = specmod.spec_to_dict(specmod.resolve(specmod.load_spec(yaml_load(raw.decode("utf-8")),
+                                                                            source=SPEC_FILE)))
+        except (UserError, yaml.YAMLError, AttributeError, UnicodeDecodeError):
             raise UserError(f"--storage {store.location}: holds a {SPEC_FILE} this version cannot read; "
                             "choose another storage") from None
         if not specmod.same_study(theirs, spec_dict):

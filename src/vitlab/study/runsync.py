@@ -14,6 +14,11 @@ copies anything. With another storage (`--storage s3://…`, a network path), fo
   `vitlab report` read the study directory as they always do. `fetch_file` brings a checkpoint on demand.
 
 DIR/storage.json records a study's storage: a rerun without --storage keeps using it.
+
+Nothing here writes through a symbolic link (safepath.py): a run directory that is a link, or holds
+one, is refused before a worker trains in it (the run fails with one line, it is not retried); the
+coordinator's mirror writes only inside the study directory and skips, with a warning, a run whose
+files in storage are links.
 """
 from __future__ import annotations
 
@@ -27,7 +32,8 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..io import atomic_write_bytes, atomic_write_json, read_json_object, read_jsonl
-from ..rundir import (BEST_CHECKPOINT, CHECKPOINTS_DIR, CONFIG_FILE, CONFUSION_FILE, FINAL_STATUSES,
+from ..safepath import UnsafePathError, check_tree, inside, walk_files, warn, writable_run_dir
+from ..rundir import (ANALYSIS_DIR, BEST_CHECKPOINT, CHECKPOINTS_DIR, CONFIG_FILE, CONFUSION_FILE, FINAL_STATUSES,
                       LAST_CHECKPOINT, LEASE_FILE, METRICS_FILE, RUNS_DIR, SUMMARY_FILE, RunStatus)
 from .lease import LEASE_TTL_S, Lease
 from .lock import RUN_LOCK, DirLock
@@ -40,6 +46,8 @@ SCRATCH_ENV = "VITLAB_SCRATCH"
 #: How long a worker waits for a run directory (flock) or run lease still held by a dying worker.
 RUN_LOCK_WAIT_S = 60.0
 LEASE_WAIT_S = 2 * LEASE_TTL_S + 10
+#: How long `vitlab analyze` waits for a run's lease before it publishes the analysis to storage.
+PUBLISH_LEASE_WAIT_S = 5.0
 #: Files the coordinator mirrors exactly (removed from the mirror when storage lacks them).
 STATE_FILES = (CONFIG_FILE, CONFUSION_FILE, METRICS_FILE, SUMMARY_FILE)
 
@@ -66,23 +74,33 @@ def _stamp(path: Path) -> tuple[int, int]:
 
 
 def _local_files(root: Path) -> dict[str, Path]:
-    """Files of a local run directory by relative key, without hidden ones (locks, tmp files, probes)."""
-    out = {}
-    for p in root.rglob("*"):
-        rel = p.relative_to(root)
-        if p.is_file() and not any(part.startswith(".") for part in rel.parts):
-            out[rel.as_posix()] = p
-    return out
+    """Files of a local run directory by relative key, without hidden ones (locks, tmp files, probes)
+    and without following links."""
+    files, _ = walk_files(root)
+    return {rel: root / rel for rel in files if not any(part.startswith(".") for part in rel.split("/"))}
 
 
 # ----------------------------------------------------------------------------------------------
 # worker side
 
 
+def scratch_root() -> Path:
+    """The directory on this machine under which workers train runs of remote storages."""
+    return Path(os.environ.get(SCRATCH_ENV) or Path(tempfile.gettempdir()) / "vitlab-scratch")
+
+
 def scratch_dir(location: str, run_id: str) -> Path:
     """Where a worker trains `run_id` of the storage `location` on this machine."""
-    root = Path(os.environ.get(SCRATCH_ENV) or Path(tempfile.gettempdir()) / "vitlab-scratch")
-    return root / hashlib.sha1(location.encode()).hexdigest()[:12] / run_id
+    return scratch_root() / hashlib.sha1(location.encode()).hexdigest()[:12] / run_id
+
+
+def remove_scratch(location: str, run_id: str) -> None:
+    """Remove the scratch directory of `run_id` (storage holds the run; a killed worker left it here)."""
+    path = scratch_dir(location, run_id)
+    if not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()  # only when no other run of the study trains here
 
 
 class Publisher:
@@ -96,13 +114,14 @@ class Publisher:
         """Replace the scratch directory with the run's files in storage; their keys."""
         shutil.rmtree(self.local, ignore_errors=True)
         self.local.mkdir(parents=True, exist_ok=True)
+        check_tree(self.local, "scratch directory")  # rmtree leaves a planted link (and mkdir accepts it)
         prefix = run_key(self.run_id)
         pulled = []
         for key in self.storage.list(prefix):
             rel = key[len(prefix) + 1:]
             if rel == LEASE_FILE:
                 continue
-            path = self.local.joinpath(*rel.split("/"))
+            path = inside(self.local, Path(*rel.split("/")), "scratch directory")
             if self.storage.download(key, path):
                 self.stamps[rel] = _stamp(path)
                 pulled.append(rel)
@@ -144,6 +163,7 @@ class Workspace:
 
     def __enter__(self) -> "Workspace":
         if self.location is None:
+            writable_run_dir(self.path)  # before the lock file is created in it
             self.lock = DirLock(self.path, RUN_LOCK)
             if not self.lock.acquire(timeout=RUN_LOCK_WAIT_S):
                 raise RuntimeError(f"{self.path}: still locked by pid {self.lock.holder()} after {RUN_LOCK_WAIT_S:.0f} s")
@@ -155,6 +175,7 @@ class Workspace:
             self.lease = None
             raise RuntimeError(f"run {self.run_id}: still leased in {storage.url} by {holder} after {LEASE_WAIT_S:.0f} s")
         try:
+            inside(scratch_root(), self.path, "scratch directory")  # a link planted in a shared temp dir
             self.publisher = Publisher(storage, self.run_id, self.path, self.lease)
             self.publisher.pull()
         except BaseException:
@@ -172,9 +193,7 @@ class Workspace:
         if self.lease is not None:
             self.lease.release()
         if self.location is not None:
-            shutil.rmtree(self.path, ignore_errors=True)  # storage holds the run now
-            with contextlib.suppress(OSError):
-                self.path.parent.rmdir()  # only when no other run of the study trains here
+            remove_scratch(self.location, self.run_id)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
@@ -213,10 +232,20 @@ class StudyStore:
         """Mirror a run's small files from storage into DIR/runs/<id> (summary last); its local path.
 
         Unless `force`, a run whose local copy is final and has every mirrored file of storage at the
-        same size is left as it is (a study restarting does not download every finished run again)."""
+        same size is left as it is (a study restarting does not download every finished run again).
+        A run whose files (in storage or here) pass through a symbolic link is not mirrored: a
+        one-line warning says so and the study goes on."""
         local = self.run_path(run_id)
         if self.storage is None:
             return local
+        try:
+            return self._fetch(run_id, local, sizes, force)
+        except UnsafePathError as e:
+            warn(f"run {run_id}: not mirrored from storage ({e})")
+            return local
+
+    def _fetch(self, run_id: str, local: Path, sizes: dict[str, int] | None, force: bool) -> Path:
+        inside(self.study_dir, local, "study directory")
         prefix = run_key(run_id)
         if sizes is None:
             sizes = self.storage.sizes(prefix)
@@ -229,12 +258,12 @@ class StudyStore:
             if data is None:
                 wanted.pop(rel)
                 continue
-            path = local.joinpath(*rel.split("/"))
+            path = inside(self.study_dir, local.joinpath(*rel.split("/")), "study directory")
             if not (path.is_file() and path.read_bytes() == data):
                 atomic_write_bytes(path, data)
         for name in STATE_FILES:
             if name not in wanted:
-                (local / name).unlink(missing_ok=True)
+                inside(self.study_dir, local / name, "study directory").unlink(missing_ok=True)
         return local
 
     @staticmethod
@@ -263,14 +292,14 @@ class StudyStore:
 
     def fetch_file(self, run_id: str, rel: str) -> Path | None:
         """A run file (e.g. "checkpoints/best.pt") on this machine, downloaded when needed; None if absent."""
-        path = self.run_path(run_id).joinpath(*rel.split("/"))
+        path = inside(self.study_dir, self.run_path(run_id).joinpath(*rel.split("/")), "study directory")
         if self.storage is None or path.is_file():
             return path if path.is_file() else None
         return path if self.storage.download(run_key(run_id, rel), path) else None
 
     def put_run_file(self, run_id: str, rel: str, data: bytes) -> None:
         """Write a run file the coordinator owns (e.g. trial.json) into the run directory and storage."""
-        atomic_write_bytes(self.run_path(run_id).joinpath(*rel.split("/")), data)
+        atomic_write_bytes(self.run_path(run_id).joinpath(*rel.split("/")), data, root=self.study_dir)
         if self.storage is not None:
             self.storage.put(run_key(run_id, rel), data)
 
@@ -361,12 +390,57 @@ def fetch_checkpoint(run_dir: str | Path, which: str = BEST_CHECKPOINT) -> Path 
     return StudyStore(study_dir, location).fetch_file(run_dir.name, f"{CHECKPOINTS_DIR}/{which}")
 
 
+def publish_analysis(run_dir: str | Path, scalars: dict) -> list[str] | None:
+    """For STUDY/runs/<id> of a study that keeps its runs in another storage: publish what `vitlab
+    analyze` / `export` wrote locally, so that storage (the source of truth, mirrored over the local
+    copy by every rerun) holds it too. Under the run's lease: RUN/analysis/* is uploaded, then the
+    storage's summary.json gains `scalars` (the analysis metrics; the rest of it stays as storage has
+    it). Returns the keys written, or None when the directory is not such a run.
+
+    UserError (one line) when a worker holds the run's lease: the analysis stays local and a rerun of
+    the command, which skips the sections already computed, publishes it."""
+    run_dir = Path(run_dir)
+    study_dir = run_dir.parent.parent
+    if run_dir.parent.name != RUNS_DIR or not (study_dir / STORAGE_FILE).is_file():
+        return None
+    store = StudyStore(study_dir, recorded_location(study_dir))
+    if store.storage is None:
+        return None
+    run_id = run_dir.name
+    lease = Lease(store.storage, run_key(run_id, LEASE_FILE))
+    if not lease.acquire(wait_s=PUBLISH_LEASE_WAIT_S):
+        raise UserError(f"run {run_id}: leased in {store.storage.url} by {lease.describe(lease.read())} (it is "
+                        "training); the analysis is kept in the local copy only: rerun the command when it is done")
+    written = []
+    try:
+        files, _ = walk_files(run_dir / ANALYSIS_DIR)
+        for rel in sorted(files):
+            if not any(part.startswith(".") for part in rel.split("/")):
+                key = run_key(run_id, f"{ANALYSIS_DIR}/{rel}")
+                store.storage.upload(key, inside(run_dir, Path(ANALYSIS_DIR, *rel.split("/")), "run directory"))
+                written.append(key)
+        raw = store.storage.get(run_key(run_id, SUMMARY_FILE))
+        try:
+            summary = json.loads(raw) if raw is not None else None
+        except ValueError:
+            summary = None
+        if isinstance(summary, dict) and scalars and any(summary.get(k) != v for k, v in scalars.items()):
+            summary.update(scalars)
+            data = (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode()
+            store.storage.put(run_key(run_id, SUMMARY_FILE), data)
+            written.append(run_key(run_id, SUMMARY_FILE))
+    finally:
+        lease.release()
+    return written
+
+
 def fetch_study(study_dir: str | Path) -> list[str]:
     """Mirror every run of a study from its recorded storage (no-op for a study kept in place)."""
     location = recorded_location(study_dir)
     return StudyStore(study_dir, location).fetch_all() if location else []
 
 
-__all__ = ["LEASE_WAIT_S", "Publisher", "RUN_LOCK_WAIT_S", "SCRATCH_ENV", "STORAGE_FILE", "StudyStore",
-           "Workspace", "fetch_checkpoint", "fetch_study", "mirrored", "normalize_location", "publish_rank",
-           "recorded_location", "resolve_store", "run_key", "scratch_dir"]
+__all__ = ["LEASE_WAIT_S", "PUBLISH_LEASE_WAIT_S", "Publisher", "RUN_LOCK_WAIT_S", "SCRATCH_ENV", "STORAGE_FILE",
+           "StudyStore", "Workspace", "fetch_checkpoint", "fetch_study", "mirrored", "normalize_location",
+           "publish_analysis", "publish_rank", "recorded_location", "remove_scratch", "resolve_store", "run_key",
+           "scratch_dir", "scratch_root"]

@@ -18,6 +18,12 @@ Keys are relative POSIX paths ("runs/<id>/metrics.jsonl"). Two implementations:
 
 Every operation is retried with backoff while the storage is unreachable (`RETRY_DELAYS_S`), then fails
 with a one-line `StorageError`. Missing objects are not errors (`get` -> None, `delete` is a no-op).
+
+Storage is someone else's directory as much as ours: a key that is not a plain relative path (`..`,
+`//`: possible object names in a bucket) is left out of listings and refused by name
+(`StorageKeyError`), and a storage on this machine (a path, file://) never follows a symbolic link —
+listings do not enter linked folders, and reading, writing or deleting a key whose path passes
+through a link is an `UnsafePathError` (safepath.py): the run it belongs to is refused, not written.
 """
 from __future__ import annotations
 
@@ -28,8 +34,9 @@ from abc import ABC, abstractmethod
 from pathlib import Path, PurePosixPath
 from typing import Callable, TypeVar
 
-from ..errors import UserError
-from ..io import atomic_write_bytes
+from ..errors import UserError, short_repr
+from ..io import NOFOLLOW, atomic_write_bytes
+from ..safepath import UnsafePathError, inside, walk_files, warn
 
 #: Seconds slept before each retry of a failed storage operation (then it gives up): ~30 s in all.
 RETRY_DELAYS_S: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
@@ -37,6 +44,8 @@ RETRY_DELAYS_S: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 TMP_MARK = ".tmp-"
 #: Protocols whose filesystems rename atomically: writes go to a temporary key first.
 RENAME_PROTOCOLS = frozenset({"file", "local", "sftp", "ssh", "hdfs", "webhdfs"})
+#: Protocols whose root is a directory on this machine: checked for symbolic links like a path.
+LOCAL_PROTOCOLS = frozenset({"file", "local"})
 #: The package that provides each cloud protocol (named in the error when it is missing).
 PROTOCOL_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs",
                      "abfss": "adlfs", "adl": "adlfs"}
@@ -51,11 +60,19 @@ class StorageError(UserError):
     """Storage unreachable after retries, or refusing an operation; the message is one line."""
 
 
+class StorageKeyError(StorageError):
+    """A key that is not a plain relative path (empty, absolute, with '.', '..' or '//')."""
+
+
+def valid_key(key: str) -> bool:
+    return bool(key) and not PurePosixPath(key).is_absolute() and all(
+        part not in ("", ".", "..") for part in key.split("/"))
+
+
 def check_key(key: str) -> str:
-    """A storage key: a relative POSIX path without '..' or empty parts."""
-    p = PurePosixPath(key)
-    if not key or p.is_absolute() or any(part in ("", ".", "..") for part in key.split("/")):
-        raise ValueError(f"bad storage key {key!r}")
+    """A storage key: a relative POSIX path without '..' or empty parts; StorageKeyError otherwise."""
+    if not isinstance(key, str) or not valid_key(key):
+        raise StorageKeyError(f"bad storage key {short_repr(key)} (expected a relative path without '..' or '//')")
     return key
 
 
@@ -87,10 +104,19 @@ class Storage(ABC):
         """The directory on this machine that holds the keys, when there is one."""
         return None
 
+    def _checked(self, key: str) -> str:
+        """`key` checked (check_key), and on a storage on this machine its path checked to pass
+        through no symbolic link (safepath.inside: UnsafePathError)."""
+        check_key(key)
+        root = self.local_dir()
+        if root is not None:
+            inside(root, Path(*key.split("/")), f"storage {self.url}")
+        return key
+
     # ------------------------------------------------------------------------------- public
     def put(self, key: str, data: bytes) -> None:
         """Store `data` under `key` atomically (a reader never sees a torn object)."""
-        self._retry("put", check_key(key), lambda: self._raw_put(key, bytes(data)))
+        self._retry("put", self._checked(key), lambda: self._raw_put(key, bytes(data)))
 
     def get(self, key: str) -> bytes | None:
         """The bytes under `key`, or None when there is no such object."""
@@ -99,22 +125,27 @@ class Storage(ABC):
                 return self._raw_get(key)
             except FileNotFoundError:
                 return None
-        return self._retry("get", check_key(key), op)
+        return self._retry("get", self._checked(key), op)
 
     def exists(self, key: str) -> bool:
         return key in self.list(key)
 
     def list(self, prefix: str = "") -> list[str]:
-        """Sorted keys at or below `prefix` (every depth); unfinished writes are left out."""
+        """Sorted keys at or below `prefix` (every depth); unfinished writes and keys that are not
+        plain relative paths (a warning names them) are left out."""
         return sorted(self.sizes(prefix))
 
     def sizes(self, prefix: str = "") -> dict[str, int]:
         """{key: size in bytes} of the objects `list(prefix)` names."""
         prefix = prefix.rstrip("/")
         if prefix:
-            check_key(prefix)
+            self._checked(prefix)
         found = self._retry("list", prefix or ".", lambda: self._raw_list(prefix))
-        return {k: n for k, n in found.items() if not is_temporary(k)
+        bad = [k for k in found if not valid_key(k)]
+        if bad:
+            warn(f"storage {self.url}: ignoring {len(bad)} object(s) whose name is not a plain relative path "
+                 f"(e.g. {short_repr(bad[0])})")
+        return {k: n for k, n in found.items() if valid_key(k) and not is_temporary(k)
                 and (not prefix or k == prefix or k.startswith(prefix + "/"))}
 
     def delete(self, key: str) -> None:
@@ -124,7 +155,7 @@ class Storage(ABC):
                 self._raw_delete(key)
             except FileNotFoundError:
                 pass
-        self._retry("delete", check_key(key), op)
+        self._retry("delete", self._checked(key), op)
 
     def upload(self, key: str, path: str | os.PathLike) -> None:
         self.put(key, Path(path).read_bytes())
@@ -142,6 +173,8 @@ class Storage(ABC):
         for attempt in range(len(RETRY_DELAYS_S) + 1):
             try:
                 return fn()
+            except UserError:  # a refused key or path: retrying cannot change it
+                raise
             except PERMANENT_ERRORS as e:
                 if isinstance(e, (PermissionError, IsADirectoryError, NotADirectoryError, FileNotFoundError)):
                     raise StorageError(f"storage {self.url}: {op} {key}: {_one_line(e)}") from None
@@ -179,15 +212,10 @@ class LocalStorage(Storage):
         atomic_write_bytes(self._path(key), data)  # tmp + fsync + os.replace
 
     def _raw_get(self, key: str) -> bytes:
-        return self._path(key).read_bytes()
+        return read_nofollow(self._path(key))
 
     def _raw_list(self, prefix: str) -> dict[str, int]:
-        base = self._path(prefix) if prefix else self.root
-        if base.is_file():
-            return {prefix: base.stat().st_size}
-        if not base.is_dir():
-            return {}
-        return {p.relative_to(self.root).as_posix(): p.stat().st_size for p in base.rglob("*") if p.is_file()}
+        return list_local(self.root, prefix)
 
     def _raw_delete(self, key: str) -> None:
         self._path(key).unlink()
@@ -204,6 +232,9 @@ class FsspecStorage(Storage):
         self.fs, root = fsspec.core.url_to_fs(self.url)
         self.root = root.rstrip("/")
         self.renames = self.protocol in RENAME_PROTOCOLS
+
+    def local_dir(self) -> Path | None:
+        return Path(self.root) if self.protocol in LOCAL_PROTOCOLS else None
 
     def _path(self, key: str) -> str:
         return f"{self.root}/{key}" if key else self.root
@@ -226,9 +257,13 @@ class FsspecStorage(Storage):
             raise
 
     def _raw_get(self, key: str) -> bytes:
+        if self.local_dir() is not None:
+            return read_nofollow(Path(self._path(key)))
         return self.fs.cat_file(self._path(key))
 
     def _raw_list(self, prefix: str) -> dict[str, int]:
+        if self.local_dir() is not None:  # fsspec's find would follow links (and loop in a link loop)
+            return list_local(self.local_dir(), prefix)
         base = self._path(prefix)
         try:
             found = self.fs.find(base, detail=True)
@@ -239,6 +274,30 @@ class FsspecStorage(Storage):
 
     def _raw_delete(self, key: str) -> None:
         self.fs.rm_file(self._path(key))
+
+
+def read_nofollow(path: Path) -> bytes:
+    """A local file's bytes; a symbolic link at the name is refused (ELOOP), never followed."""
+    fd = os.open(path, os.O_RDONLY | NOFOLLOW)
+    with open(fd, "rb") as f:
+        return f.read()
+
+
+def list_local(root: Path, prefix: str) -> dict[str, int]:
+    """{key: size} of the regular files at or below `prefix` of a local storage root, without entering
+    linked folders; the symbolic links met are listed too (size 0), so that reading one is refused by
+    name (UnsafePathError) rather than the link silently skipped or followed."""
+    base = root.joinpath(*prefix.split("/")) if prefix else root
+    try:
+        if base.is_file() and not base.is_symlink():
+            return {prefix: base.stat().st_size}
+    except OSError:
+        return {}
+    files, links = walk_files(base)
+    head = f"{prefix}/" if prefix else ""
+    found = {head + rel: n for rel, n in files.items()}
+    found.update({head + rel: 0 for rel in links if rel})
+    return found
 
 
 def is_url(location: str) -> bool:
@@ -273,5 +332,5 @@ def open_storage(location: str | os.PathLike) -> Storage:
         raise UserError(f"--storage {text}: cannot open ({_one_line(e)})") from None
 
 
-__all__ = ["FsspecStorage", "LocalStorage", "RETRY_DELAYS_S", "Storage", "StorageError", "check_key",
-           "is_temporary", "is_url", "open_storage"]
+__all__ = ["FsspecStorage", "LocalStorage", "RETRY_DELAYS_S", "Storage", "StorageError", "StorageKeyError",
+           "UnsafePathError", "check_key", "is_temporary", "is_url", "open_storage", "valid_key"]

@@ -24,7 +24,7 @@ from ..errors import UserError
 from ..io import read_json_object
 from ..rundir import SUMMARY_FILE, RunStatus
 from .lease import release_active
-from .runsync import Workspace
+from .runsync import Workspace, remove_scratch
 from .storage import StorageError
 
 #: How often a local worker checks that its coordinator is still alive.
@@ -141,8 +141,14 @@ def _where(e: BaseException) -> str:
 # local worker process
 
 
+_RUNNING: Task | None = None  # the task this worker process trains now (its scratch copy goes on exit)
+
+
 def _exit_orphaned(*_signal) -> None:
     release_active()  # a run lease in storage would otherwise keep its run waiting for it to expire
+    task = _RUNNING
+    if task is not None and task.storage is not None:
+        remove_scratch(task.storage, task.run_id)  # checkpoints in the temp dir; storage has the epochs
     os._exit(ORPHAN_EXIT)
 
 
@@ -173,6 +179,7 @@ def worker_main(conn, parent_pid: int, trainer: Trainer | None) -> None:
 
     Messages sent: ("ready", pid), ("epoch", run_id, row), ("outcome", Outcome).
     """
+    global _RUNNING
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
     _watch_parent(parent_pid)
     conn.send(("ready", os.getpid()))
@@ -184,5 +191,7 @@ def worker_main(conn, parent_pid: int, trainer: Trainer | None) -> None:
         if msg[0] == "stop":
             return
         task: Task = msg[1]
+        _RUNNING = task
         outcome = execute(task, trainer, on_epoch=lambda e, row, rid=task.run_id: conn.send(("epoch", rid, dict(row))))
+        _RUNNING = None
         conn.send(("outcome", outcome))

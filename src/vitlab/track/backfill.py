@@ -73,7 +73,8 @@ def export_runs(runs: Iterable[RunData], to: str, uri: str | None = None, experi
     for run in runs:
         info = run.info()
         if to == "tensorboard":
-            tracker = tb.TensorBoardTracker(info, Path(uri) / run.run_id if uri else None, replace=True)
+            tracker = tb.TensorBoardTracker(info, Path(uri) / run.run_id if uri else None, replace=True,
+                                            root=uri)
         elif to == "wandb":
             tracker = wb.WandbTracker(info, uri or info.study or wb.DEFAULT_PROJECT, interrupted_exit=None)
         else:

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from ..rundir import CONFUSION_FILE, TENSORBOARD_DIR
+from ..safepath import check_tree, inside, writable_run_dir
 from .base import FINAL_PREFIX, RunInfo, epoch_metrics, final_metrics, require
 from .images import confusion_figure, figure_rgb, read_confusion
 
@@ -82,8 +83,12 @@ class TensorBoardTracker:
 
     name = "tensorboard"
 
-    def __init__(self, info: RunInfo, log_dir: str | Path | None = None, replace: bool = False):
+    def __init__(self, info: RunInfo, log_dir: str | Path | None = None, replace: bool = False,
+                 root: str | Path | None = None):
+        """`log_dir` (default RUN/tensorboard/) must stay inside `root` (default the run directory)
+        with no symbolic link below it: the backfill deletes event files there."""
         self.info = info
+        self.root = Path(root) if root is not None else None
         self.log_dir = Path(log_dir) if log_dir is not None else info.run_dir / TENSORBOARD_DIR
         self.replace = replace
         self.writer = None
@@ -94,9 +99,13 @@ class TensorBoardTracker:
         from torch.utils.tensorboard import SummaryWriter
         from torch.utils.tensorboard.summary import hparams
 
+        if self.root is None:
+            writable_run_dir(self.info.run_dir)  # also: a study's run folder that is itself a link
+        check_tree(inside(self.root or self.info.run_dir, self.log_dir, "directory"), "TensorBoard directory")
         if self.replace:
             for f in self.log_dir.glob(EVENT_FILE_GLOB):
-                f.unlink()
+                if f.is_file() and not f.is_symlink():
+                    f.unlink()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=1)
         metrics = {FINAL_PREFIX + m: 0.0 for m in HPARAM_METRICS}

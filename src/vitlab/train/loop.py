@@ -21,10 +21,11 @@ import torch.nn.functional as F
 from .. import __version__
 from ..config import RunConfig, config_from, dump_yaml, identity_dict, read_yaml, build
 from ..errors import RunError, UserError
-from ..io import (append_jsonl, atomic_write_json, atomic_write_text, make_writable_dir, nearest_existing,
+from ..io import (append_jsonl, atomic_write_json, atomic_write_text, csv_text, make_writable_dir, nearest_existing,
                   read_json_object, read_jsonl, remove_empty_dirs, remove_stale_temp_files, write_jsonl)
 from ..rundir import (BEST_CHECKPOINT, CHECKPOINTS_DIR, CONFIG_FILE, CONFUSION_FILE, FINAL_STATUSES, LAST_CHECKPOINT,
                       METRICS_FILE, RUN_DIR_ENTRIES, SUMMARY_FILE, RunStatus, checkpoint_path)
+from ..safepath import writable_run_dir
 from ..track import Trackers, open_trackers
 from .budget import CLOCKS, plan_budget
 from .checkpoint import BEST_KEYS, LAST_KEYS, capture_rng, damaged, load_checkpoint, restore_rng, save_checkpoint
@@ -409,14 +410,10 @@ def seed_everything(seed: int) -> None:
 
 
 def write_confusion(path: Path, matrix: torch.Tensor, classes: list[str]) -> None:
-    """Rows = true class, columns = predicted class, with class names as header and first column."""
-    def cell(name: str) -> str:
-        return '"' + name.replace('"', '""') + '"' if any(c in name for c in ',"\n') else name
-
-    lines = ["true\\pred," + ",".join(cell(c) for c in classes)]
-    for name, row in zip(classes, matrix.tolist()):
-        lines.append(cell(name) + "," + ",".join(str(int(v)) for v in row))
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    """Rows = true class, columns = predicted class, with class names as header and first column
+    (through io.csv_text: a class name cannot be a spreadsheet formula)."""
+    rows = [[name, *(int(v) for v in row)] for name, row in zip(classes, matrix.tolist())]
+    atomic_write_text(path, csv_text(["true\\pred", *classes], rows))
 
 
 def check_run_dir(out: Path) -> None:
@@ -435,6 +432,7 @@ def check_run_dir(out: Path) -> None:
     started = (out / CONFIG_FILE).is_file() and any((out / n).exists() for n in (METRICS_FILE, SUMMARY_FILE))
     if foreign and not started:  # a run, once started, may have gained files of its user's
         raise UserError(f"{out}: not empty and not a vitlab run directory (has {foreign[0]}); choose another --out")
+    writable_run_dir(out)  # a handed-over run whose checkpoints/ or tensorboard/ is a link elsewhere
 
 
 def prepare_out_dir(cfg: RunConfig, out: Path, resume: bool) -> dict | None:
