@@ -22,7 +22,11 @@ import sys
 from pathlib import Path
 
 from .errors import UserError, one_line
-from .rundir import RUN_DIR_ENTRIES, RUNS_DIR
+from .rundir import RUN_DIR_ENTRIES, RUNS_DIR, WANDB_DIR
+
+#: Run-directory folders whose owner keeps links of its own inside them (wandb's `latest-run` and
+#: `debug*.log` links, recreated each start): only the folder itself must not be a link.
+FOREIGN_LINK_DIRS = frozenset({WANDB_DIR})
 
 
 class UnsafePathError(UserError):
@@ -107,7 +111,9 @@ def writable_run_dir(run_dir: str | os.PathLike) -> Path:
     if run_dir.parent.name == RUNS_DIR:
         inside(run_dir.parent.parent, run_dir, "study directory")
     for name in sorted(RUN_DIR_ENTRIES):
-        check_tree(inside(run_dir, name, "run directory"), "run directory")
+        entry = inside(run_dir, name, "run directory")
+        if name not in FOREIGN_LINK_DIRS:
+            check_tree(entry, "run directory")
     return run_dir
 
 

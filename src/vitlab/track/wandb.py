@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 
 from ..io import atomic_write_json, read_json_object
+from ..safepath import writable_run_dir
 from ..rundir import CONFIG_FILE, CONFUSION_FILE, SUMMARY_FILE, WANDB_DIR, WANDB_RUN_FILE
 from .base import FINAL_PREFIX, RunInfo, epoch_metrics, final_metrics, require
 from .images import confusion_figure, figure_rgb, read_confusion
@@ -94,7 +95,7 @@ class WandbTracker:
         path = self.info.run_dir / WANDB_RUN_FILE
         known = read_json_object(path) or {}
         known[self.key] = {"id": self.run.id, "epochs_logged": self.logged, "mode": self.mode}
-        atomic_write_json(path, known)
+        atomic_write_json(path, known, root=self.info.run_dir)
 
     # ------------------------------------------------------------------ tracker protocol
     def start(self, history: list[dict], resumed: bool) -> None:
@@ -108,6 +109,7 @@ class WandbTracker:
         self.mode = wandb_mode()
         config = {**{k: v for k, v in self.info.params().items()},
                   **{k: v for k, v in self.info.tags().items() if k != "seed"}, "seed": self.info.seed}
+        writable_run_dir(self.info.run_dir)  # never write through a planted link (RUN/wandb, wandb_run.json)
         self.info.run_dir.mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(
             project=self.project, entity=self.entity, id=run_id, resume="allow", name=self.info.display_name(),
