@@ -131,7 +131,7 @@ def cmd_study(a) -> int:
     result = run_study(a.spec, a.out, workers=a.workers, backend=a.backend, ray_address=a.ray_address,
                        profile=a.profile, gpus_per_run=a.gpus_per_run, cpus_per_run=a.cpus_per_run,
                        max_retries=a.max_retries, max_runs=a.max_runs or None, storage=a.storage,
-                       ray_pip=a.ray_pip)
+                       ray_pip=a.ray_pip, retrain_damaged=a.retrain_damaged)
     from .study import summary_table
 
     print(summary_table(a.out))
@@ -251,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Ray: install vitlab's dependencies on the cluster's workers with pip (runtime_env)")
     s.add_argument("--max-runs", type=int, default=10_000,
                    help="refuse a study with more runs than this (counted before expanding; 0: no limit)")
+    s.add_argument("--retrain-damaged", action="store_true",
+                   help="train runs whose files are malformed again, resuming from their checkpoint (by default "
+                        "they are reported as damaged and skipped)")
     s.set_defaults(fn=cmd_study)
 
     se = sub.add_parser("search", help="Optuna search over a spec's space: section; rerun to resume")

@@ -14,7 +14,8 @@ from pathlib import Path
 from .errors import UserError
 from .track.backfill import Export, export_runs
 from .track.frames import epoch_rows, to_frame, with_details
-from .track.rundata import RunData, is_run_dir, read_run
+from .rundir import RunStatus, is_run_dir, warn_damaged
+from .track.rundata import RunData, read_run
 
 #: Where `vitlab track DIR --to mlflow` writes without --uri: a local MLflow store inside DIR.
 DEFAULT_MLFLOW_DIR = "mlruns"
@@ -63,9 +64,14 @@ def run_data(directory: str | Path) -> tuple[list[RunData], str | None]:
         path = d / RUNS_DIR / run_id
         if not is_run_dir(path):
             continue  # not started yet
+        if recs[0].status == RunStatus.DAMAGED:
+            continue  # warned about when the index marked it
         context = {"study": name, "factor": ", ".join(r.factor for r in recs),
                    "level": ", ".join(r.level_label for r in recs), "seed": recs[0].seed}
-        runs.append(read_run(path, run_id=run_id, context=context))
+        try:
+            runs.append(read_run(path, run_id=run_id, context=context))
+        except UserError as e:  # a file damaged since the index read it: this run only
+            warn_damaged(e)
     return runs, name
 
 

@@ -173,12 +173,14 @@ def run_study(spec: str | Path | dict | specmod.StudySpec, out_dir: str | Path, 
               max_retries: int = 2, progress: bool = True, gpus_per_run: float | None = None,
               cpus_per_run: float | None = None, trainer: Trainer | None = None,
               max_runs: int | None = specmod.DEFAULT_MAX_RUNS, storage: str | None = None,
-              ray_pip: bool = False) -> StudyResult:
+              ray_pip: bool = False, retrain_damaged: bool = False) -> StudyResult:
     """Train every run of a study into `out_dir` (see the module doc); returns what it left.
 
     `max_runs` refuses a study larger than that (counted before anything is expanded; None: no
     limit). `storage`: where the run directories live (a path or an fsspec URL; default the study
     directory; a study remembers it). `ray_pip`: install vitlab's dependencies on the Ray workers.
+    `retrain_damaged`: train runs whose files are malformed again (resuming from their checkpoint); by
+    default they are reported as `damaged` (one warning each) and skipped.
     `trainer` replaces `vitlab.train.run_training` (tests only). Raises UserError on bad input before
     anything is written.
     """
@@ -202,9 +204,10 @@ def run_study(spec: str | Path | dict | specmod.StudySpec, out_dir: str | Path, 
                 index.add_run(r.run_id, r.factor, r.level, r.level_label, r.level_order, r.seed, r.varied,
                               r.config_dict())
             if study.adaptive is not None:
-                source = AdaptiveSource(study, unique_runs(study, runs), out, index, max_retries, meta)
+                source = AdaptiveSource(study, unique_runs(study, runs), out, index, max_retries, meta,
+                                        retrain_damaged)
             else:
-                source = GridSource(study, unique_runs(study, runs), out, index, max_retries)
+                source = GridSource(study, unique_runs(study, runs), out, index, max_retries, retrain_damaged)
             source.storage = store.location
             prog = StudyProgress(study.name, source.total, source.done, workers, enabled=progress)
             source.progress = prog
@@ -221,6 +224,6 @@ def study_result(study: specmod.StudySpec, out: Path, index: IndexWriter, run_id
     for rid in run_ids:
         status, _ = index.status(rid)
         result.counts[status] = result.counts.get(status, 0) + 1
-        if status == RunStatus.FAILED:
-            result.errors[rid] = index.summary(rid).get("error", "failed")
+        if status in (RunStatus.FAILED, RunStatus.DAMAGED):
+            result.errors[rid] = index.summary(rid).get("error", str(status))
     return result

@@ -21,8 +21,7 @@ from typing import Any, Callable, Protocol
 
 from ..config import RunConfig, build
 from ..errors import UserError
-from ..io import read_json_object
-from ..rundir import SUMMARY_FILE, RunStatus
+from ..rundir import RunStatus, read_summary
 from .lease import release_active
 from .runsync import Workspace
 from .storage import StorageError
@@ -123,10 +122,6 @@ def execute(task: Task, trainer: Trainer | None = None,
         out.error = f"{last} [{_where(e)}]"
     out.wall_s = time.monotonic() - t0
     return out
-
-
-def read_summary(run_dir: str | Path) -> dict | None:
-    return read_json_object(Path(run_dir) / SUMMARY_FILE)
 
 
 def _where(e: BaseException) -> str:
