@@ -32,6 +32,8 @@ from .schedule import drive
 from .worker import Trainer
 
 BACKENDS = ("local", "ray")
+#: A spec.yaml in storage larger than this is not a spec (specs are a few kB).
+MAX_SPEC_BYTES = 2 ** 20
 
 
 @dataclass
@@ -112,24 +114,34 @@ def open_study_storage(out: Path, requested: str | None, spec_dict: dict) -> Stu
     if store.location.lower().startswith("memory://"):
         raise UserError(f"--storage {store.location}: memory:// lives inside one process and workers are other "
                         "processes; use a path or a shared URL (file://, s3://, gs://, az://)")
-    raw = store.storage.get(SPEC_FILE)
-    if raw is not None:
-        try:
-            theirs = specmod.spec_to_dict(specmod.resolve(specmod.load_spec(yaml.safe_load(raw), source=SPEC_FILE)))
-        except (UserError, yaml.YAMLError, AttributeError):
-            raise UserError(f"--storage {store.location}: holds a {SPEC_FILE} this version cannot read; "
-                            "choose another storage") from None
-        if not specmod.same_study(theirs, spec_dict):
-            raise UserError(f"--storage {store.location}: holds a different study ({theirs.get('name', '?')!r}); "
-                            "choose another storage")
+    check_stored_spec(store, spec_dict)
     return store
 
 
-def claim_storage(out: Path, store: StudyStore) -> None:
-    """Record the storage in the study directory and the study's spec in the storage (once each)."""
+def check_stored_spec(store: StudyStore, spec_dict: dict) -> None:
+    """Refuse (one line) a storage whose spec.yaml is of another study or unreadable; none is fine."""
+    raw = store.storage.get(SPEC_FILE)
+    if raw is None:
+        return
+    try:
+        if len(raw) > MAX_SPEC_BYTES:
+            raise UserError("too large")
+        theirs = specmod.spec_to_dict(specmod.resolve(specmod.load_spec(yaml.safe_load(raw), source=SPEC_FILE)))
+    except (UserError, yaml.YAMLError, AttributeError, RecursionError):
+        raise UserError(f"--storage {store.location}: holds a {SPEC_FILE} this version cannot read; "
+                        "choose another storage") from None
+    if not specmod.same_study(theirs, spec_dict):
+        raise UserError(f"--storage {store.location}: holds a different study ({theirs.get('name', '?')!r}); "
+                        "choose another storage")
+
+
+def claim_storage(out: Path, store: StudyStore, spec_dict: dict) -> None:
+    """Claim a new storage for this study atomically (of coordinators of different studies started at
+    once on it, exactly one wins; the others get check_stored_spec's one-line refusal), then record the
+    storage in the study directory."""
+    if store.storage is not None and not store.storage.put_new(SPEC_FILE, (out / SPEC_FILE).read_bytes()):
+        check_stored_spec(store, spec_dict)  # claimed by someone else just now: the same study is fine
     store.record()
-    if store.storage is not None and store.storage.get(SPEC_FILE) is None:
-        store.storage.put(SPEC_FILE, (out / SPEC_FILE).read_bytes())
 
 
 @contextlib.contextmanager
@@ -194,8 +206,14 @@ def run_study(spec: str | Path | dict | specmod.StudySpec, out_dir: str | Path, 
     with study_directory(out_dir) as out:
         spec_dict = specmod.spec_to_dict(study)
         store = open_study_storage(out, storage, spec_dict)
+        fresh = not (out / SPEC_FILE).exists()
         prepare_study_dir(out, spec_dict)
-        claim_storage(out, store)
+        try:
+            claim_storage(out, store, spec_dict)
+        except UserError:
+            if fresh:  # a refused command leaves nothing behind
+                (out / SPEC_FILE).unlink(missing_ok=True)
+            raise
         store.fetch_all()  # the index is rebuilt from storage: it holds the truth
         with open_writer(out) as index:
             meta = study_meta(study)
