@@ -134,7 +134,7 @@ def cmd_study(a) -> int:
                        ray_pip=a.ray_pip, retrain_damaged=a.retrain_damaged)
     from .study import summary_table
 
-    print(summary_table(a.out))
+    print(summary_table(a.out, warn_damaged=False))  # run_study warned
     return EXIT_OK if result.ok else EXIT_INTERNAL
 
 

@@ -38,11 +38,11 @@ def _kind(directory: str | Path) -> tuple[Path, str]:
     raise UserError(f"{d}: neither a study directory (spec.yaml, index.sqlite) nor a run directory (config.yaml)")
 
 
-def _study(d: Path):
-    """(meta, index records) of a study directory."""
+def _study(d: Path, warn_damaged: bool = True):
+    """(meta, index records) of a study directory (a warning line per damaged run, unless told not to)."""
     from .study import open_index
 
-    with open_index(d) as index:
+    with open_index(d, warn_damaged=warn_damaged) as index:
         return index.meta(), index.runs()
 
 
@@ -89,7 +89,7 @@ def load_results(directory: str | Path):
         return to_frame([with_details(row, s, run.config)], "load_results")
     from .study import results_rows
 
-    _, records = _study(d)
+    _, records = _study(d, warn_damaged=False)  # results_rows warns
     detail = {(r.run_id, r.factor): r for r in records}
     rows = []
     for row in results_rows(d):

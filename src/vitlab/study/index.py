@@ -299,8 +299,9 @@ def status_from_summary(summary: dict | None) -> RunStatus:
 # open / rebuild
 
 
-def open_index(study_dir: str | Path) -> StudyIndex:
-    """The study's index for reading; rebuilt from DIR/spec.yaml + DIR/runs/* when missing or damaged."""
+def open_index(study_dir: str | Path, warn_damaged: bool = True) -> StudyIndex:
+    """The study's index for reading; rebuilt from DIR/spec.yaml + DIR/runs/* when missing or damaged.
+    Each run it marks damaged is one warning line (unless `warn_damaged` is False)."""
     d = Path(study_dir)
     if not (d / INDEX_FILE).is_file():
         return rebuild_index(d)
@@ -315,7 +316,21 @@ def open_index(study_dir: str | Path) -> StudyIndex:
         index.close()
         warn_rebuild(e)
         return rebuild_index(d)
+    if warn_damaged:
+        warn_damaged_runs(index)
     return index
+
+
+def warn_damaged_runs(index: StudyIndex) -> None:
+    """One warning line per run the index marks damaged (a rebuild warns as it reads them instead)."""
+    import sys
+
+    seen = set()
+    for rec in index.runs(status=RunStatus.DAMAGED.value):
+        if rec.run_id not in seen:
+            seen.add(rec.run_id)
+            print(f"warning: {rec.summary.get('error') or f'run {rec.run_id}: damaged'}; the run is reported as "
+                  "damaged and skipped", file=sys.stderr)
 
 
 def open_writer(study_dir: Path) -> IndexWriter:

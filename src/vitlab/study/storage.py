@@ -70,6 +70,8 @@ def is_temporary(key: str) -> bool:
 
 def _link_new(path: Path, data: bytes) -> bool:
     """Create `path` holding `data` unless it exists (a hard link never replaces: atomic). True if created."""
+    if os.path.lexists(path):  # the common case: claimed long ago; nothing is written then
+        return False
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}{TMP_MARK}{uuid.uuid4().hex[:12]}")
     try:
