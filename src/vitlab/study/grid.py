@@ -102,10 +102,11 @@ class GridSource:
         r = self.queue.popleft()
         self.trained.append(r.run_id)
         # A damaged run's analysis.json may be what is damaged: its analysis starts afresh (force).
-        options = dict(self.study.analysis_options, **({"force": True} if r.run_id in self.damaged else {}))
+        repair = r.run_id in self.damaged
+        options = dict(self.study.analysis_options, **({"force": True} if repair else {}))
         return Task(run_id=r.run_id, config=r.config_dict(), run_dir=str(run_dir(self.out, r.run_id)),
                     label=run_label(r), storage=self.storage, analysis=list(self.study.analysis),
-                    analysis_options=options, context={"study": self.study.name, "factor": r.factor,
+                    analysis_options=options, repair=repair, context={"study": self.study.name, "factor": r.factor,
                                                  "level": r.level_label, "seed": r.seed, "run_id": r.run_id})
 
     def retry(self, task: Task) -> None:
