@@ -72,31 +72,35 @@ def parse_json(text: str | bytes, source: str | os.PathLike, *, allow_nan: bool 
 def check_tree(value: Any, source: str | os.PathLike, *, allow_nan: bool = False) -> None:
     """Refuse deep nesting, non-finite or out-of-range numbers and huge strings anywhere in `value`
     (iteratively: a deep value cannot exhaust the stack here)."""
-    stack: list[tuple[Any, int, str]] = [(value, 0, "$")]
+    stack: list[tuple[Any, int, tuple]] = [(value, 0, ())]  # (value, depth, its path: built on error only)
+
+    def at(path: tuple) -> str:
+        return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p[:40]}" for p in path)
+
     while stack:
-        v, depth, where = stack.pop()
+        v, depth, path = stack.pop()
         if isinstance(v, dict):
             if depth >= MAX_JSON_DEPTH:
                 raise MalformedFile(source, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
             for k, item in v.items():
                 if len(k) > MAX_STRING_CHARS:
-                    raise MalformedFile(source, f"{where}: a key of {len(k):,} characters")
-                stack.append((item, depth + 1, f"{where}.{k[:40]}"))
+                    raise MalformedFile(source, f"{at(path)}: a key of {len(k):,} characters")
+                stack.append((item, depth + 1, (*path, k)))
         elif isinstance(v, list):
             if depth >= MAX_JSON_DEPTH:
                 raise MalformedFile(source, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
-            stack.extend((item, depth + 1, f"{where}[{i}]") for i, item in enumerate(v))
+            stack.extend((item, depth + 1, (*path, i)) for i, item in enumerate(v))
         elif isinstance(v, str):
             if len(v) > MAX_STRING_CHARS:
-                raise MalformedFile(source, f"{where}: a string of {len(v):,} characters")
+                raise MalformedFile(source, f"{at(path)}: a string of {len(v):,} characters")
         elif isinstance(v, bool) or v is None:
             continue
         elif isinstance(v, int):
             if abs(v) > MAX_INT:
-                raise MalformedFile(source, f"{where}: integer out of range ({len(str(abs(v)))} digits)")
+                raise MalformedFile(source, f"{at(path)}: integer out of range ({len(str(abs(v)))} digits)")
         elif isinstance(v, float):
             if math.isinf(v) or (math.isnan(v) and not allow_nan):
-                raise MalformedFile(source, f"{where}: {v} is not a finite number")
+                raise MalformedFile(source, f"{at(path)}: {v} is not a finite number")
 
 
 def read_capped(path: str | os.PathLike, max_bytes: int) -> bytes | None:
