@@ -206,7 +206,8 @@ def test_cluster_without_a_shared_file_system_loses_nothing_when_a_node_dies(tmp
         ids = sorted(r.run_id for r in open_index(hidden / "first").runs())
         for rid in ids:
             stored = {p.relative_to(bucket / "first" / "runs" / rid).as_posix()
-                      for p in (bucket / "first" / "runs" / rid).rglob("*") if p.is_file()}
+                      for p in (bucket / "first" / "runs" / rid).rglob("*")
+                      if p.is_file() and not p.name.startswith(".")}  # not the run's lock (study/lease.py)
             assert stored == {"config.yaml", "metrics.jsonl", "summary.json", "confusion_test.csv",
                               "checkpoints/last.pt", "checkpoints/best.pt"}
             assert len(read_jsonl(hidden / "first" / "runs" / rid / "metrics.jsonl")) == 2

@@ -445,6 +445,130 @@ def test_killed_coordinator_resumes_from_storage_and_redoes_nothing(stored_study
     result = run_study(spec, tmp_path / "study", workers=1, progress=False)
     assert result.ok and result.counts == {"completed": 2}
     assert not set(result.trained) & done_before and len(result.trained) == 2 - len(done_before)
-    assert not [k for k in st.list("runs") if k.endswith("/.lease")]
+    assert not list((tmp_path / "bucket").rglob(".lease"))  # every lease released
     for rid in (r.run_id for r in open_index(tmp_path / "study").runs()):
         assert run_files(tmp_path / "study" / "runs" / rid) == run_files(base / "ref" / "runs" / rid)
+
+
+# ---------------------------------------------------------------------------------------------- one lock, one claim
+
+
+def logging_trainer(cfg, out_dir, resume=True, on_epoch=None, progress=None, context=None):
+    """Trains nothing for 1.5 s and logs each training it does (a finished run is returned as it is,
+    as run_training does); the log is VITLAB_TEST_TRAIN_LOG."""
+    out = Path(out_dir)
+    if (out / "summary.json").is_file():
+        return json.loads((out / "summary.json").read_text())
+    with open(os.environ["VITLAB_TEST_TRAIN_LOG"], "a") as f:
+        f.write(f"{context['run_id']} start {time.time()}\n")
+    time.sleep(1.5)
+    (out / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "val_top1": 0.5}) + "\n")
+    summary = {"status": "completed", "epochs_run": 1, "best_epoch": 1, "val_top1": 0.5, "test_top1": 0.5}
+    (out / "summary.json").write_text(json.dumps(summary))
+    with open(os.environ["VITLAB_TEST_TRAIN_LOG"], "a") as f:
+        f.write(f"{context['run_id']} end {time.time()}\n")
+    return summary
+
+
+def test_in_place_flock_and_storage_lease_exclude_each_other(fast_storage, tmp_path, monkeypatch):
+    from vitlab.study import runsync
+    from vitlab.study.runsync import Workspace
+
+    study = tmp_path / "study"
+    run = study / "runs" / "r1"
+    run.mkdir(parents=True)
+    for location in (str(study), f"file://{study}"):
+        with Workspace("r1", run, None):  # a worker of the coordinator running the study in place
+            lease = Lease(open_storage(location), "runs/r1/.lease")
+            assert not lease.acquire(wait_s=0.2)  # a coordinator using the study as --storage waits
+            assert "in place" in lease.describe(lease.read())
+        assert lease.acquire(wait_s=0.2)
+        monkeypatch.setattr(runsync, "RUN_LOCK_WAIT_S", 0.2)
+        with pytest.raises(RuntimeError, match="still locked"):  # and the other way round
+            with Workspace("r1", run, None):
+                pass
+        lease.release()
+        with Workspace("r1", run, None):
+            pass
+
+
+def test_a_study_in_place_and_a_coordinator_using_it_as_storage_train_each_run_once(tmp_path, monkeypatch):
+    import threading
+
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(TINY))
+    log = tmp_path / "train.log"
+    monkeypatch.setenv("VITLAB_TEST_TRAIN_LOG", str(log))
+    monkeypatch.setenv("VITLAB_SCRATCH", str(tmp_path / "scratch"))
+    results = {}
+
+    def coordinator(name, **kw):
+        results[name] = run_study(spec, tmp_path / name, workers=2, progress=False, trainer=logging_trainer, **kw)
+
+    threads = [threading.Thread(target=coordinator, args=("inplace",)),
+               threading.Thread(target=coordinator, args=("other",), kwargs={"storage": str(tmp_path / "inplace")})]
+    for t in threads:
+        t.start()
+        time.sleep(0.3)
+    for t in threads:
+        t.join(timeout=300)
+    assert results["inplace"].ok and results["other"].ok, (results["inplace"].errors, results["other"].errors)
+    starts = [line.split()[0] for line in log.read_text().splitlines() if " start " in line]
+    assert sorted(starts) == sorted(set(starts)) and len(starts) == 2  # each run trained once, by one of them
+    for rid in starts:
+        assert json.loads((tmp_path / "other" / "runs" / rid / "summary.json").read_text())["status"] == "completed"
+
+
+def test_two_specs_racing_for_a_new_storage_one_wins_and_can_rerun(tmp_path, capsys):
+    import threading
+
+    specs = []
+    for name in ("first", "second"):
+        p = tmp_path / f"{name}.yaml"
+        p.write_text(yaml.safe_dump(dict(TINY, name=name)))
+        specs.append(p)
+    storage = tmp_path / "bucket"
+    barrier = threading.Barrier(2)
+    outcome = {}
+
+    def claim(name, spec):
+        try:
+            outcome[name] = run_study(spec, tmp_path / name, progress=False, storage=str(storage),
+                                      trainer=logging_trainer)
+        except UserError as e:
+            outcome[name] = str(e)
+
+    original_put_new = storagemod.Storage.put_new
+
+    def racing_put_new(self, key, data):
+        barrier.wait(timeout=10)  # both coordinators claim at the same instant
+        return original_put_new(self, key, data)
+
+    storagemod.Storage.put_new = racing_put_new
+    os.environ["VITLAB_TEST_TRAIN_LOG"] = str(tmp_path / "log")
+    try:
+        threads = [threading.Thread(target=claim, args=(s.stem, s)) for s in specs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    finally:
+        storagemod.Storage.put_new = original_put_new
+    refused = [n for n, msg in outcome.items() if "holds a different study" in str(msg)]
+    assert len(refused) == 1, outcome
+    loser = refused[0]
+    winner = "second" if loser == "first" else "first"
+    assert len(outcome[loser].splitlines()) == 1
+    assert yaml.safe_load((storage / "spec.yaml").read_text())["name"] == winner
+    assert not (tmp_path / loser).exists()  # the refused command left nothing behind
+    # the winner can rerun later (nothing to do); the loser is still refused in one line
+    try:
+        assert outcome[winner].ok
+        again = run_study(tmp_path / f"{winner}.yaml", tmp_path / winner, workers=1, progress=False,
+                          trainer=logging_trainer)
+    finally:
+        del os.environ["VITLAB_TEST_TRAIN_LOG"]
+    assert again.ok and again.trained == []
+    assert cli_main(["study", str(tmp_path / f"{loser}.yaml"), "--out", str(tmp_path / loser),
+                     "--storage", str(storage)]) == 2
+    assert "holds a different study" in capsys.readouterr().err

@@ -151,14 +151,15 @@ def cmd_study(a) -> int:
     result = run_study(a.spec, a.out, workers=a.workers, backend=a.backend, ray_address=a.ray_address,
                        profile=a.profile, gpus_per_run=a.gpus_per_run, cpus_per_run=a.cpus_per_run,
                        max_retries=a.max_retries, max_runs=a.max_runs or None, storage=a.storage,
-                       ray_pip=a.ray_pip, slurm=a.slurm, detach=a.detach)
+                       ray_pip=a.ray_pip, slurm=a.slurm, detach=a.detach,
+                       retrain_damaged=a.retrain_damaged)
     if result.detached is not None:
         print(f"{a.out}: SLURM has the study's unfinished runs ({result.detached}); "
               f"see progress with `vitlab status {a.out}`, collect the results by running this command again")
         return EXIT_OK if result.ok else EXIT_INTERNAL
     from .study import summary_table
 
-    print(summary_table(a.out))
+    print(summary_table(a.out, warn_damaged=False))  # run_study warned
     return EXIT_OK if result.ok else EXIT_INTERNAL
 
 
@@ -299,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SLURM: submit the runs and exit; rerun the command to attach and collect the results")
     s.add_argument("--max-runs", type=int, default=10_000,
                    help="refuse a study with more runs than this (counted before expanding; 0: no limit)")
+    s.add_argument("--retrain-damaged", action="store_true",
+                   help="train runs whose files are malformed again, resuming from their checkpoint (by default "
+                        "they are reported as damaged and skipped)")
     s.set_defaults(fn=cmd_study)
 
     se = sub.add_parser("search", help="Optuna search over a spec's space: section; rerun to resume")

@@ -21,10 +21,13 @@ from .safepath import inside
 
 #: Open flags of every file vitlab writes: a planted symbolic link at the name is refused (ELOOP).
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+from .jsonread import MAX_JSON_BYTES, MalformedFile, read_json_file, read_json_lines
 
 
 #: Temporary files are `.NAME.tmp-PID` beside their target (see remove_stale_temp_files).
 TEMP_MARK = ".tmp-"
+MAX_JSONL_LINES = 100_000
+"""Lines `read_jsonl` reads at most."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -140,29 +143,18 @@ def write_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
 
 
 def read_json_object(path: str | os.PathLike) -> dict | None:
-    """A JSON file holding an object, or None when it is missing, unreadable or not an object."""
+    """A JSON file holding an object (bounded: jsonread.py), or None when it is missing or malformed.
+    For files whose damage has a default (a tracker's bookkeeping); run files use rundir's typed readers."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_json_file(path)
+    except MalformedFile:
         return None
-    return data if isinstance(data, dict) else None
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read a JSON-lines file, ignoring a torn last line left by a crash mid-write."""
-    records = []
-    p = Path(path)
-    if not p.exists():
-        return records
-    for line in p.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return records
+    """A JSON-lines file of objects (bounded: jsonread.py), ignoring a torn last line left by a crash
+    mid-write; MalformedFile when another line is bad."""
+    return read_json_lines(path, MAX_JSON_BYTES, MAX_JSONL_LINES)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ from .errors import UserError
 from .safepath import inside
 from .track.backfill import Export, export_runs
 from .track.frames import epoch_rows, to_frame, with_details
-from .track.rundata import RunData, is_run_dir, read_run
+from .rundir import RunStatus, is_run_dir, warn_damaged
+from .track.rundata import RunData, read_run
 
 #: Where `vitlab track DIR --to mlflow` writes without --uri: a local MLflow store inside DIR.
 DEFAULT_MLFLOW_DIR = "mlruns"
@@ -38,11 +39,11 @@ def _kind(directory: str | Path) -> tuple[Path, str]:
     raise UserError(f"{d}: neither a study directory (spec.yaml, index.sqlite) nor a run directory (config.yaml)")
 
 
-def _study(d: Path):
-    """(meta, index records) of a study directory."""
+def _study(d: Path, warn_damaged: bool = True):
+    """(meta, index records) of a study directory (a warning line per damaged run, unless told not to)."""
     from .study import open_index
 
-    with open_index(d) as index:
+    with open_index(d, warn_damaged=warn_damaged) as index:
         return index.meta(), index.runs()
 
 
@@ -64,9 +65,14 @@ def run_data(directory: str | Path) -> tuple[list[RunData], str | None]:
         path = d / RUNS_DIR / run_id
         if not is_run_dir(path):
             continue  # not started yet
+        if recs[0].status == RunStatus.DAMAGED:
+            continue  # warned about when the index marked it
         context = {"study": name, "factor": ", ".join(r.factor for r in recs),
                    "level": ", ".join(r.level_label for r in recs), "seed": recs[0].seed}
-        runs.append(read_run(path, run_id=run_id, context=context))
+        try:
+            runs.append(read_run(path, run_id=run_id, context=context))
+        except UserError as e:  # a file damaged since the index read it: this run only
+            warn_damaged(e)
     return runs, name
 
 
@@ -84,7 +90,7 @@ def load_results(directory: str | Path):
         return to_frame([with_details(row, s, run.config)], "load_results")
     from .study import results_rows
 
-    _, records = _study(d)
+    _, records = _study(d, warn_damaged=False)  # results_rows warns
     detail = {(r.run_id, r.factor): r for r in records}
     rows = []
     for row in results_rows(d):

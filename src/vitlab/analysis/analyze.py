@@ -28,8 +28,10 @@ from typing import Callable
 import numpy as np
 
 from .. import __version__
-from ..io import atomic_write_bytes, atomic_write_json, read_json_object, read_jsonl
-from ..rundir import ANALYSIS_DIR, ANALYSIS_FILE, METRICS_FILE, SUMMARY_FILE
+from ..io import atomic_write_bytes, atomic_write_json
+from ..jsonread import MalformedFile, describe_value
+from ..rundir import (ANALYSIS_DIR, ANALYSIS_FILE, MAX_ANALYSIS_BYTES, SUMMARY_FILE, read_analysis_file, read_metrics,
+                      read_summary)
 from ..safepath import writable_run_dir
 from . import figures as fg
 from .attention import MAPS_FILE, compute_attention
@@ -41,8 +43,71 @@ from .options import SECTIONS, make_options
 from .robustness import compute_robustness
 
 ANALYSIS_FORMAT = 1
-MAX_ANALYSIS_BYTES = 64 * 2 ** 20
-"""analysis.json and the maps file are read only up to this size (they are a few hundred kB)."""
+
+
+class Opt:
+    """A key that a section may lack (every other key of a schema dict is required)."""
+
+    def __init__(self, schema):
+        self.schema = schema
+
+
+class MapOf:
+    """An object with any keys (strings) whose values follow `schema`."""
+
+    def __init__(self, schema):
+        self.schema = schema
+
+
+_NUM = (int, float)
+_OPT_NUM = (int, float, type(None))
+_SCALAR = (str, int, float, bool, type(None))
+_LAYER = {"name": str, "tokens": int, **{k: _OPT_NUM for k in (
+    "entropy", "entropy_norm", "max_weight", "distance_px", "max_logit", "qk_spectral_norm", "rank_residual",
+    "token_cosine")}, "distance_px_uniform": Opt(_OPT_NUM), "heads": Opt([MapOf(_SCALAR)])}
+ANALYSIS_SCHEMA = {
+    "format": int,
+    "run": Opt(MapOf(_SCALAR)),
+    "attention": Opt({"samples": int, "layers": [_LAYER], "maps": Opt(MapOf((str, int, list)))}),
+    "robustness": Opt({"images": int, "clean_top1": _NUM, "corruptions": MapOf([_OPT_NUM]),
+                       "categories": Opt(MapOf(str)), "mean_top1": Opt(_OPT_NUM), "severity_top1": Opt([_OPT_NUM]),
+                       "category_top1": Opt(MapOf(_OPT_NUM)), "complete": Opt(bool), "note": Opt(str)}),
+    "calibration": Opt({"images": int, "ece": _OPT_NUM, "accuracy": _NUM, "mean_confidence": _NUM,
+                        "overconfidence": _NUM, "bins": [{"lo": _NUM, "hi": _NUM, "count": int,
+                                                          "confidence": _OPT_NUM, "accuracy": _OPT_NUM}]}),
+    "efficiency": Opt({"params": int, "flops": int, "device": str, "latency_ms_b1": Opt(_NUM),
+                       "throughput_img_s_b256": Opt(_NUM), "threads": Opt((int, type(None))), "precision": Opt(str),
+                       "compiled": Opt(MapOf(_SCALAR)), "onnx": Opt(MapOf(_SCALAR))}),
+}
+"""The shape of analysis.json that its readers rely on (keys not named here are free): a type or
+tuple of types, a dict of keys (all required but `Opt` ones), `[schema]` a list, `MapOf(schema)`."""
+
+
+def conform(value, schema, source, where: str = "$") -> None:
+    """MalformedFile unless `value` follows `schema` (recursion bounded by the schema's depth)."""
+    if isinstance(schema, Opt):
+        schema = schema.schema
+    if isinstance(schema, dict):
+        if not isinstance(value, dict):
+            raise MalformedFile(source, f"{where}: {describe_value(value)} where an object belongs")
+        for key, sub in schema.items():
+            if key in value:
+                conform(value[key], sub, source, f"{where}.{key}")
+            elif not isinstance(sub, Opt):
+                raise MalformedFile(source, f"{where}: lacks {key}")
+    elif isinstance(schema, list):
+        if not isinstance(value, list):
+            raise MalformedFile(source, f"{where}: {describe_value(value)} where a list belongs")
+        for i, item in enumerate(value):
+            conform(item, schema[0], source, f"{where}[{i}]")
+    elif isinstance(schema, MapOf):
+        if not isinstance(value, dict):
+            raise MalformedFile(source, f"{where}: {describe_value(value)} where an object belongs")
+        for key, item in value.items():
+            conform(item, schema.schema, source, f"{where}.{key[:40]}")
+    elif not isinstance(value, schema) or isinstance(value, bool) and bool not in (
+            schema if isinstance(schema, tuple) else (schema,)):
+        raise MalformedFile(source, f"{where}: {describe_value(value)} is not what this field holds")
 
 
 def analysis_path(run_dir: str | Path) -> Path:
@@ -57,10 +122,13 @@ def _bounded(path: Path) -> bool:
 
 
 def read_analysis(run_dir: str | Path) -> dict | None:
-    """A run's analysis.json, or None when missing, unreadable, too large or of another format."""
-    path = analysis_path(run_dir)
-    data = read_json_object(path) if _bounded(path) else None
-    return data if data is not None and data.get("format") == ANALYSIS_FORMAT else None
+    """A run's analysis.json (checked against ANALYSIS_SCHEMA), or None when missing or of another
+    format; MalformedFile when it is damaged (too large, not JSON, a section of the wrong shape)."""
+    data = read_analysis_file(run_dir)
+    if data is None or data.get("format") != ANALYSIS_FORMAT:
+        return None
+    conform(data, ANALYSIS_SCHEMA, analysis_path(run_dir))
+    return data
 
 
 def missing_sections(run_dir: str | Path, sections) -> list[str]:
@@ -109,7 +177,12 @@ def analyze_run(run_dir: str | Path, sections=None, force: bool = False, samples
     p = writable_run_dir(check_run_dir(run_dir))  # RUN/analysis or summary.json linked elsewhere: refused
     say = progress or (lambda _msg: None)
     out_dir = p / ANALYSIS_DIR
-    analysis = read_analysis(p) or {"format": ANALYSIS_FORMAT}
+    try:
+        analysis = read_analysis(p) or {"format": ANALYSIS_FORMAT}
+    except MalformedFile as e:
+        if not force:
+            raise MalformedFile(e.path, f"{e.problem}; pass --force to compute the analysis afresh") from None
+        analysis = {"format": ANALYSIS_FORMAT}
     todo = [s for s in SECTIONS if s in opts.sections
             and (force or not analysis.get(s) or analysis[s].get("complete") is False)]
     if todo:
@@ -151,9 +224,10 @@ def analyze_run(run_dir: str | Path, sections=None, force: bool = False, samples
 
 def merge_summary(run_dir: Path, analysis: dict) -> dict:
     """Add the analysis scalars to RUN/summary.json (atomically); returns them."""
-    scalars = {k: v for k, v in scalar_metrics(analysis).items() if v is not None}
+    # NaN (an undefined statistic) stays out: summary.json holds finite numbers only.
+    scalars = {k: v for k, v in scalar_metrics(analysis).items() if v is not None and v == v}
     path = Path(run_dir) / SUMMARY_FILE
-    summary = read_json_object(path)
+    summary = read_summary(run_dir)
     if summary is not None and scalars and any(summary.get(k) != v for k, v in scalars.items()):
         summary.update(scalars)
         atomic_write_json(path, summary)
@@ -177,7 +251,7 @@ def write_figures(run_dir: Path, analysis: dict, sections: list[str]) -> list[Pa
                 arrays["images"], [arrays[f"rollout_{i}"] for i in range(n)], labels,
                 "Attention rollout up to each layer (Abnar & Zuidema 2020; each map scaled to its own range)")))
         made.append(("attention_layers", fg.entropy_layers_figure(att["layers"])))
-        made.append(("attention_epochs", fg.entropy_epochs_figure(read_jsonl(Path(run_dir) / METRICS_FILE))))
+        made.append(("attention_epochs", fg.entropy_epochs_figure(read_metrics(run_dir))))
     if "robustness" in sections and analysis.get("robustness"):
         made.append(("robustness_severity", fg.severity_figure(analysis["robustness"])))
         made.append(("robustness_heatmap", fg.corruption_heatmap(analysis["robustness"])))

@@ -10,8 +10,7 @@ from torch import Tensor, nn
 
 from ..config import RunConfig, build, read_yaml
 from ..errors import UserError
-from ..io import read_json_object
-from ..rundir import BEST_CHECKPOINT, CONFIG_FILE, SUMMARY_FILE, checkpoint_path
+from ..rundir import BEST_CHECKPOINT, CONFIG_FILE, checkpoint_path, read_summary
 
 
 @dataclass
@@ -84,5 +83,5 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     augment = Augmenter(cfg.aug, data.mean, data.std, data.num_classes, model.input_size)
-    return LoadedRun(p, cfg, read_json_object(p / SUMMARY_FILE) or {}, model, data, augment, dev,
+    return LoadedRun(p, cfg, read_summary(p) or {}, model, data, augment, dev,
                      amp_dtype(cfg, dev), ck.get("epoch"))

@@ -30,8 +30,9 @@ from ..analysis.analyze import read_analysis, read_maps
 from ..analysis.corruptions import CORRUPTIONS, ordered
 from ..analysis.robustness import error_profile, mce, mean_profile
 from ..errors import UserError
-from ..io import atomic_write_text, read_json_object, read_jsonl
-from ..rundir import ANALYSIS_DIR, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
+from ..io import atomic_write_text
+from ..rundir import (ANALYSIS_DIR, CONFIG_FILE, SUMMARY_FILE, MalformedFile, is_run_dir, read_metrics, read_summary,
+                      warn_damaged)
 from ..safepath import writable_run_dir
 from .. import stats
 from .html import CSS, HTML_NAME, slug
@@ -87,7 +88,11 @@ def factor_levels(records: Sequence, factor: str, levels: Sequence[str], run_dir
         recs = sorted((r for r in records if r.factor == factor and str(r.level_label) == str(label)
                        and r.status == COMPLETED), key=lambda r: r.seed)
         for r in recs:
-            a = read_analysis(run_dir(r.run_id))
+            try:
+                a = read_analysis(run_dir(r.run_id))
+            except MalformedFile as err:
+                warn_damaged(err, "the run is left out of the analysis sections")
+                continue
             if a is None:
                 continue
             lev.seeds.append(r.seed)
@@ -422,10 +427,6 @@ def study_sections(meta: dict, records: Sequence, study_dir: Path, report_dir: P
 # ---------------------------------------------------------------------------------------------- one run
 
 
-def is_run_dir(path: Path) -> bool:
-    return (path / CONFIG_FILE).is_file() and (path / SUMMARY_FILE).is_file()
-
-
 def _fmt(v, scale: float = 1.0, decimals: int = 2) -> str:
     if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
         return "—"
@@ -449,7 +450,7 @@ def run_sections(run_dir: Path, analysis: dict, sink: FigureSink) -> list[tuple[
                            "max logit", "‖W_q W_kᵀ‖₂", "rank residual", "token cosine"], rows)
         body += sink(afig.entropy_layers_figure(att["layers"]), "attention_layers",
                      "Normalized entropy and mean attention distance per layer; dots = heads.")
-        body += sink(afig.entropy_epochs_figure(read_jsonl(run_dir / METRICS_FILE)), "attention_epochs",
+        body += sink(afig.entropy_epochs_figure(read_metrics(run_dir)), "attention_epochs",
                      "Normalized attention entropy per layer during training (fixed validation batch).")
         if "images" in arrays:
             labels = [f"L{i}" for i in range(n)]
@@ -538,10 +539,10 @@ def write_run_report(run_dir: str | Path, out_path: str | Path | None = None) ->
     """`vitlab report RUN_DIR`: RUN/analysis/report.html, beside the figures it embeds (a run directory
     holds only the entries rundir.RUN_DIR_ENTRIES names)."""
     p = Path(run_dir)
-    if not is_run_dir(p):
+    if not (is_run_dir(p) and (p / SUMMARY_FILE).is_file()):
         raise UserError(f"{p}: not a run directory (no {CONFIG_FILE} and {SUMMARY_FILE})")
     writable_run_dir(p)  # RUN/analysis/ as a link elsewhere: refused before anything is written
-    summary = read_json_object(p / SUMMARY_FILE) or {}
+    summary = read_summary(p) or {}
     analysis = read_analysis(p)
     report_dir = p / ANALYSIS_DIR
     sections = run_sections(p, analysis, FigureSink(report_dir)) if analysis else []

@@ -506,7 +506,8 @@ def report_main(study_dir: str | Path, out: str | Path | None = None, ci: str | 
                 target_delta: float | None = None) -> Path:
     """`vitlab report DIR [-o FILE] [--ci METHOD] [--target-delta PP]`: a study report, or the one-run
     report when DIR is a run directory; UserError (one line) when DIR is neither or an option is invalid."""
-    from .analysis_sections import is_run_dir, write_run_report
+    from ..rundir import is_run_dir
+    from .analysis_sections import write_run_report
 
     if Path(study_dir).is_dir() and is_run_dir(Path(study_dir)):
         return write_run_report(study_dir, out)

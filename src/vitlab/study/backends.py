@@ -15,8 +15,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 
 from ..errors import UserError
-from ..io import read_jsonl
-from ..rundir import METRICS_FILE
+from ..rundir import read_metrics
 from .runsync import StudyStore, remove_scratch
 from .storage import PROTOCOL_PACKAGES
 from .worker import Outcome, Task, Trainer, execute, worker_main
@@ -265,7 +264,7 @@ class RayPool:
     def _epochs(self, task: Task) -> list[dict]:
         """The run's metric rows as they are now (in its run directory, or in the study's storage)."""
         if task.storage is None or self.store is None:
-            return read_jsonl(Path(task.run_dir) / METRICS_FILE)
+            return read_metrics(task.run_dir)
         return self.store.epochs(task.run_id)
 
     def poll(self, timeout: float) -> list[tuple]:

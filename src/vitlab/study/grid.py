@@ -15,7 +15,7 @@ from typing import Any
 
 from .. import stats
 from ..analysis import missing_sections
-from ..rundir import FINAL_STATUSES, RunStatus
+from ..rundir import FINAL_STATUSES, MalformedFile, RunStatus, warn_damaged
 from . import spec as specmod
 from .index import IndexWriter, run_dir
 from .query import PERCENT_SUFFIXES
@@ -46,8 +46,12 @@ class GridSource:
     storage: str | None = None
 
     def __init__(self, study: specmod.StudySpec, runs: list[specmod.RunSpec], out: Path, index: IndexWriter,
-                 max_retries: int):
+                 max_retries: int, retrain_damaged: bool = False):
         self.study, self.out, self.index, self.max_retries = study, out, index, max_retries
+        #: Train the runs whose files are malformed again (resuming from their checkpoint) instead of
+        #: reporting and skipping them (`vitlab study --retrain-damaged`).
+        self.retrain_damaged = retrain_damaged
+        self.damaged: set[str] = set()  # run IDs re-trained because they were damaged
         self.queue: deque[specmod.RunSpec] = deque()
         self.by_id: dict[str, specmod.RunSpec] = {}
         self.trained: list[str] = []  # run IDs started (trained or resumed) in this session
@@ -64,10 +68,19 @@ class GridSource:
             return RunStatus(self.index.status(r.run_id)[0])
         self.by_id[r.run_id] = r
         status = reconcile(self.index, r.run_id, run_dir(self.out, r.run_id))
-        if status == RunStatus.COMPLETED and self.study.analysis and \
-                missing_sections(run_dir(self.out, r.run_id), self.study.analysis):
-            status = RunStatus.PENDING  # trained, not yet analyzed: the worker resumes with the analysis
-            self.index.set_status(r.run_id, status)
+        if status == RunStatus.COMPLETED and self.study.analysis:
+            try:
+                if missing_sections(run_dir(self.out, r.run_id), self.study.analysis):
+                    status = RunStatus.PENDING  # trained, not yet analyzed: the worker resumes with the analysis
+                    self.index.set_status(r.run_id, status)
+            except MalformedFile as e:
+                warn_damaged(e)
+                status = RunStatus.DAMAGED
+                self.index.set_status(r.run_id, status, summary={"status": str(status), "error": str(e)[:1000]})
+        if status == RunStatus.DAMAGED and self.retrain_damaged:
+            self.damaged.add(r.run_id)
+            status = RunStatus.PENDING
+            self.index.set_status(r.run_id, status, summary={})
         attempts = self.index.status(r.run_id)[1]
         if status == RunStatus.PENDING or (status == RunStatus.FAILED and attempts <= self.max_retries):
             self.queue.append(r)
@@ -88,9 +101,12 @@ class GridSource:
             return None
         r = self.queue.popleft()
         self.trained.append(r.run_id)
+        # A damaged run's analysis.json may be what is damaged: its analysis starts afresh (force).
+        repair = r.run_id in self.damaged
+        options = dict(self.study.analysis_options, **({"force": True} if repair else {}))
         return Task(run_id=r.run_id, config=r.config_dict(), run_dir=str(run_dir(self.out, r.run_id)),
                     label=run_label(r), storage=self.storage, analysis=list(self.study.analysis),
-                    analysis_options=dict(self.study.analysis_options), context={"study": self.study.name, "factor": r.factor,
+                    analysis_options=options, repair=repair, context={"study": self.study.name, "factor": r.factor,
                                                  "level": r.level_label, "seed": r.seed, "run_id": r.run_id})
 
     def retry(self, task: Task) -> None:
@@ -110,10 +126,10 @@ class AdaptiveSource(GridSource):
     """
 
     def __init__(self, study: specmod.StudySpec, runs: list[specmod.RunSpec], out: Path, index: IndexWriter,
-                 max_retries: int, meta: dict):
+                 max_retries: int, meta: dict, retrain_damaged: bool = False):
         self.adaptive = study.adaptive
         self.meta = meta
-        super().__init__(study, runs, out, index, max_retries)
+        super().__init__(study, runs, out, index, max_retries, retrain_damaged)
         refs = specmod.reference_levels(study)
         self.levels: list[tuple[str, Any]] = []  # (factor, level) compared with refs[factor]
         for factor, levels in _factor_levels(study):

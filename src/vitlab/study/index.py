@@ -5,6 +5,10 @@ study's storage when it keeps them elsewhere: runsync.py); the index adds
 what they do not hold (attempt counts, the factor/level of each run) and makes a study fast to
 query. Only the coordinator writes it (`IndexWriter`); readers use `StudyIndex`. It can always be
 rebuilt from the directory (`rebuild_index`), losing only the attempt counts.
+
+The index is read back like any run file: every JSON column is parsed bounded and typed (jsonread.py,
+rundir.check_summary), and a row that is not what the writer puts there is a `CorruptIndex`, which
+`open_index` / `open_writer` answer by rebuilding, as they do for SQLite-level damage.
 """
 from __future__ import annotations
 
@@ -17,14 +21,17 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import UserError
-from ..io import read_json_object, read_jsonl
-from ..rundir import FINAL_STATUSES, METRICS_FILE, RUNS_DIR, SUMMARY_FILE, TRIAL_FILE, RunStatus  # noqa: F401
+from ..jsonread import MalformedFile, parse_json
+from ..rundir import (FINAL_STATUSES, RUNS_DIR, TRIAL_FILE, RunStatus, check_metrics_row, check_summary, read_metrics,
+                      read_summary, read_trial, warn_damaged)
 from .runsync import fetch_study
 
 INDEX_FILE = "index.sqlite"
 SPEC_FILE = "spec.yaml"
 #: Seconds a connection waits for the writer's lock before giving up.
 SQLITE_TIMEOUT_S = 60.0
+#: Longest plain text column (a run ID, factor or level label) the index may hold.
+MAX_COLUMN_CHARS = 10_000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs(
@@ -97,7 +104,43 @@ class StudyIndex:
     def meta(self) -> dict:
         """name, kind, factors {factor: [level_label, ...]}, reference {factor: label}, metrics,
         profile, base (the base config dict), and for searches objective/direction/space."""
-        return {r["key"]: json.loads(r["value"]) for r in self.con.execute("SELECT key, value FROM meta")}
+        meta = {}
+        for r in self.con.execute("SELECT key, value FROM meta"):
+            key = _column(self.path, "meta", r["key"], str, "key")
+            meta[key] = self._json(r["value"], f"meta {key[:40]}")
+        if not isinstance(meta.get("factors", {}), dict):
+            raise CorruptIndex(f"{self.path}: meta factors: not an object")
+        return meta
+
+    def _json(self, text: Any, where: str, kind: type | None = None) -> Any:
+        """A JSON column, parsed bounded (and of type `kind`), or CorruptIndex."""
+        if not isinstance(text, str):
+            raise CorruptIndex(f"{self.path}: {where}: {type(text).__name__} where JSON text belongs")
+        try:
+            value = parse_json(text, f"{self.path}: {where}")
+        except MalformedFile as e:
+            raise CorruptIndex(str(e)) from None
+        if kind is not None and not isinstance(value, kind):
+            raise CorruptIndex(f"{self.path}: {where}: {type(value).__name__} where {kind.__name__} belongs")
+        return value
+
+    def _summary(self, text: Any, where: str) -> dict:
+        try:
+            return check_summary(self._json(text or "{}", where, dict), f"{self.path}: {where}")
+        except MalformedFile as e:
+            raise CorruptIndex(str(e)) from None
+
+    def _epoch(self, r: sqlite3.Row) -> dict:
+        where = f"epochs of {str(r['run_id'])[:40]}"
+        row = {"epoch": _column(self.path, where, r["epoch"], int, "epoch"), **self._json(r["metrics_json"], where, dict)}
+        try:
+            return check_metrics_row(row, f"{self.path}: {where}")
+        except MalformedFile as e:
+            raise CorruptIndex(str(e)) from None
+
+    def check(self) -> None:
+        """Read every row as `meta()` and `runs()` do: CorruptIndex when one is not what the writer puts there."""
+        self.runs()
 
     def runs(self, factor: str | None = None, status: str | None = None) -> list[RunRecord]:
         """Index rows, ordered by factor (spec order), level order, seed."""
@@ -114,18 +157,39 @@ class StudyIndex:
         rows = self.con.execute(sql, args).fetchall()
         epochs: dict[str, list[dict]] = {}
         for r in self.con.execute("SELECT run_id, epoch, metrics_json FROM epochs ORDER BY run_id, epoch"):
-            epochs.setdefault(r["run_id"], []).append({"epoch": r["epoch"], **json.loads(r["metrics_json"])})
+            epochs.setdefault(r["run_id"], []).append(self._epoch(r))
         order = {f: i for i, f in enumerate(self.meta().get("factors", {}))}
-        records = [
-            RunRecord(run_id=r["run_id"], factor=r["factor"], level=json.loads(r["level_json"]),
-                      level_label=r["level_label"], level_order=r["level_order"], seed=r["seed"],
-                      status=r["status"], attempts=r["attempts"], varied=json.loads(r["varied_json"]),
-                      config=json.loads(r["config_json"]), summary=json.loads(r["summary_json"] or "{}"),
-                      epochs=epochs.get(r["run_id"], []))
-            for r in rows
-        ]
+        records = [self._record(r, epochs) for r in rows]
         records.sort(key=lambda rec: (order.get(rec.factor, len(order)), rec.factor, rec.level_order, rec.seed))
         return records
+
+
+    def _record(self, r: sqlite3.Row, epochs: dict[str, list[dict]]) -> RunRecord:
+        """One `runs` row, typed (CorruptIndex when a column is not what the writer puts there)."""
+        where = f"run {str(r['run_id'])[:40]}"
+        status = _column(self.path, where, r["status"], str, "status")
+        if RunStatus.parse(status) is None:
+            raise CorruptIndex(f"{self.path}: {where}: status {status[:40]!r} is not a run status")
+        return RunRecord(run_id=_column(self.path, where, r["run_id"], str, "run_id"),
+                         factor=_column(self.path, where, r["factor"], str, "factor"),
+                         level=self._json(r["level_json"], f"{where} level"),
+                         level_label=_column(self.path, where, r["level_label"], str, "level_label"),
+                         level_order=_column(self.path, where, r["level_order"], int, "level_order"),
+                         seed=_column(self.path, where, r["seed"], int, "seed"), status=status,
+                         attempts=_column(self.path, where, r["attempts"], int, "attempts"),
+                         varied=self._json(r["varied_json"], f"{where} varied", dict),
+                         config=self._json(r["config_json"], f"{where} config", dict),
+                         summary=self._summary(r["summary_json"], f"{where} summary"),
+                         epochs=epochs.get(r["run_id"], []))
+
+
+def _column(path: Path, where: str, value: Any, kind: type, name: str) -> Any:
+    """A plain column of type `kind` (bool is no int here), or CorruptIndex."""
+    if not isinstance(value, kind) or isinstance(value, bool) or isinstance(value, int) and abs(value) > 2 ** 63:
+        raise CorruptIndex(f"{path}: {where}: {name} is {type(value).__name__}, not {kind.__name__}")
+    if isinstance(value, str) and len(value) > MAX_COLUMN_CHARS:
+        raise CorruptIndex(f"{path}: {where}: {name} of {len(value):,} characters")
+    return value
 
 
 class IndexWriter(StudyIndex):
@@ -165,11 +229,14 @@ class IndexWriter(StudyIndex):
     def status(self, run_id: str) -> tuple[str, int] | None:
         """(status, attempts) of a run, or None when it is not in the index."""
         r = self.con.execute("SELECT status, attempts FROM runs WHERE run_id = ? LIMIT 1", (run_id,)).fetchone()
-        return (r["status"], r["attempts"]) if r else None
+        if not r:
+            return None
+        where = f"run {run_id}"
+        return _column(self.path, where, r["status"], str, "status"), _column(self.path, where, r["attempts"], int, "attempts")
 
     def summary(self, run_id: str) -> dict:
         r = self.con.execute("SELECT summary_json FROM runs WHERE run_id = ? LIMIT 1", (run_id,)).fetchone()
-        return json.loads(r["summary_json"] or "{}") if r else {}
+        return self._summary(r["summary_json"], f"run {run_id} summary") if r else {}
 
     def set_status(self, run_id: str, status: str, summary: dict | None = None, add_attempt: bool = False,
                    attempts: int | None = None) -> None:
@@ -211,19 +278,19 @@ def run_dir(study_dir: str | Path, run_id: str) -> Path:
     return Path(study_dir) / RUNS_DIR / run_id
 
 
-def read_summary(run_path: str | Path) -> dict | None:
-    """RUN/summary.json, or None when the run never started or the file is unreadable."""
-    return read_json_object(Path(run_path) / SUMMARY_FILE)
-
-
-def read_epochs(run_path: str | Path) -> list[dict]:
-    return [r for r in read_jsonl(Path(run_path) / METRICS_FILE) if isinstance(r, dict) and "epoch" in r]
+def read_run_state(run_path: str | Path) -> tuple[dict | None, list[dict], MalformedFile | None]:
+    """(summary or None, metrics rows, None) of a run directory; ({damaged summary}, [], the error)
+    when one of its files is malformed (the caller warns and reports the run as damaged)."""
+    try:
+        return read_summary(run_path), read_metrics(run_path), None
+    except MalformedFile as e:
+        return {"status": RunStatus.DAMAGED.value, "error": str(e)[:1000]}, [], e
 
 
 def status_from_summary(summary: dict | None) -> RunStatus:
     """Index status of a run directory read while no coordinator runs it."""
     st = RunStatus.parse((summary or {}).get("status"))
-    if st in FINAL_STATUSES or st == RunStatus.FAILED:
+    if st in FINAL_STATUSES or st in (RunStatus.FAILED, RunStatus.DAMAGED):
         return st
     return RunStatus.PENDING  # absent, or "running" when its process died: it resumes from its checkpoint
 
@@ -232,22 +299,50 @@ def status_from_summary(summary: dict | None) -> RunStatus:
 # open / rebuild
 
 
-def open_index(study_dir: str | Path) -> StudyIndex:
-    """The study's index for reading; rebuilt from DIR/spec.yaml + DIR/runs/* when missing or damaged."""
+def open_index(study_dir: str | Path, warn_damaged: bool = True) -> StudyIndex:
+    """The study's index for reading; rebuilt from DIR/spec.yaml + DIR/runs/* when missing or damaged.
+    Each run it marks damaged is one warning line (unless `warn_damaged` is False)."""
     d = Path(study_dir)
     if not (d / INDEX_FILE).is_file():
         return rebuild_index(d)
     try:
-        return StudyIndex(d)
+        index = StudyIndex(d)
     except CorruptIndex as e:
         warn_rebuild(e)
         return rebuild_index(d)
+    try:
+        index.check()
+    except CorruptIndex as e:
+        index.close()
+        warn_rebuild(e)
+        return rebuild_index(d)
+    if warn_damaged:
+        warn_damaged_runs(index)
+    return index
+
+
+def warn_damaged_runs(index: StudyIndex) -> None:
+    """One warning line per run the index marks damaged (a rebuild warns as it reads them instead)."""
+    import sys
+
+    seen = set()
+    for rec in index.runs(status=RunStatus.DAMAGED.value):
+        if rec.run_id not in seen:
+            seen.add(rec.run_id)
+            print(f"warning: {rec.summary.get('error') or f'run {rec.run_id}: damaged'}; the run is reported as "
+                  "damaged and skipped", file=sys.stderr)
 
 
 def open_writer(study_dir: Path) -> IndexWriter:
     """The coordinator's index (call with the study lock held), rebuilt first when damaged."""
     try:
-        return IndexWriter(study_dir)
+        writer = IndexWriter(study_dir)
+        try:
+            writer.check()
+        except CorruptIndex:
+            writer.close()
+            raise
+        return writer
     except CorruptIndex as e:
         warn_rebuild(e)
         replace_with_fresh_index(study_dir)
@@ -307,13 +402,16 @@ def write_fresh_index(study_dir: Path, target: Path) -> None:
         else:
             rows = search_rows_from_dirs(study_dir)
             writer.set_meta({**study_meta(study), "factors": {"search": [r[3] for r in sorted(rows, key=lambda r: r[4])]}})
+        warned: set[str] = set()  # a run shared by factors is warned about once
         for run_id, factor, level, label, order, seed, varied, config in rows:
-            path = run_dir(study_dir, run_id)
-            summary = read_summary(path)
+            summary, epochs, damage = read_run_state(run_dir(study_dir, run_id))
+            if damage is not None and run_id not in warned:
+                warn_damaged(damage)
+                warned.add(run_id)
             status = status_from_summary(summary)
             writer.add_run(run_id, factor, level, label, order, seed, varied, config, status,
                            attempts=0 if status == RunStatus.PENDING else 1, summary=summary)
-            writer.set_epochs(run_id, read_epochs(path))
+            writer.set_epochs(run_id, epochs)
 
 
 def study_meta(study) -> dict:
@@ -345,12 +443,17 @@ def search_rows_from_dirs(study_dir: Path) -> list[tuple]:
     rows = []
     for path in sorted((study_dir / RUNS_DIR).glob(f"*/{TRIAL_FILE}")):
         try:
-            trial = json.loads(path.read_text(encoding="utf-8"))
+            trial = read_trial(path.parent)
             config = yaml_load((path.parent / "config.yaml").read_text(encoding="utf-8")) \
                 if (path.parent / "config.yaml").is_file() else trial.get("config", {})
+        except MalformedFile as e:
+            warn_damaged(e, "the trial is left out of the index")
+            continue
         except (OSError, ValueError, yaml.YAMLError):
             continue
-        n = int(trial["number"])
+        if not isinstance(config, dict) or not isinstance(config.get("seed", 0), int):
+            continue
+        n = trial["number"]
         rows.append((path.parent.name, "search", trial["params"], f"trial {n}", n, int(config.get("seed", 0)),
                      trial["params"], trial.get("config", config)))
     return rows

@@ -12,6 +12,11 @@ publish (`check()`), so a worker that lost its lease stops writing. A waiter tak
 
 Object stores offer no compare-and-swap through fsspec, so taking a lease is write, wait `SETTLE_S`,
 read back: of two racing writers, the one whose object is not read back backs off.
+
+One protocol for every coordinator: a storage that is a directory on this machine (a path, file://, a
+network mount) may also be some study's own directory, whose workers train in place under the run
+directory's flock (lock.py) and take no lease. So a lease there also takes that flock, for as long as
+it is held: a coordinator in place and one using its directory as `--storage` never train one run at once.
 """
 from __future__ import annotations
 
@@ -23,6 +28,8 @@ import time
 import uuid
 from pathlib import Path
 
+from ..jsonread import MalformedFile, parse_json
+from .lock import RUN_LOCK, DirLock
 from .storage import Storage
 
 #: Seconds without a heartbeat after which a lease counts as abandoned.
@@ -31,6 +38,8 @@ LEASE_TTL_S = 60.0
 SETTLE_S = 0.3
 #: Seconds between looks at a lease held by someone else.
 POLL_S = 1.0
+#: A lease object is a few hundred bytes; a larger one is foreign (held until it goes stale).
+MAX_LEASE_BYTES = 64 * 2 ** 10
 
 _ACTIVE: set["Lease"] = set()  # leases held by this process (released when its coordinator dies)
 
@@ -75,6 +84,8 @@ class Lease:
         self.lost = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        root = storage.local_dir()  # the run directory's flock, which in-place workers hold (module doc)
+        self.flock = DirLock(root.joinpath(*key.split("/")[:-1]), RUN_LOCK) if root is not None else None
 
     # ------------------------------------------------------------------ reading
     def read(self) -> dict | None:
@@ -82,14 +93,15 @@ class Lease:
         if data is None:
             return None
         try:
-            owner = json.loads(data)
-        except ValueError:
+            owner = parse_json(data, self.key) if len(data) <= MAX_LEASE_BYTES else {}
+        except MalformedFile:
             return {}  # torn or foreign: treated as held until it goes stale
         return owner if isinstance(owner, dict) else {}
 
     def describe(self, owner: dict | None) -> str:
         if not owner:
-            return "nobody"
+            held = self.flock is not None and self.flock.fd is None and self.flock.path.exists()
+            return f"pid {self.flock.holder()} (in place)" if held else "nobody"
         return f"pid {owner.get('pid', '?')} on {str(owner.get('machine', '?')).split('|')[0] or '?'}"
 
     def abandoned_here(self, owner: dict) -> bool:
@@ -108,8 +120,20 @@ class Lease:
     def acquire(self, wait_s: float) -> bool:
         """Take the lease, waiting up to `wait_s` seconds for its holder; False when it is still held."""
         deadline = time.monotonic() + wait_s
+        try:
+            return self._acquire(deadline)
+        finally:
+            if not self.held and self.flock is not None:
+                self.flock.release()
+
+    def _acquire(self, deadline: float) -> bool:
         seen, seen_at = None, 0.0
         while True:
+            if self.flock is not None and self.flock.fd is None and not self.flock.try_acquire():
+                if time.monotonic() >= deadline:  # a worker trains the run in place
+                    return False
+                time.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
+                continue
             owner = self.read()
             now = time.monotonic()
             if owner != seen:
@@ -165,6 +189,9 @@ class Lease:
                 self.storage.delete(self.key)
         except Exception:  # it goes stale by itself
             pass
+        finally:
+            if self.flock is not None:
+                self.flock.release()
 
 
 def release_active(timeout_s: float = 2.0) -> None:

@@ -269,10 +269,11 @@ def _cell(values: list[float], metric: str) -> str:
     return f"{num(ci.mean)} [{num(ci.lo)}, {num(ci.hi)}]"
 
 
-def summary_table(study_dir: str | Path) -> str:
+def summary_table(study_dir: str | Path, warn_damaged: bool = True) -> str:
     """Per factor and level: completed seeds and the mean [95% t interval] over seeds of each of
-    the spec's metrics (accuracies, macro scores and ECE in %). A search lists its best trials."""
-    with open_index(study_dir) as index:
+    the spec's metrics (accuracies, macro scores and ECE in %). A search lists its best trials.
+    `warn_damaged` False: the caller (a coordinator) has warned about damaged runs already."""
+    with open_index(study_dir, warn_damaged=warn_damaged) as index:
         meta = index.meta()
         records = index.runs()
     from rich.table import Table

@@ -123,27 +123,35 @@ def open_study_storage(out: Path, requested: str | None, spec_dict: dict) -> Stu
     if store.location.lower().startswith("memory://"):
         raise UserError(f"--storage {store.location}: memory:// lives inside one process and workers are other "
                         "processes; use a path or a shared URL (file://, s3://, gs://, az://)")
-    raw = store.storage.get(SPEC_FILE)
-    if raw is not None:
-        try:  # someone else's file: bounded (size, depth, aliases) like every YAML vitlab reads
-            if len(raw) > MAX_YAML_BYTES:
-                raise UserError(f"larger than {MAX_YAML_BYTES:,} bytes")
-            theirs = specmod.spec_to_dict(specmod.resolve(specmod.load_spec(yaml_load(raw.decode("utf-8")),
-                                                                            source=SPEC_FILE)))
-        except (UserError, yaml.YAMLError, AttributeError, UnicodeDecodeError):
-            raise UserError(f"--storage {store.location}: holds a {SPEC_FILE} this version cannot read; "
-                            "choose another storage") from None
-        if not specmod.same_study(theirs, spec_dict):
-            raise UserError(f"--storage {store.location}: holds a different study ({theirs.get('name', '?')!r}); "
-                            "choose another storage")
+    check_stored_spec(store, spec_dict)
     return store
 
 
-def claim_storage(out: Path, store: StudyStore) -> None:
-    """Record the storage in the study directory and the study's spec in the storage (once each)."""
+def check_stored_spec(store: StudyStore, spec_dict: dict) -> None:
+    """Refuse (one line) a storage whose spec.yaml is of another study or unreadable; none is fine."""
+    raw = store.storage.get(SPEC_FILE)
+    if raw is None:
+        return
+    try:
+        if len(raw) > MAX_YAML_BYTES:  # someone else's file: bounded (size, depth, aliases) like every YAML read
+            raise UserError(f"larger than {MAX_YAML_BYTES:,} bytes")
+        theirs = specmod.spec_to_dict(specmod.resolve(specmod.load_spec(yaml_load(raw.decode("utf-8")),
+                                                                        source=SPEC_FILE)))
+    except (UserError, yaml.YAMLError, AttributeError, UnicodeDecodeError, RecursionError):
+        raise UserError(f"--storage {store.location}: holds a {SPEC_FILE} this version cannot read; "
+                        "choose another storage") from None
+    if not specmod.same_study(theirs, spec_dict):
+        raise UserError(f"--storage {store.location}: holds a different study ({theirs.get('name', '?')!r}); "
+                        "choose another storage")
+
+
+def claim_storage(out: Path, store: StudyStore, spec_dict: dict) -> None:
+    """Claim a new storage for this study atomically (of coordinators of different studies started at
+    once on it, exactly one wins; the others get check_stored_spec's one-line refusal), then record the
+    storage in the study directory."""
+    if store.storage is not None and not store.storage.put_new(SPEC_FILE, (out / SPEC_FILE).read_bytes()):
+        check_stored_spec(store, spec_dict)  # claimed by someone else just now: the same study is fine
     store.record()
-    if store.storage is not None and store.storage.get(SPEC_FILE) is None:
-        store.storage.put(SPEC_FILE, (out / SPEC_FILE).read_bytes())
 
 
 @contextlib.contextmanager
@@ -187,7 +195,8 @@ def run_study(spec: str | Path | dict | specmod.StudySpec, out_dir: str | Path, 
               max_retries: int = 2, progress: bool = True, gpus_per_run: float | None = None,
               cpus_per_run: float | None = None, trainer: Trainer | None = None,
               max_runs: int | None = specmod.DEFAULT_MAX_RUNS, storage: str | None = None,
-              ray_pip: bool = False, slurm: list[str] | None = None, detach: bool = False) -> StudyResult:
+              ray_pip: bool = False, slurm: list[str] | None = None, detach: bool = False,
+              retrain_damaged: bool = False) -> StudyResult:
     """Train every run of a study into `out_dir` (see the module doc); returns what it left.
 
     `max_runs` refuses a study larger than that (counted before anything is expanded; None: no
@@ -195,6 +204,8 @@ def run_study(spec: str | Path | dict | specmod.StudySpec, out_dir: str | Path, 
     directory; a study remembers it). `ray_pip`: install vitlab's dependencies on the Ray workers.
     `slurm`: `KEY=VALUE` items over the spec's `slurm:` section (backend slurm); `detach`: submit the
     tasks and return without waiting (a rerun attaches to them, see study/slurm.py).
+    `retrain_damaged`: train runs whose files are malformed again (resuming from their checkpoint); by
+    default they are reported as `damaged` (one warning each) and skipped.
     `trainer` replaces `vitlab.train.run_training` (tests only). Raises UserError on bad input before
     anything is written.
     """
@@ -211,8 +222,14 @@ def run_study(spec: str | Path | dict | specmod.StudySpec, out_dir: str | Path, 
     with study_directory(out_dir) as out:
         spec_dict = specmod.spec_to_dict(study)
         store = open_study_storage(out, storage, spec_dict)
+        fresh = not (out / SPEC_FILE).exists()
         prepare_study_dir(out, spec_dict)
-        claim_storage(out, store)
+        try:
+            claim_storage(out, store, spec_dict)
+        except UserError:
+            if fresh:  # a refused command leaves nothing behind
+                (out / SPEC_FILE).unlink(missing_ok=True)
+            raise
         store.fetch_all()  # the index is rebuilt from storage: it holds the truth
         with open_writer(out) as index:
             meta = study_meta(study)
@@ -221,9 +238,10 @@ def run_study(spec: str | Path | dict | specmod.StudySpec, out_dir: str | Path, 
                 index.add_run(r.run_id, r.factor, r.level, r.level_label, r.level_order, r.seed, r.varied,
                               r.config_dict())
             if study.adaptive is not None:
-                source = AdaptiveSource(study, unique_runs(study, runs), out, index, max_retries, meta)
+                source = AdaptiveSource(study, unique_runs(study, runs), out, index, max_retries, meta,
+                                        retrain_damaged)
             else:
-                source = GridSource(study, unique_runs(study, runs), out, index, max_retries)
+                source = GridSource(study, unique_runs(study, runs), out, index, max_retries, retrain_damaged)
             source.storage = store.location
             prog = StudyProgress(study.name, source.total, source.done, workers, enabled=progress)
             source.progress = prog
@@ -248,6 +266,6 @@ def study_result(study: specmod.StudySpec, out: Path, index: IndexWriter, run_id
     for rid in run_ids:
         status, _ = index.status(rid)
         result.counts[status] = result.counts.get(status, 0) + 1
-        if status == RunStatus.FAILED:
-            result.errors[rid] = index.summary(rid).get("error", "failed")
+        if status in (RunStatus.FAILED, RunStatus.DAMAGED):
+            result.errors[rid] = index.summary(rid).get("error", str(status))
     return result

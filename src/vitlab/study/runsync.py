@@ -23,24 +23,28 @@ files in storage are links.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
+import hashlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from ..errors import UserError
-from ..io import atomic_write_bytes, atomic_write_json, read_json_object, read_jsonl
+from ..io import atomic_write_bytes, atomic_write_json
+from ..jsonread import MalformedFile, parse_json, read_json_file
 from ..safepath import UnsafePathError, check_tree, inside, walk_files, warn, writable_run_dir
 from ..rundir import (ANALYSIS_DIR, BEST_CHECKPOINT, CHECKPOINTS_DIR, CONFIG_FILE, CONFUSION_FILE, FINAL_STATUSES,
-                      LAST_CHECKPOINT, LEASE_FILE, METRICS_FILE, RUNS_DIR, SUMMARY_FILE, RunStatus)
+                      LAST_CHECKPOINT, LEASE_FILE, MAX_METRICS_BYTES, METRICS_FILE, RUNS_DIR, SUMMARY_FILE, RunStatus,
+                      check_metrics_row, read_metrics, read_summary)
 from .lease import LEASE_TTL_S, Lease
 from .lock import RUN_LOCK, DirLock
 from .storage import Storage, StorageError, is_url, open_storage
 
 #: DIR/storage.json: {"location": URL or path} of a study whose runs live outside its directory.
 STORAGE_FILE = "storage.json"
+#: storage.json holds one URL: larger is not ours.
+MAX_STORAGE_RECORD_BYTES = 64 * 2 ** 10
 #: Environment variable naming the local scratch root where workers train runs of a remote storage.
 SCRATCH_ENV = "VITLAB_SCRATCH"
 #: How long a worker waits for a run directory (flock) or run lease still held by a dying worker.
@@ -268,7 +272,10 @@ class StudyStore:
 
     @staticmethod
     def _final_and_current(local: Path, wanted: dict[str, int]) -> bool:
-        summary = read_json_object(local / SUMMARY_FILE)
+        try:
+            summary = read_summary(local)
+        except MalformedFile:
+            return False  # fetched again: storage may hold a good copy
         if summary is None or RunStatus.parse(summary.get("status")) not in FINAL_STATUSES:
             return False
         for rel, size in wanted.items():
@@ -304,15 +311,21 @@ class StudyStore:
             self.storage.put(run_key(run_id, rel), data)
 
     def epochs(self, run_id: str) -> list[dict]:
-        """metrics.jsonl of a run as it is now (straight from storage: for progress while it trains)."""
+        """metrics.jsonl of a run as it is now (straight from storage: for progress while it trains); the
+        rows before the first malformed line (progress only: the outcome reads the run's files typed)."""
         if self.storage is None:
-            return read_jsonl(self.run_path(run_id) / METRICS_FILE)
-        data = self.storage.get(run_key(run_id, METRICS_FILE)) or b""
-        rows = []
-        for line in data.decode("utf-8", "replace").splitlines():
             try:
-                rows.append(json.loads(line))
-            except ValueError:
+                return read_metrics(self.run_path(run_id))
+            except MalformedFile:
+                return []
+        key = run_key(run_id, METRICS_FILE)
+        if self.storage.sizes(key).get(key, 0) > MAX_METRICS_BYTES:
+            return []
+        rows = []
+        for line in (self.storage.get(key) or b"").splitlines():
+            try:
+                rows.append(check_metrics_row(parse_json(line, key), key))
+            except MalformedFile:
                 break
         return rows
 
@@ -328,7 +341,10 @@ def recorded_location(study_dir: str | Path) -> str | None:
     path = Path(study_dir) / STORAGE_FILE
     if not path.exists():
         return None
-    data = read_json_object(path)
+    try:
+        data = read_json_file(path, MAX_STORAGE_RECORD_BYTES)
+    except MalformedFile:
+        data = None
     if not data or not isinstance(data.get("location"), str):
         raise UserError(f"{path}: unreadable (expected {{\"location\": URL}}); restore it or delete the study directory")
     return data["location"]
@@ -421,12 +437,12 @@ def publish_analysis(run_dir: str | Path, scalars: dict) -> list[str] | None:
                 written.append(key)
         raw = store.storage.get(run_key(run_id, SUMMARY_FILE))
         try:
-            summary = json.loads(raw) if raw is not None else None
-        except ValueError:
+            summary = parse_json(raw, run_key(run_id, SUMMARY_FILE)) if raw is not None else None
+        except MalformedFile:
             summary = None
         if isinstance(summary, dict) and scalars and any(summary.get(k) != v for k, v in scalars.items()):
             summary.update(scalars)
-            data = (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode()
+            data = (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode()  # the form atomic_write_json writes
             store.storage.put(run_key(run_id, SUMMARY_FILE), data)
             written.append(run_key(run_id, SUMMARY_FILE))
     finally:

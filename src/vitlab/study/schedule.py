@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from typing import Callable, Protocol
 
-from ..rundir import FINAL_STATUSES, RunStatus
+from ..rundir import FINAL_STATUSES, RunStatus, warn_damaged
 from .backends import uses_cpu
-from .index import IndexWriter, read_epochs, read_summary, status_from_summary
+from .index import IndexWriter, read_run_state, status_from_summary
 from .progress import StudyProgress
 from .runsync import StudyStore
 from .worker import Outcome, Task
@@ -52,10 +52,13 @@ class TaskSource(Protocol):
 
 
 def reconcile(index: IndexWriter, run_id: str, run_path) -> RunStatus:
-    """Bring a run's index rows in line with its directory (no coordinator runs it); its status."""
-    summary = read_summary(run_path)
+    """Bring a run's index rows in line with its directory (no coordinator runs it); its status.
+    A run whose files are malformed is `damaged` (one warning; the caller skips it)."""
+    summary, epochs, damage = read_run_state(run_path)
+    if damage is not None:
+        warn_damaged(damage)
     status = status_from_summary(summary)
-    index.set_epochs(run_id, read_epochs(run_path))
+    index.set_epochs(run_id, epochs)
     previous = index.status(run_id)
     if status == RunStatus.PENDING and previous and previous[0] == RunStatus.FAILED:
         return RunStatus.FAILED  # a worker that died leaves "running" in its run dir; the index has the error
@@ -67,10 +70,14 @@ def reconcile(index: IndexWriter, run_id: str, run_path) -> RunStatus:
 
 def record_outcome(index: IndexWriter, outcome: Outcome, run_path) -> tuple[RunStatus, dict]:
     """Write a finished attempt into the index from its run directory; its status and summary."""
-    summary = read_summary(run_path) or dict(outcome.summary)
-    index.set_epochs(outcome.run_id, read_epochs(run_path))
+    summary, epochs, damage = read_run_state(run_path)
+    summary = summary or dict(outcome.summary)
+    index.set_epochs(outcome.run_id, epochs)
     status = RunStatus.parse(summary.get("status"))
-    if outcome.error is not None:
+    if damage is not None:  # written by this attempt, yet unreadable: the attempt failed (and is retried)
+        status = RunStatus.FAILED
+        summary = {"status": str(status), "error": str(damage)[:1000]}
+    elif outcome.error is not None:
         status = RunStatus.FAILED
         summary = {**summary, "status": str(status), "error": outcome.error}
     elif status not in FINAL_STATUSES:

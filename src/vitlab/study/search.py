@@ -16,9 +16,9 @@ from typing import Any
 
 from ..errors import UserError
 from ..io import atomic_write_json
-from ..rundir import TRIAL_FILE, RunStatus
+from ..rundir import TRIAL_FILE, MalformedFile, RunStatus, read_trial
 from . import spec as specmod
-from .index import IndexWriter, open_writer, read_epochs, run_dir, study_meta
+from .index import IndexWriter, open_writer, read_run_state, run_dir, study_meta
 from .optuna_glue import PruneHook, make_pruner, objective_value, open_storage, suggest_params
 from .progress import StudyProgress
 from .runner import check_options, make_pool, prepare_study_dir, study_directory
@@ -221,7 +221,7 @@ class OptunaSource:
         epoch there is checkpointed, or redone identically on resume): report it to the new trial
         so that the pruner sees the whole curve. The worker skips steps already reported."""
         metric = self.spec.objective
-        for row in read_epochs(run_dir(self.out, run_id)):
+        for row in read_run_state(run_dir(self.out, run_id))[1]:  # [] when damaged
             if row.get(metric) is not None:
                 trial.report(float(row[metric]), int(row["epoch"]))
 
@@ -240,7 +240,7 @@ class OptunaSource:
         trial = self.inflight.pop(task.run_id)
         self.finished += 1
         if status == RunStatus.COMPLETED:
-            value = objective_value(summary, read_epochs(task.run_dir), self.spec.objective)
+            value = objective_value(summary, read_run_state(task.run_dir)[1], self.spec.objective)
             if value is not None:
                 trial.set_user_attr(ATTR_OUTCOME, "completed")
                 self.study.tell(trial, value)
@@ -285,9 +285,9 @@ def _state(name: str):
 
 
 def _read_numbers(path: Path) -> list[int]:
-    import json
-
+    """The Optuna trial numbers a run's trial.json records ([] when missing or damaged: it is rewritten)."""
     try:
-        return list(json.loads((path / TRIAL_FILE).read_text())["optuna_trials"])
-    except (OSError, ValueError, KeyError, TypeError):
+        trial = read_trial(path) or {}
+    except MalformedFile:
         return []
+    return [n for n in trial.get("optuna_trials", []) if isinstance(n, int) and not isinstance(n, bool)]

@@ -49,6 +49,8 @@ LOCAL_PROTOCOLS = frozenset({"file", "local"})
 #: The package that provides each cloud protocol (named in the error when it is missing).
 PROTOCOL_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs",
                      "abfss": "adlfs", "adl": "adlfs"}
+#: Seconds an object store claim waits between writing a new key and reading it back (`put_new`).
+CLAIM_SETTLE_S = 0.5
 #: Errors that retrying cannot fix (a bug, or a permanent refusal); all else is treated as transient.
 PERMANENT_ERRORS = (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError, FileNotFoundError,
                     TypeError, ValueError, AttributeError, KeyError, NotImplementedError, ImportError)
@@ -77,7 +79,30 @@ def check_key(key: str) -> str:
 
 
 def is_temporary(key: str) -> bool:
-    return TMP_MARK in key.rsplit("/", 1)[-1]
+    """An unfinished write, or bookkeeping that is no run file: a dot-name (a run's `.lease` and
+    `.lock`, a local temporary file)."""
+    name = key.rsplit("/", 1)[-1]
+    return TMP_MARK in name or name.startswith(".")
+
+
+def _link_new(path: Path, data: bytes) -> bool:
+    """Create `path` holding `data` unless it exists (a hard link never replaces: atomic). True if created."""
+    if os.path.lexists(path):  # the common case: claimed long ago; nothing is written then
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{uuid.uuid4().hex[:12]}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class Storage(ABC):
@@ -126,6 +151,22 @@ class Storage(ABC):
             except FileNotFoundError:
                 return None
         return self._retry("get", self._checked(key), op)
+
+    def put_new(self, key: str, data: bytes) -> bool:
+        """Store `data` under `key` only when no object is there; True when this call created it.
+
+        Atomic on a directory (a hard link never replaces a file). Object stores offer no create-if-absent
+        through fsspec: write, wait CLAIM_SETTLE_S, read back; of writers racing within that time, the
+        one whose bytes are read back wins."""
+        check_key(key)
+        root = self.local_dir()
+        if root is not None:
+            return self._retry("put_new", key, lambda: _link_new(root.joinpath(*key.split("/")), bytes(data)))
+        if self.get(key) is not None:
+            return False
+        self.put(key, data)
+        time.sleep(CLAIM_SETTLE_S)
+        return self.get(key) == bytes(data)
 
     def exists(self, key: str) -> bool:
         return key in self.list(key)

@@ -21,8 +21,7 @@ from typing import Any, Callable, Protocol
 
 from ..config import RunConfig, build
 from ..errors import UserError
-from ..io import read_json_object
-from ..rundir import SUMMARY_FILE, RunStatus
+from ..rundir import SUMMARY_FILE, RunStatus, read_summary
 from .lease import release_active
 from .runsync import Workspace, remove_scratch
 from .storage import StorageError
@@ -59,6 +58,7 @@ class Task:
     context: dict | None = None  # study, factor, level, seed, run_id: what trackers tag the run with
     analysis: list[str] = field(default_factory=list)  # analyses of the run once it completed
     analysis_options: dict = field(default_factory=dict)  # their AnalysisOptions fields
+    repair: bool = False  # a damaged run re-trained on request: its summary goes, it resumes from its checkpoint
 
 
 @dataclass
@@ -99,6 +99,8 @@ def execute(task: Task, trainer: Trainer | None = None,
         cfg = run_config(task)
         prune = task.epoch_hook.open() if task.epoch_hook is not None else None
         with Workspace(task.run_id, task.run_dir, task.storage) as ws:
+            if task.repair:  # the checkpoint rewrites metrics.jsonl and a new summary.json
+                (ws.path / SUMMARY_FILE).unlink(missing_ok=True)
             def hook(epoch: int, row: dict) -> bool:
                 ws.publish()  # checkpoints are written before on_epoch is called (train/loop.py)
                 if on_epoch is not None:
@@ -123,10 +125,6 @@ def execute(task: Task, trainer: Trainer | None = None,
         out.error = f"{last} [{_where(e)}]"
     out.wall_s = time.monotonic() - t0
     return out
-
-
-def read_summary(run_dir: str | Path) -> dict | None:
-    return read_json_object(Path(run_dir) / SUMMARY_FILE)
 
 
 def _where(e: BaseException) -> str:

@@ -6,8 +6,7 @@ from pathlib import Path
 
 from ..config import EXECUTION_ONLY, RunConfig, build, config_hash, identity_dict, read_yaml
 from ..errors import UserError
-from ..io import read_json_object, read_jsonl
-from ..rundir import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
+from ..rundir import CONFIG_FILE, is_run_dir, read_metrics, read_summary
 from .base import RunInfo
 
 
@@ -44,13 +43,10 @@ def identity_of(raw: dict) -> tuple[dict, str | None]:
     return identity_dict(cfg), config_hash(cfg)
 
 
-def is_run_dir(path: str | Path) -> bool:
-    return (Path(path) / CONFIG_FILE).is_file()
-
-
 def read_run(run_dir: str | Path, run_id: str | None = None, context: dict | None = None) -> RunData:
-    """Read `run_dir` (UserError when it holds no config.yaml). The run ID is `run_id` (a study's
-    directory name), else the config hash, as `vitlab train` would have named it."""
+    """Read `run_dir` (UserError when it holds no config.yaml, MalformedFile when a file is damaged).
+    The run ID is `run_id` (a study's directory name), else the config hash, as `vitlab train` would
+    have named it."""
     run_dir = Path(run_dir)
     if not is_run_dir(run_dir):
         raise UserError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
@@ -58,6 +54,5 @@ def read_run(run_dir: str | Path, run_id: str | None = None, context: dict | Non
     ctx = {k: v for k, v in (context or {}).items() if v is not None}
     ctx.setdefault("seed", config.get("seed"))
     return RunData(run_dir=run_dir, run_id=run_id or digest or run_dir.name, config=config,
-                   summary=read_json_object(run_dir / SUMMARY_FILE) or {},
-                   history=[r for r in read_jsonl(run_dir / METRICS_FILE) if isinstance(r.get("epoch"), int)],
+                   summary=read_summary(run_dir) or {}, history=read_metrics(run_dir),
                    context=ctx)

@@ -6,7 +6,8 @@ The package itself is callable (its module class is swapped below) so that the s
 import sys
 import types
 
-from .loop import read_metrics, run_training
+from ..rundir import read_metrics
+from .loop import run_training
 
 __all__ = ["run_training", "read_metrics"]
 

@@ -22,9 +22,10 @@ from .. import __version__
 from ..config import RunConfig, config_from, dump_yaml, identity_dict, read_yaml, build
 from ..errors import RunError, UserError
 from ..io import (append_jsonl, atomic_write_json, atomic_write_text, csv_text, make_writable_dir, nearest_existing,
-                  read_json_object, read_jsonl, remove_empty_dirs, remove_stale_temp_files, write_jsonl)
+                  remove_empty_dirs, remove_stale_temp_files, write_jsonl)
 from ..rundir import (BEST_CHECKPOINT, CHECKPOINTS_DIR, CONFIG_FILE, CONFUSION_FILE, FINAL_STATUSES, LAST_CHECKPOINT,
-                      METRICS_FILE, RUN_DIR_ENTRIES, SUMMARY_FILE, RunStatus, checkpoint_path)
+                      METRICS_FILE, RUN_DIR_ENTRIES, SUMMARY_FILE, MalformedFile, RunStatus, checkpoint_path,
+                      read_summary)
 from ..safepath import writable_run_dir
 from ..track import Trackers, open_trackers
 from .budget import CLOCKS, plan_budget
@@ -449,7 +450,10 @@ def prepare_out_dir(cfg: RunConfig, out: Path, resume: bool) -> dict | None:
             raise UserError(f"{out}: holds a run with a different config; choose another --out")
         if not resume:
             raise UserError(f"{out}: already holds this run; pass --resume to continue it or choose another --out")
-        summary = read_json_object(out / SUMMARY_FILE) or {}
+        try:
+            summary = read_summary(out) or {}
+        except MalformedFile:  # damaged: the run resumes from its checkpoint and writes a new one
+            summary = {}
         if summary.get("status") in FINAL_STATUSES:
             return summary
     return None
@@ -532,8 +536,4 @@ def _mark_failed(trainer: Trainer, summary_path: Path, error: str) -> dict:
     return failed
 
 
-def read_metrics(run_dir) -> list[dict]:
-    return read_jsonl(Path(run_dir) / METRICS_FILE)
-
-
-__all__ = ["run_training", "read_metrics", "Trainer", "soft_cross_entropy", "param_groups"]
+__all__ = ["run_training", "Trainer", "soft_cross_entropy", "param_groups"]
