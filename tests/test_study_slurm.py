@@ -178,3 +178,34 @@ def test_readme_cluster_and_wandb_commands_parse_and_the_slurm_section_loads(tmp
     block = _section("Clusters").split("```yaml\n", 1)[1].split("```", 1)[0]
     loaded = specmod.load_spec({**SPEC, **yaml.safe_load(block)})
     assert loaded.slurm.gpus_per_task == 1 and loaded.slurm.extra == {"constraint": "a100"}
+
+
+def test_a_task_outcome_is_json_and_no_result_pickle_is_ever_loaded(tmp_path):
+    """A study directory may be handed over: a planted submitit result pickle must never be unpickled."""
+    import json
+    import pickle
+
+    from vitlab.jsonread import MalformedFile
+    from vitlab.study import slurm
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    pkl = tmp_path / "123_0_result.pkl"
+    pkl.write_bytes(pickle.dumps(("success", Payload())))
+    with pytest.raises(MalformedFile):  # no outcome JSON beside it: the attempt failed, nothing loaded
+        slurm.read_outcome(slurm.outcome_path(pkl), "abc")
+    assert not marker.exists()
+    assert "pickle_load" not in Path(slurm.__file__).read_text() and "import pickle" not in Path(slurm.__file__).read_text()
+    good = {"run_id": "abc", "summary": {"status": "completed", "test_top1": 0.5}, "error": None,
+            "user_error": False, "wall_s": 1.5}
+    slurm.outcome_path(pkl).write_text(json.dumps(good))
+    assert slurm.read_outcome(slurm.outcome_path(pkl), "abc").summary["test_top1"] == 0.5
+    with pytest.raises(MalformedFile):  # another run's outcome
+        slurm.read_outcome(slurm.outcome_path(pkl), "other")
+    slurm.outcome_path(pkl).write_text(json.dumps({**good, "summary": {"status": "<b>"}}))
+    with pytest.raises(MalformedFile):
+        slurm.read_outcome(slurm.outcome_path(pkl), "abc")

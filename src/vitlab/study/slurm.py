@@ -3,8 +3,9 @@
 The coordinator's loop (schedule.drive) is the same as for local and Ray workers: the study's
 `TaskSource` hands out tasks, this pool turns the ready ones into one array job (`--workers` is the
 array's concurrency, `%K`), and each array task trains its run with `worker.execute` — the same
-workspace, flock or storage lease, and resume as every other backend. A task reports its `Outcome` in
-submitit's result file; the coordinator re-reads the run directory, as always.
+workspace, flock or storage lease, and resume as every other backend. A task reports its `Outcome` as
+JSON beside submitit's result file (`outcome_path`); submitit's result pickle is only looked at for its
+existence, never loaded: a study directory may have been handed over, and unpickling runs code.
 
 SLURM's own mechanisms do the rest:
 
@@ -24,14 +25,16 @@ may live elsewhere (--storage).
 """
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, one_line
 from ..io import atomic_write_json, read_json_object
-from ..rundir import SLURM_JOB_FILE
+from ..jsonread import MalformedFile, read_json_file
+from ..rundir import SLURM_JOB_FILE, check_summary, read_metrics
 from .lease import pid_alive, release_active
 from .runsync import StudyStore
 from .slurm_spec import SlurmSpec
@@ -50,6 +53,8 @@ ENDED_STATES = frozenset({"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_F
                           "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT", "REVOKED"})
 #: Characters of a failed job's error kept in its outcome.
 ERROR_CHARS = 300
+#: An outcome file larger than this is not one (it holds a run's summary: a few kB).
+MAX_OUTCOME_BYTES = 4 * 2 ** 20
 
 
 class Detached(Exception):
@@ -66,8 +71,12 @@ class SlurmRun:
     def __init__(self, task: Task, trainer: Trainer | None = None):
         self.task, self.trainer = task, trainer
 
-    def __call__(self) -> Outcome:
-        return execute(self.task, self.trainer)
+    def __call__(self) -> None:
+        import submitit
+
+        outcome = execute(self.task, self.trainer)
+        env = submitit.JobEnvironment()
+        atomic_write_json(outcome_path(env.paths.result_pickle), dataclasses.asdict(outcome))
 
     def checkpoint(self):
         """Called by submitit on SLURM's warning signal: the run keeps its last epoch checkpoint (runs
@@ -77,6 +86,24 @@ class SlurmRun:
 
         release_active()
         return submitit.helpers.DelayedSubmission(SlurmRun(self.task, self.trainer))
+
+
+def outcome_path(result_pickle: Path) -> Path:
+    """Where a task writes its Outcome (JSON), beside submitit's result pickle."""
+    return Path(result_pickle).with_suffix(".json")
+
+
+def read_outcome(path: Path, run_id: str) -> Outcome:
+    """A task's Outcome from its JSON file (bounded, typed); MalformedFile when it is not one."""
+    data = read_json_file(path, MAX_OUTCOME_BYTES)
+    if data is None:
+        raise MalformedFile(path, "missing")
+    summary, error, wall = data.get("summary", {}), data.get("error"), data.get("wall_s", 0.0)
+    if data.get("run_id") != run_id or not isinstance(summary, dict) or not isinstance(error, (str, type(None))) \
+            or not isinstance(data.get("user_error", False), bool) or not isinstance(wall, (int, float)):
+        raise MalformedFile(path, "not the outcome of this run")
+    return Outcome(run_id=run_id, summary=check_summary(summary, path) if summary else {}, error=error,
+                   user_error=data.get("user_error", False), wall_s=float(wall))
 
 
 def require_submitit():
@@ -118,7 +145,7 @@ def job_state(entry: dict, folder: Path) -> str:
     if paths.result_pickle.exists():
         return "FINISHED"
     if entry.get("executor") == "local":
-        state = "RUNNING" if pid_alive(int(entry["job_id"])) else None
+        state = "RUNNING" if entry["job_id"].isdigit() and pid_alive(int(entry["job_id"])) else None
     else:
         state = squeue_state(entry["job_id"])
     if state is None:
@@ -210,16 +237,13 @@ class SlurmPool:
         self.submitted += len(tasks)
 
     def _epochs(self, task: Task) -> list[dict]:
-        from ..io import read_jsonl
-        from ..rundir import METRICS_FILE
-
         if task.storage is None or self.store is None:
-            return read_jsonl(Path(task.run_dir) / METRICS_FILE)
+            return read_metrics(task.run_dir)
         return self.store.epochs(task.run_id)
 
     def _outcome(self, task: Task, entry: dict, started: float) -> Outcome | None:
         """The task's outcome once its job ended, else None."""
-        from submitit.core.utils import JobPaths, pickle_load
+        from submitit.core.utils import JobPaths
 
         process = getattr(self.jobs.get(entry["job_id"]), "_process", None)
         if process is not None:
@@ -234,14 +258,11 @@ class SlurmPool:
                            error=f"slurm job {entry['job_id']} ended without a result (cancelled, time limit or "
                                  f"requeues used up, killed, out of memory); its log: {log}")
         try:
-            kind, value = pickle_load(JobPaths(self.folder, job_id=entry["job_id"], task_id=0).result_pickle)
-        except Exception as e:  # a torn or foreign file: the attempt failed
-            return Outcome(run_id=task.run_id, wall_s=wall, error=f"slurm job {entry['job_id']}: unreadable result "
-                                                                  f"({type(e).__name__}); its log: {log}")
-        if kind == "success" and isinstance(value, Outcome):
-            return value
-        last = " ".join(str(value).strip().splitlines()[-1:])[:ERROR_CHARS]
-        return Outcome(run_id=task.run_id, wall_s=wall, error=f"slurm job {entry['job_id']} failed: {last}; its log: {log}")
+            return read_outcome(outcome_path(JobPaths(self.folder, job_id=entry["job_id"], task_id=0).result_pickle),
+                                task.run_id)
+        except MalformedFile as e:  # the task raised before writing it, or the file is torn or foreign
+            return Outcome(run_id=task.run_id, wall_s=wall,
+                           error=f"slurm job {entry['job_id']} failed ({one_line(str(e), ERROR_CHARS)}); its log: {log}")
 
     def poll(self, timeout: float) -> list[tuple]:
         self._flush()

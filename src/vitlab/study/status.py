@@ -9,8 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UserError
-from ..io import read_json_object, read_jsonl
-from ..rundir import METRICS_FILE, SUMMARY_FILE, RunStatus
+from ..rundir import MalformedFile, RunStatus, read_metrics, read_summary, warn_damaged
 from .index import INDEX_FILE, open_index, run_dir, status_from_summary
 
 
@@ -43,14 +42,19 @@ def study_status(study_dir: str | Path) -> str:
     lines = []
     for rid, rec in first.items():
         path = run_dir(d, rid)
-        summary = read_json_object(path / SUMMARY_FILE)
+        try:
+            summary, rows = read_summary(path), read_metrics(path)
+        except MalformedFile as e:
+            warn_damaged(e)
+            counts[str(RunStatus.DAMAGED)] = counts.get(str(RunStatus.DAMAGED), 0) + 1
+            continue
         status = status_from_summary(summary)
         if summary is not None and summary.get("status") == RunStatus.RUNNING:
             status = RunStatus.RUNNING  # or killed mid-run: the job state below tells
         counts[str(status)] = counts.get(str(status), 0) + 1
         if status.final:
             continue
-        epochs = len(read_jsonl(path / METRICS_FILE))
+        epochs = len(rows)
         total = (rec.config.get("train") or {}).get("epochs", "?")
         job, state, log = _job(path)
         label = f"{rec.factor}={rec.level_label} seed={rec.seed}"
