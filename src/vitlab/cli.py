@@ -17,6 +17,23 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}")
 
 
+class _CommandParser(_Parser):
+    """A subcommand's parser: options and positionals (CONFIG.yaml, key=value) in any order, so
+    `vitlab train CONFIG --out DIR key=value` works as well as `--out` last (argparse's intermixed parsing;
+    the top-level parser cannot use it because it has subparsers)."""
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._intermixing:  # the inner passes of parse_known_intermixed_args
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 def _split_config_args(items: list[str]) -> tuple[str | None, list[str]]:
     """`[CONFIG.yaml] [key=value ...]` -> (config path or None, overrides)."""
     config, overrides = None, []
@@ -205,7 +222,7 @@ def cmd_demo(a) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="vitlab", description="Controlled studies of compact vision transformers.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_CommandParser)
 
     t = sub.add_parser("train", help="train one configuration",
                        description="Train one run. CONFIG.yaml is optional; key=value overrides any field "
@@ -315,9 +332,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line as `main` reads it (the README test parses every documented command with it)."""
+    return build_parser().parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = parse_args(argv)
         return args.fn(args)
     except UserError as e:
         print(f"error: {one_line(e, 2000)}", file=sys.stderr)  # one line, however the message was built
