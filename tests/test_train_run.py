@@ -157,3 +157,26 @@ def test_cli_train_and_bad_input(tmp_path, capsys):
         assert fragment in err and "\n" not in err and "Traceback" not in err, (argv, err)
     assert not (tmp_path / "x" / "config.yaml").exists()
     assert len(read_jsonl(out / "metrics.jsonl")) == 1  # untouched
+
+
+def test_cli_resume_reads_the_saved_config(tmp_path, capsys):
+    """`--resume` needs no retyped overrides; execution settings may change, anything else is refused
+    with one line, and so is a missing or empty directory."""
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *TINY, "train.epochs=1"]) == 0
+    saved = (out / "config.yaml").read_text()
+    assert main(["train", "--out", str(out), "--resume", "train.threads=2", "--quiet"]) == 0   # nothing retyped
+    assert main(["train", *TINY, "--out", str(out), "train.epochs=1", "--resume"]) == 0       # all retyped
+    capsys.readouterr()
+    (tmp_path / "empty").mkdir()
+    cases = [
+        ([str(out), "optim.lr=0.5"], "optim.lr would make another run"),
+        ([str(tmp_path / "missing")], "does not exist"),
+        ([str(tmp_path / "empty")], "holds no run"),
+    ]
+    for (where, *overrides), fragment in cases:
+        assert main(["train", "--out", where, "--resume", *overrides]) == 2, where
+        err = capsys.readouterr().err.strip()
+        assert fragment in err and "\n" not in err, err
+    assert (out / "config.yaml").read_text() == saved
+    assert not (tmp_path / "missing").exists() and not any((tmp_path / "empty").iterdir())

@@ -55,7 +55,12 @@ def cmd_train(a) -> int:
     from .train import run_training
 
     path, overrides = _split_config_args(a.config)
-    cfg = load_config(path, overrides)
+    if a.resume:
+        from .train.resume import resume_config
+
+        cfg = resume_config(a.out, path, overrides)
+    else:
+        cfg = load_config(path, overrides)
     if a.quiet:
         cfg.train.progress = False
     summary = run_training(cfg, a.out, resume=a.resume)
@@ -229,7 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(`vitlab config keys` lists them).")
     t.add_argument("config", nargs="*", metavar="[CONFIG.yaml] [key=value ...]")
     t.add_argument("--out", required=True, help="run directory (created)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint and saved config (key=value: only "
+                        "execution settings such as train.threads, train.progress)")
     t.add_argument("--quiet", action="store_true", help="no progress output")
     t.set_defaults(fn=cmd_train)
 
