@@ -9,6 +9,7 @@ import vitlab
 from vitlab.cli import main
 from vitlab.config import load_config
 from vitlab.errors import UserError
+from vitlab.rundir import RunStatus
 from vitlab.io import read_jsonl
 from vitlab.train import loop, run_training
 
@@ -180,3 +181,27 @@ def test_cli_resume_reads_the_saved_config(tmp_path, capsys):
         assert fragment in err and "\n" not in err, err
     assert (out / "config.yaml").read_text() == saved
     assert not (tmp_path / "missing").exists() and not any((tmp_path / "empty").iterdir())
+
+
+def test_ctrl_c_marks_the_run_interrupted_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    def stop(epoch, row):
+        raise KeyboardInterrupt
+
+    cfg = tiny("train.epochs=2")
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, tmp_path / "r", on_epoch=stop)
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and not RunStatus("interrupted").final
+    assert run_training(cfg, tmp_path / "r", resume=True)["status"] == "completed"  # it resumes
+
+    import vitlab.cli as cli
+
+    def interrupted(a):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_train", interrupted)
+    monkeypatch.setattr(cli, "cmd_study", interrupted)
+    assert main(["train", "--out", str(tmp_path / "x")]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted — rerun the same command with --resume to continue"
+    assert main(["study", "spec.yaml", "--out", str(tmp_path / "s")]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted — rerun the same command to resume"

@@ -344,7 +344,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
+#: Commands whose rerun continues where an interrupted one stopped (training, a study, an analysis).
+RESUMABLE_COMMANDS = frozenset({"train", "study", "search", "demo", "analyze"})
+
+
+def interrupted_message(args: argparse.Namespace | None) -> str:
+    """What Ctrl-C prints: how to continue (a run of `vitlab train` needs --resume to be continued)."""
+    command = getattr(args, "command", None)
+    if command == "train" and not args.resume:
+        return "interrupted — rerun the same command with --resume to continue"
+    return "interrupted — rerun the same command to resume" if command in RESUMABLE_COMMANDS else "interrupted"
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = None
     try:
         args = parse_args(argv)
         return args.fn(args)
@@ -355,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {one_line(e, 2000)}", file=sys.stderr)
         return EXIT_INTERNAL
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(interrupted_message(args), file=sys.stderr)
         return 130
     except BrokenPipeError:  # `vitlab ... | head`: the reader left, not an error of ours
         sys.stderr.close()

@@ -44,11 +44,13 @@ RUN_DIR_ENTRIES = frozenset({CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, CONFUSION_
 
 
 class RunStatus(str, enum.Enum):
-    """Status of a run. `summary.json` holds running/completed/diverged/failed/pruned; the study
-    index adds `pending` (not started, or interrupted and waiting to resume)."""
+    """Status of a run. `summary.json` holds running/interrupted/completed/diverged/failed/pruned;
+    the study index adds `pending` (not started, or interrupted and waiting to resume). `interrupted`
+    (Ctrl-C, or its study's coordinator stopped) is not final: the same command resumes it."""
 
     PENDING = "pending"
     RUNNING = "running"
+    INTERRUPTED = "interrupted"
     COMPLETED = "completed"
     DIVERGED = "diverged"
     FAILED = "failed"
@@ -77,7 +79,23 @@ def checkpoint_path(run_dir: str | Path, which: str = LAST_CHECKPOINT) -> Path:
     return Path(run_dir) / CHECKPOINTS_DIR / which
 
 
+def mark_interrupted(run_dir: str | Path) -> bool:
+    """Best effort: a run whose summary.json says `running` now says `interrupted` (its process was
+    stopped: Ctrl-C, or the study's coordinator went). True when it was marked."""
+    from .io import atomic_write_json, read_json_object
+
+    path = Path(run_dir) / SUMMARY_FILE
+    summary = read_json_object(path)
+    if not summary or summary.get("status") != RunStatus.RUNNING.value:
+        return False
+    try:
+        atomic_write_json(path, {**summary, "status": RunStatus.INTERRUPTED.value})
+    except OSError:
+        return False
+    return True
+
+
 __all__ = ["ANALYSIS_DIR", "ANALYSIS_FILE", "BEST_CHECKPOINT", "CHECKPOINTS_DIR", "CONFIG_FILE", "CONFUSION_FILE",
            "FINAL_STATUSES", "LAST_CHECKPOINT", "LEASE_FILE", "METRICS_FILE", "MLFLOW_RUN_FILE", "ONNX_FILE",
            "RUN_DIR_ENTRIES", "RUNS_DIR", "RunStatus", "SUMMARY_FILE", "TENSORBOARD_DIR", "TRIAL_FILE",
-           "checkpoint_path"]
+           "checkpoint_path", "mark_interrupted"]

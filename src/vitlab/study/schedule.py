@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Callable, Protocol
 
-from ..rundir import FINAL_STATUSES, RunStatus
+from ..rundir import FINAL_STATUSES, RunStatus, mark_interrupted
 from .backends import uses_cpu
 from .index import IndexWriter, read_epochs, read_summary, status_from_summary
 from .progress import StudyProgress
@@ -129,6 +129,8 @@ def drive(source: TaskSource, make_pool: Callable[[], Pool], index: IndexWriter,
     finally:
         if pool is not None:
             pool.close(kill=not clean)
-        for rid in inflight:
+        for rid, task in inflight.items():
             index.set_status(rid, RunStatus.PENDING)
+            if not clean:  # its worker was killed mid-run: say so in the run, which resumes on a rerun
+                mark_interrupted(task.run_dir)
         progress.close()

@@ -24,7 +24,7 @@ from ..errors import RunError, UserError
 from ..io import (append_jsonl, atomic_write_json, atomic_write_text, make_writable_dir, nearest_existing,
                   read_json_object, read_jsonl, remove_empty_dirs, remove_stale_temp_files, write_jsonl)
 from ..rundir import (BEST_CHECKPOINT, CHECKPOINTS_DIR, CONFIG_FILE, CONFUSION_FILE, FINAL_STATUSES, LAST_CHECKPOINT,
-                      METRICS_FILE, RUN_DIR_ENTRIES, SUMMARY_FILE, RunStatus, checkpoint_path)
+                      METRICS_FILE, RUN_DIR_ENTRIES, SUMMARY_FILE, RunStatus, checkpoint_path, mark_interrupted)
 from ..track import Trackers, open_trackers
 from .budget import CLOCKS, plan_budget
 from .checkpoint import BEST_KEYS, LAST_KEYS, capture_rng, damaged, load_checkpoint, restore_rng, save_checkpoint
@@ -503,7 +503,9 @@ def run_training(cfg, out_dir, resume: bool = True, on_epoch: Callable[[int, dic
         remove_empty_dirs(created)
         raise RunError(f"{out}: run failed, {reason}; what was written before is intact: make room and rerun with --resume") from e
     except BaseException as e:
-        if not isinstance(e, (KeyboardInterrupt, SystemExit)):
+        if isinstance(e, KeyboardInterrupt):
+            mark_interrupted(out)  # resumable: the last checkpoint stays
+        elif not isinstance(e, SystemExit):
             trackers.finish(_mark_failed(trainer, summary_path, f"{type(e).__name__}: {e}"))
         raise
     finally:
