@@ -26,6 +26,7 @@ from ..io import (append_jsonl, atomic_write_json, atomic_write_text, make_writa
 from ..rundir import (BEST_CHECKPOINT, CHECKPOINTS_DIR, CONFIG_FILE, CONFUSION_FILE, FINAL_STATUSES, LAST_CHECKPOINT,
                       METRICS_FILE, RUN_DIR_ENTRIES, SUMMARY_FILE, RunStatus, checkpoint_path, mark_interrupted)
 from ..track import Trackers, open_trackers
+from .environment import data_root_hint, environment
 from .budget import CLOCKS, plan_budget
 from .checkpoint import BEST_KEYS, LAST_KEYS, capture_rng, damaged, load_checkpoint, restore_rng, save_checkpoint
 from .metrics import SplitMetrics
@@ -395,6 +396,8 @@ class Trainer:
             "device": str(self.device),
             "vitlab_version": __version__,
             "torch_version": torch.__version__,
+            "environment": environment(self.device),  # what bitwise equality with another run depends on
+            "data_root": data_root_hint(self.cfg.data),  # a hint for analyze/export, not part of the identity
         }
 
 
