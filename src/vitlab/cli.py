@@ -197,6 +197,7 @@ def cmd_analyze(a) -> int:
 
     analysis = analyze_run(a.run_dir, sections=a.sections, force=a.force, samples=a.samples, device=a.device,
                            corruption_images=a.corruption_images, seed=a.seed, compile=False if a.no_compile else None,
+                           timing_threads=a.timing_threads,
                            progress=lambda m: print(m, file=sys.stderr))
     print(describe(analysis))
     return EXIT_OK
@@ -314,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "(default: the whole test set, at most 10,000)")
     an.add_argument("--seed", type=int, help="seed of the image samples and corruptions (default 0)")
     an.add_argument("--no-compile", action="store_true", help="do not time the torch.compile'd model")
+    an.add_argument("--timing-threads", type=int, metavar="N",
+                    help="CPU threads of the latency and throughput timings (default 1, as inside a study)")
     an.add_argument("--device", help="override the run's device (cpu, cuda, ...)")
     an.set_defaults(fn=cmd_analyze)
 

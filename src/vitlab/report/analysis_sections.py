@@ -386,12 +386,22 @@ def efficiency_html(factor: str, levels: list[LevelData], expected: int, sink: F
                      cell(lambda a, _: a["efficiency"]["flops"], 1e-6, 1, None),
                      cell(lambda a, s_: s_["test_top1"], 100, 2, valid=stats.RANGE_PERCENT)])
     eff = next(lev for lev in levels if lev.analyses).analyses[0]["efficiency"]
-    parts = [table_html(f"{factor}: efficiency on {eff['device']} ({eff['threads']} threads, {eff['precision']}); "
+    threads = eff["threads"]
+    parts = [table_html(f"{factor}: efficiency on {eff['device']} ({threads} thread{'s' if threads != 1 else ''}, "
+                        f"{eff['precision']}); "
                         f"mean [95% {stats.CI_NAMES[sink.ci]} CI] over seeds, {CUT_NOTE}",
                         ["level", "seeds", "latency b1 (ms)", "latency b1 compiled (ms)", "throughput b256 (img/s)",
                          "params (M)", "MFLOPs", "test top-1 (%)"], rows)]
     parts.append(sink(accuracy_latency_figure(levels), f"{s}_acc_latency",
                       f"{factor}: test top-1 vs batch-1 latency; point = mean over seeds, bars = min–max."))
+    loads = [a["efficiency"].get("load_average") for lev in levels for a in lev.analyses]
+    busy = [x for lev in levels for a in lev.analyses if a["efficiency"].get("busy")
+            for x in [a["efficiency"].get("load_average")] if isinstance(x, (int, float))]
+    if busy:
+        parts.append(note(f"Warning: {len(busy)} of {len(loads)} runs were timed on a busy machine (load average up to "
+                          f"{max(busy):.1f} on {eff.get('cores') or '?'} cores): their latencies and throughputs are "
+                          "slower and noisier than on an idle machine; re-measure them on a quiet one "
+                          "(vitlab analyze RUN --sections efficiency --force)."))
     parts.append(note("How to read: latency is the median of single-image forward passes, throughput the median rate "
                       "at batch 256, both on the machine the analysis ran on (timings from a shared machine are "
                       "noisy; compare levels measured together). FLOPs count 2 per multiply-accumulate."))
