@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .config import DATASETS
 from .errors import RunError, UserError, one_line
 from .rundir import RunStatus
 
@@ -45,6 +46,16 @@ def _split_config_args(items: list[str]) -> tuple[str | None, list[str]]:
         else:
             raise UserError(f"argument {item!r}: expected key=value (only the first argument may be a config file)")
     return config, overrides
+
+
+def _dataset_name(name: str) -> str:
+    """A dataset name of the registry, or a usage error with a did-you-mean (FashionMNIST -> fashion_mnist)."""
+    from .config import suggest
+
+    if name not in DATASETS:
+        raise argparse.ArgumentTypeError(f"unknown dataset {name!r}; one of {', '.join(DATASETS)}"
+                                         + suggest(name, DATASETS))
+    return name
 
 
 # ---------------------------------------------------------------------------------------------- commands
@@ -118,21 +129,54 @@ def cmd_models(a) -> int:
         rows = describe_model(a.name, **knobs) if a.describe else model_table([a.name], **knobs)
     if not rows:
         return EXIT_OK
-    t = Table()
-    for col in rows[0]:
-        t.add_column(str(col), overflow="fold")
+    from rich import box
+
+    # narrow terminals get the descriptions below the table, so no column is squeezed into a sliver
+    below = console.width < MODELS_TABLE_WIDTH and "description" in rows[0]
+    cols = [c for c in rows[0] if not (below and c == "description")]
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in cols:
+        t.add_column(MODEL_HEADERS.get(col, str(col)), no_wrap=not a.describe and col not in WRAPPED_MODEL_COLUMNS,
+                     overflow="fold",
+                     justify="left" if col in LEFT_MODEL_COLUMNS else "right")
     for r in rows:
-        t.add_row(*(_model_cell(k, v) for k, v in r.items()))
+        t.add_row(*(_model_cell(k, r[k]) for k in cols))
     console.print(t)
+    if below:
+        for r in rows:
+            console.print(f"[bold]{r['name']}[/bold]: {r['description']}", highlight=False)
     return EXIT_OK
+
+
+#: Shorter headers of `vitlab models` columns (the column keys stay the registry's).
+MODEL_HEADERS = {"input_size": "input", "description": "description", "tokens": "tokens/attn"}
+#: The only columns of the `vitlab models` list that wrap: free text (every other cell is a short number
+#: or name). The per-stage table of --describe has too many columns for that and folds every one.
+WRAPPED_MODEL_COLUMNS = frozenset({"description"})
+#: Text columns of `vitlab models` tables (left-aligned; numbers are right-aligned).
+LEFT_MODEL_COLUMNS = frozenset({"name", "family", "block", "description"})
+#: Below this terminal width `vitlab models` prints each model's description under the table.
+MODELS_TABLE_WIDTH = 120
 
 
 def _model_cell(key: str, v) -> str:
     if key in ("params", "flops") and isinstance(v, (int, float)):
         return f"{v / 1e6:.2f}M" if v >= 1e4 else f"{v:,}"
     if isinstance(v, (list, tuple)):
-        return ",".join(str(x) for x in v)
+        return _runs_text(list(v))
     return "" if v is None else str(v)
+
+
+def _runs_text(values: list) -> str:
+    """[144, 144, 144, 64] -> '144×3,64': repeated values (the tokens of a ViT's identical layers) once."""
+    parts, i = [], 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and values[j + 1] == values[i]:
+            j += 1
+        parts.append(f"{values[i]}×{j - i + 1}" if j > i + 1 else ",".join(str(x) for x in values[i:j + 1]))
+        i = j + 1
+    return ",".join(parts)
 
 
 def cmd_config(a) -> int:
@@ -243,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("data", help="dataset info, verification, download")
     d.add_argument("action", choices=("info", "verify", "download"))
-    d.add_argument("name", choices=("synthetic", "cifar10", "cifar100", "fashion_mnist", "folder"))
+    d.add_argument("name", type=_dataset_name, metavar="NAME", help="one of " + ", ".join(DATASETS))
     d.add_argument("--root", help="data root (default $VITLAB_DATA_ROOT, else ~/.cache/vitlab/data); for folder: the image folder")
     d.set_defaults(fn=cmd_data)
 

@@ -176,7 +176,8 @@ def write_figures(run_dir: Path, analysis: dict, sections: list[str]) -> list[Pa
                 f"Head-mean attention of the {att['maps']['query']} per layer (each map scaled to its own range)")))
             made.append(("attention_rollout", fg.maps_figure(
                 arrays["images"], [arrays[f"rollout_{i}"] for i in range(n)], labels,
-                "Attention rollout up to each layer (Abnar & Zuidema 2020; each map scaled to its own range)")))
+                "Attention rollout up to each layer (Abnar & Zuidema 2020; one color scale, 0 to the largest weight)",
+                one_scale=True)))
         made.append(("attention_layers", fg.entropy_layers_figure(att["layers"])))
         made.append(("attention_epochs", fg.entropy_epochs_figure(read_jsonl(Path(run_dir) / METRICS_FILE))))
     if "robustness" in sections and analysis.get("robustness"):

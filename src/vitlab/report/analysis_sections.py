@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ..analysis import figures as afig
 from ..analysis.analyze import read_analysis, read_maps
@@ -180,6 +181,7 @@ def entropy_levels_figure(levels: list[LevelData]) -> Figure | None:
     if not _band_lines(ax, levels, lambda a: [lay["entropy_norm"] for lay in a["attention"]["layers"]]):
         return None
     ax.set_xlabel("layer (forward order)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers
     ax.set_ylabel("normalized attention entropy")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
@@ -203,6 +205,7 @@ def rollout_grid_figure(levels: list[LevelData], image: int) -> Figure | None:
     if not rows:
         return None
     cols = max(len(m) for m in maps_per_row) + 1
+    top = afig.shared_top([m for row in maps_per_row for m in row])  # one scale: uniform attention looks uniform
     fig = Figure(figsize=(afig.MAP_CELL_IN * cols + 0.8, afig.MAP_CELL_IN * len(rows) + 0.6), layout="constrained")
     axes = fig.subplots(len(rows), cols, squeeze=False)
     h, w = img.shape[-2:]
@@ -213,7 +216,7 @@ def rollout_grid_figure(levels: list[LevelData], image: int) -> Figure | None:
             ax.set_yticks([])
             ax.imshow(afig._image(img), cmap="gray" if img.shape[0] == 1 else None, interpolation="nearest")
             if 0 < j <= len(maps):
-                ax.imshow(afig._upsample(maps[j - 1], h, w), cmap=afig.MAP_CMAP, alpha=afig.OVERLAY_ALPHA,
+                ax.imshow(afig._upsample(maps[j - 1], h, w, top), cmap=afig.MAP_CMAP, alpha=afig.OVERLAY_ALPHA,
                           interpolation="bilinear", vmin=0, vmax=1)
             if i == 0:
                 ax.set_title("image" if j == 0 else f"L{j - 1}", fontsize=7)
@@ -320,7 +323,8 @@ def attention_html(factor: str, levels: list[LevelData], expected: int, sink: Fi
     for i in range(ROLLOUT_IMAGES):
         parts.append(sink(rollout_grid_figure(levels, i), f"{s}_rollout_{i}",
                           f"{factor}: attention rollout (Abnar & Zuidema 2020) up to each layer, test image {i + 1} "
-                          "of the fixed sample, one row per level (its first seed); bright = attended."))
+                          "of the fixed sample, one row per level (its first seed); one color scale for the whole "
+                          "grid, from 0 to its largest weight (bright = attended)."))
     parts.append(note("How to read: a normalized entropy near 1 means every query spreads its attention almost "
                       "uniformly over all tokens (the attention averages); near 0 it picks a few tokens. Max "
                       "weight is the largest weight a query gives; distance is how far (in input pixels) the "
