@@ -54,3 +54,20 @@ def test_one_color_scale_keeps_uniform_attention_uniform():
 def test_study_and_tracking_outputs_are_ignored_by_git():
     for path in ("studies-out/attn/index.sqlite", "mlruns/0/meta.yaml"):
         assert subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT).returncode == 0, path
+
+
+def test_a_study_worker_gives_tqdm_a_thread_lock_not_a_named_semaphore(monkeypatch):
+    """torch.compile's FX interpreter opens a tqdm bar; tqdm's default lock is a multiprocessing RLock,
+    which in a spawned worker is a named semaphore that a killed worker leaks (Python's resource tracker
+    then warns at exit). The worker replaces it with a thread lock before running anything."""
+    import threading
+
+    tqdm = pytest.importorskip("tqdm").tqdm
+    from tqdm.std import TqdmDefaultWriteLock
+
+    from vitlab.study import worker
+
+    monkeypatch.setattr(tqdm, "_lock", TqdmDefaultWriteLock(), raising=False)  # restored after the test
+    worker._thread_only_tqdm_lock()
+    lock = tqdm.get_lock()
+    assert not isinstance(lock, TqdmDefaultWriteLock) and isinstance(lock, type(threading.RLock()))
