@@ -329,9 +329,11 @@ def summary_table(study_dir: str | Path) -> str:
                 cells.append(_cell(vals, m))
             t.add_row(label + (" (ref)" if label == ref else ""), seeds, *cells)
         parts.append(_render(t))
-    parts.append("cells: mean [95% Student-t interval] over completed seeds, cut to the metric's valid range "
-                 f"(0-100% for accuracies, >= 0 otherwise); {FEW_SEEDS_MARK} {stats.MIN_SEEDS_TO_BOUND - 1} seeds: "
-                 "too few to bound the mean")
+    note = ("cells: mean [95% Student-t interval] over completed seeds, cut to the metric's valid range "
+            "(0-100% for accuracies, >= 0 otherwise)")
+    if any(FEW_SEEDS_MARK in p for p in parts):
+        note += f"; {FEW_SEEDS_MARK} {stats.MIN_SEEDS_TO_BOUND - 1} seeds: too few to bound the mean"
+    parts.append(note)
     return "\n\n".join(parts)
 
 
