@@ -217,3 +217,28 @@ def test_run_report_without_analysis_says_how_to_get_one(trained, tmp_path):
     text = out.read_text()
     assert "No analysis yet" in text and "vitlab analyze" in text and "<img " not in text
     assert not (trained / "analysis").exists()  # -o elsewhere: the run directory is untouched
+
+
+def test_timings_use_one_thread_whatever_the_process_has_and_flag_a_busy_machine(trained, tmp_path, monkeypatch):
+    """Standalone `vitlab analyze` (all cores) and an analysis in a study (its worker's share) time the
+    model the same way: with `timing_threads` (default 1), recorded with the load average; a load above
+    the core count is flagged."""
+    from vitlab.analysis import efficiency
+
+    run = tmp_path / "tiny"
+    shutil.copytree(trained, run)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    seen = []
+    real_measure = efficiency.measure
+    monkeypatch.setattr(efficiency, "measure", lambda *a: seen.append(torch.get_num_threads()) or real_measure(*a))
+    monkeypatch.setattr(efficiency, "load_average", lambda: 64.0 * (efficiency.os.cpu_count() or 1))
+    messages = []
+    try:
+        eff = analyze_run(run, sections="efficiency", progress=messages.append, **FAST)["efficiency"]
+        assert torch.get_num_threads() == 2  # restored
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1] and eff["threads"] == 1 and eff["busy"] is True and "busy" in eff["warning"]
+    assert any("warning: the machine was busy" in m for m in messages)
+    assert efficiency.busy_warning(1.5, cores=2) is None and efficiency.busy_warning(2.5, cores=2)

@@ -259,3 +259,41 @@ def test_best_trials_and_trials_table():
     parsed = list(csv.DictReader(io.StringIO(tables.trials_csv(rows))))
     assert [p["trial"] for p in parsed] == ["0", "1", "2", "3", "4"]
     assert parsed[3]["value"] == "" and parsed[3]["param_depth"] == ""
+
+
+def test_two_seed_cells_are_cut_to_the_metric_range_and_flagged():
+    """At n = 2 a t interval spans +-12.7 standard errors: the table cuts it to the metric's valid range
+    (0-100% for accuracies, >= 0 for losses and times), marks the cell and says why."""
+    recs = [make_run(FACTOR, lab, i, s, acc) for i, (lab, acc) in enumerate([("softmax", 0.2), ("zscore", 0.6)])
+            for s in (0, 1)]
+    for r, acc in zip(recs, (0.02, 0.50, 0.60, 0.99)):  # far apart: the raw intervals leave [0, 100]
+        r.summary["test_top1"] = acc
+    t = tables.factor_table(recs, FACTOR, ["softmax", "zscore"])
+    raw = stats.mean_ci(values(recs, "softmax", "test_top1", 100.0))
+    assert raw.lo < 0 and t.cells[("test_top1", "softmax")].lo == 0.0
+    assert stats.mean_ci(values(recs, "zscore", "test_top1", 100.0)).hi > 100
+    assert t.cells[("test_top1", "zscore")].hi == 100.0
+    for m in t.metrics:
+        for lab in ("softmax", "zscore"):
+            c = t.cells[(m.key, lab)]
+            assert m.valid[0] <= c.lo <= c.hi <= m.valid[1], (m.key, lab, c)
+    g = tables.factor_grid(t)
+    row = {r[0]: r[1:] for r in g.rows}["Test top-1 (%)"]
+    assert all(tables.FEW_SEEDS_MARK in cell for cell in row) and "[0.00, " in row[0] and ", 100.00]" in row[1]
+    assert any("too few seeds to bound the mean" in n for n in g.notes) and "valid range" in g.notes[0]
+
+
+def test_paired_table_marks_a_degenerate_p_improve_and_caps_seeds_needed():
+    recs = [make_run(FACTOR, lab, i, s, acc) for i, (lab, acc) in enumerate([("softmax", 0.5), ("zscore", 0.6)])
+            for s in (0, 1)]
+    for r, acc in zip(recs, (0.50, 0.40, 0.90, 0.60)):  # zscore beats softmax in every run; noisy differences
+        r.summary["test_top1"] = acc
+    t = tables.paired_table(recs, FACTOR, "softmax", [tables.metric_for("test_top1")])
+    (r,) = t.rows
+    assert r.p_improve == r.p_improve_lo == r.p_improve_hi == 1.0 and r.seeds_needed > tables.SEEDS_NEEDED_SHOWN
+    g = tables.paired_grid(t)
+    cells = g.rows[0]
+    assert "[1.00, 1.00]" not in " ".join(cells) and f"1.00{tables.DEGENERATE_MARK}" in cells
+    assert cells[-1] == f"> {tables.SEEDS_NEEDED_SHOWN}"
+    assert any(n.startswith(tables.DEGENERATE_MARK) for n in g.notes)
+    assert -100 <= r.lo <= r.hi <= 100

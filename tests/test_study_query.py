@@ -86,9 +86,10 @@ def test_formats_round_trip_and_render():
     assert float(back[0]["test_top1"]) == ROWS[0]["test_top1"]  # csv keeps full precision
     md = format_rows(ROWS, "md").splitlines()
     assert md[0].startswith("| run_id |") and set(md[1]) <= {"|", "-"} and len(md) == 4
-    assert "8\\|x" in md[3] and "0.6123" in md[2] and "954,234" in md[2]
+    assert "8\\|x" in md[3] and "61.23" in md[2] and "954,234" in md[2]  # accuracies in %, as in the report
+    assert "| test_top1 % |" in md[0]
     table = format_rows(ROWS, "table")
-    assert "a1" in table and "0.6123" in table and "954,234" in table and "failed" in table
+    assert "a1" in table and "61.23" in table and "test_top1 %" in table and "954,234" in table and "failed" in table
     assert format_rows([], "table") == "(no runs match)"
     with pytest.raises(UserError, match="--format: must be one of table, csv, json, md"):
         format_rows(ROWS, "xlsx")
@@ -118,3 +119,12 @@ def test_index_writer_keeps_one_row_per_run_and_factor(tmp_path):
     assert shared[0].epochs == [{"epoch": 1, "val_top1": 0.3}]
     assert open_index(tmp_path).runs(status="pending")[0].run_id == "other"
     assert [r.factor for r in open_index(tmp_path).runs(factor="a")] == ["a", "a"]
+
+
+def test_summary_cells_stay_in_the_metric_range_and_flag_two_seeds():
+    from vitlab.study.query import FEW_SEEDS_MARK, _cell
+
+    cell = _cell([0.02, 0.50], "test_top1")  # raw t interval: 26.00 [-278.96, 330.96]
+    assert cell == f"26.00 [0.00, 100.00]{FEW_SEEDS_MARK}"
+    assert _cell([0.1, 2.5], "train_loss").split("[")[1].startswith("0.0000")
+    assert FEW_SEEDS_MARK not in _cell([0.40, 0.42, 0.44], "test_top1")

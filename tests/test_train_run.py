@@ -9,6 +9,7 @@ import vitlab
 from vitlab.cli import main
 from vitlab.config import load_config
 from vitlab.errors import UserError
+from vitlab.rundir import RunStatus
 from vitlab.io import read_jsonl
 from vitlab.train import loop, run_training
 
@@ -157,3 +158,50 @@ def test_cli_train_and_bad_input(tmp_path, capsys):
         assert fragment in err and "\n" not in err and "Traceback" not in err, (argv, err)
     assert not (tmp_path / "x" / "config.yaml").exists()
     assert len(read_jsonl(out / "metrics.jsonl")) == 1  # untouched
+
+
+def test_cli_resume_reads_the_saved_config(tmp_path, capsys):
+    """`--resume` needs no retyped overrides; execution settings may change, anything else is refused
+    with one line, and so is a missing or empty directory."""
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *TINY, "train.epochs=1"]) == 0
+    saved = (out / "config.yaml").read_text()
+    assert main(["train", "--out", str(out), "--resume", "train.threads=2", "--quiet"]) == 0   # nothing retyped
+    assert main(["train", *TINY, "--out", str(out), "train.epochs=1", "--resume"]) == 0       # all retyped
+    capsys.readouterr()
+    (tmp_path / "empty").mkdir()
+    cases = [
+        ([str(out), "optim.lr=0.5"], "optim.lr would make another run"),
+        ([str(tmp_path / "missing")], "does not exist"),
+        ([str(tmp_path / "empty")], "holds no run"),
+    ]
+    for (where, *overrides), fragment in cases:
+        assert main(["train", "--out", where, "--resume", *overrides]) == 2, where
+        err = capsys.readouterr().err.strip()
+        assert fragment in err and "\n" not in err, err
+    assert (out / "config.yaml").read_text() == saved
+    assert not (tmp_path / "missing").exists() and not any((tmp_path / "empty").iterdir())
+
+
+def test_ctrl_c_marks_the_run_interrupted_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    def stop(epoch, row):
+        raise KeyboardInterrupt
+
+    cfg = tiny("train.epochs=2")
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, tmp_path / "r", on_epoch=stop)
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and not RunStatus("interrupted").final
+    assert run_training(cfg, tmp_path / "r", resume=True)["status"] == "completed"  # it resumes
+
+    import vitlab.cli as cli
+
+    def interrupted(a):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_train", interrupted)
+    monkeypatch.setattr(cli, "cmd_study", interrupted)
+    assert main(["train", "--out", str(tmp_path / "x")]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted — rerun the same command with --resume to continue"
+    assert main(["study", "spec.yaml", "--out", str(tmp_path / "s")]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted — rerun the same command to resume"

@@ -6,6 +6,7 @@ import signal
 import sys
 import threading
 
+from .config import DATASETS
 from .errors import RunError, UserError, one_line
 from .rundir import RunStatus
 
@@ -37,6 +38,23 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}")
 
 
+class _CommandParser(_Parser):
+    """A subcommand's parser: options and positionals (CONFIG.yaml, key=value) in any order, so
+    `vitlab train CONFIG --out DIR key=value` works as well as `--out` last (argparse's intermixed parsing;
+    the top-level parser cannot use it because it has subparsers)."""
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._intermixing:  # the inner passes of parse_known_intermixed_args
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 def _split_config_args(items: list[str]) -> tuple[str | None, list[str]]:
     """`[CONFIG.yaml] [key=value ...]` -> (config path or None, overrides)."""
     config, overrides = None, []
@@ -50,6 +68,16 @@ def _split_config_args(items: list[str]) -> tuple[str | None, list[str]]:
     return config, overrides
 
 
+def _dataset_name(name: str) -> str:
+    """A dataset name of the registry, or a usage error with a did-you-mean (FashionMNIST -> fashion_mnist)."""
+    from .config import suggest
+
+    if name not in DATASETS:
+        raise argparse.ArgumentTypeError(f"unknown dataset {name!r}; one of {', '.join(DATASETS)}"
+                                         + suggest(name, DATASETS))
+    return name
+
+
 # ---------------------------------------------------------------------------------------------- commands
 
 
@@ -58,7 +86,12 @@ def cmd_train(a) -> int:
     from .train import run_training
 
     path, overrides = _split_config_args(a.config)
-    cfg = load_config(path, overrides)
+    if a.resume:
+        from .train.resume import resume_config
+
+        cfg = resume_config(a.out, path, overrides)
+    else:
+        cfg = load_config(path, overrides)
     if a.quiet:
         cfg.train.progress = False
     summary = run_training(cfg, a.out, resume=a.resume)
@@ -116,21 +149,54 @@ def cmd_models(a) -> int:
         rows = describe_model(a.name, **knobs) if a.describe else model_table([a.name], **knobs)
     if not rows:
         return EXIT_OK
-    t = Table()
-    for col in rows[0]:
-        t.add_column(str(col), overflow="fold")
+    from rich import box
+
+    # narrow terminals get the descriptions below the table, so no column is squeezed into a sliver
+    below = console.width < MODELS_TABLE_WIDTH and "description" in rows[0]
+    cols = [c for c in rows[0] if not (below and c == "description")]
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in cols:
+        t.add_column(MODEL_HEADERS.get(col, str(col)), no_wrap=not a.describe and col not in WRAPPED_MODEL_COLUMNS,
+                     overflow="fold",
+                     justify="left" if col in LEFT_MODEL_COLUMNS else "right")
     for r in rows:
-        t.add_row(*(_model_cell(k, v) for k, v in r.items()))
+        t.add_row(*(_model_cell(k, r[k]) for k in cols))
     console.print(t)
+    if below:
+        for r in rows:
+            console.print(f"[bold]{r['name']}[/bold]: {r['description']}", highlight=False)
     return EXIT_OK
+
+
+#: Shorter headers of `vitlab models` columns (the column keys stay the registry's).
+MODEL_HEADERS = {"input_size": "input", "description": "description", "tokens": "tokens/attn"}
+#: The only columns of the `vitlab models` list that wrap: free text (every other cell is a short number
+#: or name). The per-stage table of --describe has too many columns for that and folds every one.
+WRAPPED_MODEL_COLUMNS = frozenset({"description"})
+#: Text columns of `vitlab models` tables (left-aligned; numbers are right-aligned).
+LEFT_MODEL_COLUMNS = frozenset({"name", "family", "block", "description"})
+#: Below this terminal width `vitlab models` prints each model's description under the table.
+MODELS_TABLE_WIDTH = 120
 
 
 def _model_cell(key: str, v) -> str:
     if key in ("params", "flops") and isinstance(v, (int, float)):
         return f"{v / 1e6:.2f}M" if v >= 1e4 else f"{v:,}"
     if isinstance(v, (list, tuple)):
-        return ",".join(str(x) for x in v)
+        return _runs_text(list(v))
     return "" if v is None else str(v)
+
+
+def _runs_text(values: list) -> str:
+    """[144, 144, 144, 64] -> '144×3,64': repeated values (the tokens of a ViT's identical layers) once."""
+    parts, i = [], 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and values[j + 1] == values[i]:
+            j += 1
+        parts.append(f"{values[i]}×{j - i + 1}" if j > i + 1 else ",".join(str(x) for x in values[i:j + 1]))
+        i = j + 1
+    return ",".join(parts)
 
 
 def cmd_config(a) -> int:
@@ -207,6 +273,7 @@ def cmd_analyze(a) -> int:
 
     analysis = analyze_run(a.run_dir, sections=a.sections, force=a.force, samples=a.samples, device=a.device,
                            corruption_images=a.corruption_images, seed=a.seed, compile=False if a.no_compile else None,
+                           timing_threads=a.timing_threads,
                            progress=lambda m: print(m, file=sys.stderr))
     _publish_analysis(a.run_dir)
     print(describe(analysis))
@@ -249,20 +316,22 @@ def cmd_demo(a) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="vitlab", description="Controlled studies of compact vision transformers.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_CommandParser)
 
     t = sub.add_parser("train", help="train one configuration",
                        description="Train one run. CONFIG.yaml is optional; key=value overrides any field "
                                    "(`vitlab config keys` lists them).")
     t.add_argument("config", nargs="*", metavar="[CONFIG.yaml] [key=value ...]")
     t.add_argument("--out", required=True, help="run directory (created)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint and saved config (key=value: only "
+                        "execution settings such as train.threads, train.progress)")
     t.add_argument("--quiet", action="store_true", help="no progress output")
     t.set_defaults(fn=cmd_train)
 
     d = sub.add_parser("data", help="dataset info, verification, download")
     d.add_argument("action", choices=("info", "verify", "download"))
-    d.add_argument("name", choices=("synthetic", "cifar10", "cifar100", "fashion_mnist", "folder"))
+    d.add_argument("name", type=_dataset_name, metavar="NAME", help="one of " + ", ".join(DATASETS))
     d.add_argument("--root", help="data root (default $VITLAB_DATA_ROOT, else ~/.cache/vitlab/data); for folder: the image folder")
     d.set_defaults(fn=cmd_data)
 
@@ -347,6 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "(default: the whole test set, at most 10,000)")
     an.add_argument("--seed", type=int, help="seed of the image samples and corruptions (default 0)")
     an.add_argument("--no-compile", action="store_true", help="do not time the torch.compile'd model")
+    an.add_argument("--timing-threads", type=int, metavar="N",
+                    help="CPU threads of the latency and throughput timings (default 1, as inside a study)")
     an.add_argument("--device", help="override the run's device (cpu, cuda, ...)")
     an.set_defaults(fn=cmd_analyze)
 
@@ -373,6 +444,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line as `main` reads it (the README test parses every documented command with it)."""
+    return build_parser().parse_args(argv)
+
+
+#: Commands whose rerun continues where an interrupted one stopped (training, a study, an analysis).
+RESUMABLE_COMMANDS = frozenset({"train", "study", "search", "demo", "analyze"})
+
+
+def interrupted_message(args: argparse.Namespace | None) -> str:
+    """What Ctrl-C prints: how to continue (a run of `vitlab train` needs --resume to be continued)."""
+    command = getattr(args, "command", None)
+    if command == "train" and not args.resume:
+        return "interrupted — rerun the same command with --resume to continue"
+    return "interrupted — rerun the same command to resume" if command in RESUMABLE_COMMANDS else "interrupted"
+
+
 def main(argv: list[str] | None = None) -> int:
     previous = _on_sigterm()
     try:
@@ -383,8 +471,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
+    args = None
     try:
-        args = build_parser().parse_args(argv)
+        args = parse_args(argv)
         return args.fn(args)
     except UserError as e:
         print(f"error: {one_line(e, 2000)}", file=sys.stderr)  # one line, however the message was built
@@ -396,7 +485,7 @@ def _main(argv: list[str] | None) -> int:
         print("terminated (SIGTERM); rerun the same command to resume", file=sys.stderr)
         return EXIT_TERMINATED
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(interrupted_message(args), file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `vitlab ... | head`: the reader left, not an error of ours
         sys.stderr.close()

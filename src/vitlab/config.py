@@ -515,8 +515,19 @@ def suggest(word: str, options) -> str:
     """' (did you mean X?)' for the closest option, or ''."""
     if len(word) > 100:  # no option is that long; and difflib on a huge string is slow
         return ""
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    options = [str(o) for o in options]
+    by_shape = {_shape(o): o for o in options}  # FashionMNIST, fashion-mnist -> fashion_mnist
+    if _shape(word) in by_shape:
+        return f" (did you mean {by_shape[_shape(word)]!r}?)"
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    if not close:
+        close = [by_shape[c] for c in difflib.get_close_matches(_shape(word), list(by_shape), n=1, cutoff=0.6)]
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _shape(word: str) -> str:
+    """A name without case, underscores, dashes and spaces: how `suggest` matches spellings of one name."""
+    return "".join(ch for ch in word.lower() if ch.isalnum())
 
 
 def build(cls, data: Any, prefix: str = ""):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .rundir import SUMMARY_FILE, RunStatus, read_summary
 from .safepath import inside
 
 #: Open flags of every file vitlab writes: a planted symbolic link at the name is refused (ELOOP).
@@ -140,6 +141,21 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
 def write_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
     """Replace a JSON-lines file atomically with `records`."""
     atomic_write_text(path, "".join(_jsonl_line(r) for r in records))
+
+
+def mark_interrupted(run_dir: str | os.PathLike) -> bool:
+    """Best effort: a run whose summary.json says `running` now says `interrupted` (its process was
+    stopped: Ctrl-C, or the study's coordinator went). True when it was marked; a damaged or linked
+    summary is left alone."""
+    path = Path(run_dir) / SUMMARY_FILE
+    try:
+        summary = read_summary(run_dir)
+        if not summary or summary.get("status") != RunStatus.RUNNING.value:
+            return False
+        atomic_write_json(path, {**summary, "status": RunStatus.INTERRUPTED.value}, root=run_dir)
+    except (OSError, UserError):
+        return False
+    return True
 
 
 def read_json_object(path: str | os.PathLike) -> dict | None:

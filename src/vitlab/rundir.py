@@ -59,12 +59,14 @@ RUN_DIR_ENTRIES = frozenset({CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, CONFUSION_
 
 
 class RunStatus(str, enum.Enum):
-    """Status of a run. `summary.json` holds running/completed/diverged/failed/pruned; the study
-    index adds `pending` (not started, or interrupted and waiting to resume) and `damaged` (a run file
-    is malformed: reported and skipped, re-trained only with `vitlab study --retrain-damaged`)."""
+    """Status of a run. `summary.json` holds running/interrupted/completed/diverged/failed/pruned;
+    the study index adds `pending` (not started, or interrupted and waiting to resume) and `damaged` (a run
+    file is malformed: reported and skipped, re-trained only with `vitlab study --retrain-damaged`).
+    `interrupted` (Ctrl-C, or its study's coordinator stopped) is not final: the same command resumes it."""
 
     PENDING = "pending"
     RUNNING = "running"
+    INTERRUPTED = "interrupted"
     COMPLETED = "completed"
     DIVERGED = "diverged"
     FAILED = "failed"
@@ -105,7 +107,10 @@ METRIC_KEY = re.compile(r"[A-Za-z0-9_.\-]{1,100}\Z")
 """A key of summary.json or a metrics.jsonl line: a metric name as trackers and reports accept it
 (no markup, no spaces, no control characters)."""
 SCALAR_TYPES = (str, int, float, bool, type(None))
-"""The values a summary or metrics line holds (both are flat)."""
+"""The values a summary or metrics line holds (both are flat) ..."""
+SUMMARY_RECORDS = frozenset({"environment"})
+"""... except these summary keys, each one flat record of scalars (what decides bitwise equality:
+train/environment.py)."""
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -131,8 +136,13 @@ def _typed(record: dict, source: str | Path, key: str, types: tuple, minimum: in
 
 
 def check_summary(summary: dict, source: str | Path) -> dict:
-    """A summary (file or index row) with a known status, integer epoch counts and flat scalar values."""
-    check_flat(summary, source)
+    """A summary (file or index row) with a known status, integer epoch counts and flat scalar values
+    (SUMMARY_RECORDS: one level of them)."""
+    check_flat({k: v for k, v in summary.items() if k not in SUMMARY_RECORDS}, source)
+    for key in SUMMARY_RECORDS & summary.keys():
+        if not isinstance(summary[key], dict):
+            raise MalformedFile(source, f"{key}: {describe_value(summary[key])} is not a record")
+        check_flat(summary[key], f"{source}: {key}")
     if "status" in summary and RunStatus.parse(summary["status"]) is None:
         raise MalformedFile(source, f"status: {describe_value(summary['status'])} is not a run status")
     for key in ("epochs_run", "best_epoch"):

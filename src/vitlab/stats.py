@@ -91,6 +91,19 @@ LAST_K = 5
 STD_DDOF = 0
 """Delta degrees of freedom of `last_k_std` (0: population std of those k epochs, numpy's default)."""
 
+MIN_SEEDS_TO_BOUND = 3
+"""Below this many values a mean's interval is flagged as unable to bound it: at n = 2 the 95%
+Student-t interval spans +-12.7 standard errors (its coverage holds, its width says nothing)."""
+
+RANGE_ANY = (-math.inf, math.inf)
+"""Valid range of a metric with no bound (a signed quantity, a logit)."""
+RANGE_NONNEGATIVE = (0.0, math.inf)
+"""Valid range of losses, times, rates and counts."""
+RANGE_PERCENT = (0.0, 100.0)
+"""Valid range of accuracies, macro scores and ECE printed in %."""
+RANGE_UNIT = (0.0, 1.0)
+"""Valid range of probabilities and normalized quantities (normalized entropy, attention weights)."""
+
 VERDICT_BETTER, VERDICT_WORSE, VERDICT_NONE = "better", "worse", "no detectable difference"
 """The three verdict words of a paired comparison."""
 
@@ -253,6 +266,21 @@ def bca_interval(values: Sequence[float], confidence: float = CONFIDENCE,
                  n_resamples: int = N_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> CI:
     """BCa bootstrap interval of the mean (see `bca_bounds`)."""
     return mean_ci(values, "bca", confidence, n_resamples, seed)
+
+
+def clip_interval(lo, hi, valid: tuple[float, float] = RANGE_ANY):
+    """An interval's bounds intersected with the metric's valid range `valid` = (low, high): a
+    t interval of accuracies over 2 seeds can reach below 0%, but the mean it bounds cannot.
+    Scalars or arrays; nan bounds stay nan."""
+    low, high = valid
+    lo, hi = np.clip(lo, low, high), np.clip(hi, low, high)
+    return (float(lo), float(hi)) if np.ndim(lo) == 0 else (lo, hi)
+
+
+def difference_range(valid: tuple[float, float]) -> tuple[float, float]:
+    """Valid range of a difference of two values that each lie in `valid`."""
+    width = valid[1] - valid[0]
+    return -width, width
 
 
 def interval_note(method: str, n: int) -> str:

@@ -210,6 +210,8 @@ def analyze_run(run_dir: str | Path, sections=None, force: bool = False, samples
                 sec = compute_calibration(run, opts)
             else:
                 sec = compute_efficiency(run, opts)
+                if sec.get("warning"):
+                    say(f"analyze {p.name}: warning: {sec['warning']}")
                 if (analysis.get("efficiency") or {}).get("onnx"):  # from `vitlab export`
                     sec["onnx"] = analysis["efficiency"]["onnx"]
             if name != "robustness":
@@ -249,7 +251,8 @@ def write_figures(run_dir: Path, analysis: dict, sections: list[str]) -> list[Pa
                 f"Head-mean attention of the {att['maps']['query']} per layer (each map scaled to its own range)")))
             made.append(("attention_rollout", fg.maps_figure(
                 arrays["images"], [arrays[f"rollout_{i}"] for i in range(n)], labels,
-                "Attention rollout up to each layer (Abnar & Zuidema 2020; each map scaled to its own range)")))
+                "Attention rollout up to each layer (Abnar & Zuidema 2020; one color scale, 0 to the largest weight)",
+                one_scale=True)))
         made.append(("attention_layers", fg.entropy_layers_figure(att["layers"])))
         made.append(("attention_epochs", fg.entropy_epochs_figure(read_metrics(run_dir))))
     if "robustness" in sections and analysis.get("robustness"):
@@ -288,8 +291,14 @@ def describe(analysis: dict) -> str:
         comp = eff.get("compiled") or {}
         c = (f"; compiled {comp['latency_ms_b1']:.2f} ms, {comp['throughput_img_s_b256']:.0f} img/s"
              if "latency_ms_b1" in comp else "")
-        lines.append(f"efficiency ({eff['device']}): {eff['params'] / 1e6:.2f}M params, {eff['flops'] / 1e6:.1f} MFLOPs, "
-                     f"batch-1 latency {eff['latency_ms_b1']:.2f} ms, batch-256 {eff['throughput_img_s_b256']:.0f} img/s{c}")
+        threads = eff.get("threads")
+        timed = f", {threads} thread{'s' if threads != 1 else ''}" if threads else ""
+        load = eff.get("load_average")
+        timed += f", load {load:.1f}" if isinstance(load, (int, float)) else ""
+        lines.append(f"efficiency ({eff['device']}{timed}): {eff['params'] / 1e6:.2f}M params, "
+                     f"{eff['flops'] / 1e6:.1f} MFLOPs, batch-1 latency {eff['latency_ms_b1']:.2f} ms, "
+                     f"batch-256 {eff['throughput_img_s_b256']:.0f} img/s{c}"
+                     + (" (busy machine: timings unreliable)" if eff.get("busy") else ""))
     return "\n".join(lines)
 
 

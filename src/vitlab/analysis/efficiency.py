@@ -5,9 +5,16 @@ Latency = median wall time of `latency_calls` single-image forward passes after 
 (each call synchronized on CUDA); throughput = median images/s of `throughput_calls` batches. The
 numbers are those of the machine the analysis ran on: `device`, `threads`, and the load average
 at the start are recorded beside them.
+
+Every timing runs with `timing_threads` CPU threads (default 1), whatever the process had: `vitlab
+analyze` on its own would otherwise use every core and an analysis inside a study its worker's share,
+and on a loaded machine many threads spin against other jobs (a model measured 220 ms with 2 threads
+and 0.8 ms with 1 on a busy 2-core machine). A load average above the core count is recorded as
+`busy`, with a warning that the report and the terminal show.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import time
@@ -15,6 +22,32 @@ import time
 import torch
 
 from ..models import count_flops, count_params
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (None where the system has none)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def busy_warning(load: float | None, cores: int | None = None) -> str | None:
+    """A warning when the load average exceeds the core count: timings are then slower and noisier."""
+    cores = cores or os.cpu_count() or 1
+    if load is None or load <= cores:
+        return None
+    return (f"the machine was busy during timing (load average {load:.1f} on {cores} cores): latency and "
+            "throughput are slower and noisier than on an idle machine; re-measure on a quiet one "
+            "(vitlab analyze RUN --sections efficiency --force)")
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int):
+    """torch's intra-op threads set to n for the block, restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _sync(device: torch.device) -> None:
@@ -58,15 +91,27 @@ def measure(forward, run, opts) -> dict:
 
 def compute_efficiency(run, opts) -> dict:
     model = run.model
+    load = load_average()
     sec = {
         "params": count_params(model),
         "flops": count_flops(model, model.input_size, run.data.in_chans),
         "device": str(run.device),
-        "threads": torch.get_num_threads(),
+        "threads": opts.timing_threads,
         "precision": str(run.amp).replace("torch.", "") if run.amp else "float32",
         "throughput_batch": opts.throughput_batch,
-        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "load_average": load,
+        "cores": os.cpu_count(),
     }
+    warning = busy_warning(load)
+    sec["busy"] = warning is not None
+    if warning:
+        sec["warning"] = warning
+    with cpu_threads(opts.timing_threads):
+        _measure_all(sec, model, run, opts)
+    return sec
+
+
+def _measure_all(sec: dict, model, run, opts) -> None:
     sec.update(measure(model, run, opts))
     if opts.compile:
         t = time.perf_counter()
@@ -78,4 +123,3 @@ def compute_efficiency(run, opts) -> dict:
             sec["compiled"] = measure(compiled, run, opts)
         except Exception as e:  # no C++ compiler, unsupported backend: report, do not fail the analysis
             sec["compiled"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]}
-    return sec

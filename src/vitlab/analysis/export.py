@@ -24,6 +24,8 @@ from ..io import atomic_write_bytes, atomic_write_json, check_output_file
 from ..rundir import ANALYSIS_DIR, ONNX_FILE
 from ..safepath import writable_run_dir
 from .analyze import analysis_path, merge_summary, read_analysis
+from .efficiency import busy_warning, load_average
+from .options import AnalysisOptions
 from .loading import check_run_dir, load_run
 
 FORMATS = ("onnx",)
@@ -37,6 +39,8 @@ CHECK_BATCH = 5
 """... and of the check, which therefore also tests the dynamic batch dimension."""
 ORT_LATENCY_CALLS = 50
 ORT_WARMUP_CALLS = 5
+TIMING_THREADS = AnalysisOptions().timing_threads
+"""Intra-op threads of the ONNX Runtime latency: the same as `vitlab analyze` times PyTorch with."""
 
 
 class ExportError(Exception):
@@ -93,13 +97,17 @@ def run_onnx(model_bytes: bytes, x: np.ndarray) -> tuple[np.ndarray, str]:
     return sess.run(None, {"images": x})[0], f"onnxruntime {ort.__version__}"
 
 
-def ort_latency_ms(model_bytes: bytes, x1: np.ndarray) -> float | None:
-    """Median batch-1 latency (ms) in onnxruntime, or None without it."""
+def ort_latency_ms(model_bytes: bytes, x1: np.ndarray, threads: int = TIMING_THREADS) -> float | None:
+    """Median batch-1 latency (ms) in onnxruntime with `threads` intra-op threads (as `vitlab analyze`
+    times PyTorch), or None without onnxruntime."""
     try:
         import onnxruntime as ort
     except ImportError:
         return None
-    sess = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
     for _ in range(ORT_WARMUP_CALLS):
         sess.run(None, {"images": x1})
     times = []
@@ -145,9 +153,14 @@ def export_run(run_dir: str | Path, format: str = "onnx", out: str | Path | None
     say(f"export: max |Δ logit| = {diff:.2e} over {CHECK_BATCH} test images ({engine})")
     if not diff <= MAX_LOGIT_DIFF:
         raise ExportError(f"{path}: ONNX logits differ from PyTorch by {diff:.2e} > {MAX_LOGIT_DIFF:.0e}")
+    load = load_average()
     result["latency_ms_b1"] = ort_latency_ms(data, inputs(1).numpy())
+    result.update(threads=TIMING_THREADS, load_average=load)
     if result["latency_ms_b1"] is not None:
-        say(f"export: onnxruntime batch-1 latency {result['latency_ms_b1']:.3f} ms (median of {ORT_LATENCY_CALLS})")
+        say(f"export: onnxruntime batch-1 latency {result['latency_ms_b1']:.3f} ms (median of {ORT_LATENCY_CALLS}, "
+            f"{TIMING_THREADS} thread{'s' if TIMING_THREADS != 1 else ''})")
+        if busy_warning(load):
+            say(f"export: warning: {busy_warning(load)}")
     analysis = read_analysis(p) or {"format": 1}
     eff = analysis.setdefault("efficiency", {"complete": False})
     eff["onnx"] = {k: v for k, v in result.items() if k != "path"}

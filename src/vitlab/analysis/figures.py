@@ -11,6 +11,7 @@ from typing import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ..io import atomic_write_bytes
 from .corruptions import ordered
@@ -45,18 +46,29 @@ def _image(img: np.ndarray) -> np.ndarray:
     return img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0))
 
 
-def _upsample(m: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Nearest-neighbour upsampling of a (r, c) map to (h, w), normalized to [0, 1] for display."""
+def _upsample(m: np.ndarray, h: int, w: int, top: float | None = None) -> np.ndarray:
+    """Nearest-neighbour upsampling of a (r, c) map to (h, w), in [0, 1] for display: divided by `top`
+    (one scale shared by several maps, 0 = no weight) or, without it, min-max scaled on its own."""
     r, c = m.shape
     rows = np.minimum((np.arange(h) * r) // h, r - 1)
     cols = np.minimum((np.arange(w) * c) // w, c - 1)
     up = m[rows][:, cols].astype(np.float64)
+    if top is not None:
+        return np.clip(up / top, 0.0, 1.0) if top > 0 else np.zeros_like(up)
     lo, hi = up.min(), up.max()
     return (up - lo) / (hi - lo) if hi > lo else np.zeros_like(up)
 
 
-def maps_figure(images: np.ndarray, maps: Sequence[np.ndarray], labels: Sequence[str], title: str) -> Figure | None:
-    """Rows = images, columns = the image, then one overlay per map (each (M, r, c), per-cell min–max scaled)."""
+def shared_top(maps: Sequence[np.ndarray]) -> float:
+    """The largest value of several maps: one color scale for all of them, so that near-uniform
+    attention looks uniform instead of being stretched into structure."""
+    return float(max((np.max(np.abs(m)) for m in maps if np.size(m)), default=0.0))
+
+
+def maps_figure(images: np.ndarray, maps: Sequence[np.ndarray], labels: Sequence[str], title: str,
+                one_scale: bool = False) -> Figure | None:
+    """Rows = images, columns = the image, then one overlay per map (each (M, r, c)): per-cell min–max
+    scaled, or with `one_scale` all on one scale from 0 to the largest value."""
     if not len(images) or not maps:
         return None
     m, cols = len(images), len(maps) + 1
@@ -64,6 +76,7 @@ def maps_figure(images: np.ndarray, maps: Sequence[np.ndarray], labels: Sequence
     axes = fig.subplots(m, cols, squeeze=False)
     h, w = images.shape[-2:]
     gray = images.shape[1] == 1
+    top = shared_top(maps) if one_scale else None
     for i in range(m):
         img = _image(images[i])
         for j in range(cols):
@@ -72,7 +85,7 @@ def maps_figure(images: np.ndarray, maps: Sequence[np.ndarray], labels: Sequence
             ax.set_yticks([])
             ax.imshow(img, cmap="gray" if gray else None, interpolation="nearest")
             if j:
-                ax.imshow(_upsample(maps[j - 1][i], h, w), cmap=MAP_CMAP, alpha=OVERLAY_ALPHA,
+                ax.imshow(_upsample(maps[j - 1][i], h, w, top), cmap=MAP_CMAP, alpha=OVERLAY_ALPHA,
                           interpolation="bilinear", vmin=0, vmax=1)
             if i == 0:
                 ax.set_title("image" if j == 0 else labels[j - 1], fontsize=7)
@@ -126,6 +139,7 @@ def entropy_epochs_figure(rows: list[dict]) -> Figure | None:
         ax.plot([e for e, _ in pts], [v for _, v in pts], "-", marker="." if len(pts) < 30 else None,
                 label=f"L{i}", color=_layer_color(i, n))
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("normalized entropy (val batch)")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from ..config import RunConfig, build, read_yaml
+from ..config import DataConfig, RunConfig, build, read_yaml
+from ..data.files import ROOT_ENV
 from ..errors import UserError
 from ..rundir import BEST_CHECKPOINT, CONFIG_FILE, checkpoint_path, read_summary
 
@@ -61,6 +64,19 @@ def check_run_dir(run_dir: str | Path) -> Path:
     return p
 
 
+def data_config_for(data: DataConfig, summary: dict) -> DataConfig:
+    """The run's data config, reading from where the run trained: its `data.root` when that is a
+    directory here, else $VITLAB_DATA_ROOT when set (an explicit choice wins), else the absolute root the
+    run recorded (summary.json `data_root`, a hint: e.g. a relative root, or the variable set at training
+    time) when it exists here, else the usual default."""
+    if data.root and Path(data.root).expanduser().is_dir():
+        return data
+    hint = summary.get("data_root")
+    if os.environ.get(ROOT_ENV) or not isinstance(hint, str) or not Path(hint).is_dir():
+        return data
+    return dataclasses.replace(data, root=hint)
+
+
 def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
     """Load a run's config, test data and best-checkpoint weights (on `device`, default the run's)."""
     from ..data import Augmenter, load_dataset
@@ -70,8 +86,9 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
 
     p = check_run_dir(run_dir)
     cfg = build(RunConfig, read_yaml(p / CONFIG_FILE))
+    summary = read_summary(p) or {}
     dev = resolve_device(device or cfg.device)
-    data = load_dataset(cfg.data, cfg.seed, dev)
+    data = load_dataset(data_config_for(cfg.data, summary), cfg.seed, dev)
     model = build_model(cfg.model, data.num_classes, data.in_chans, data.image_size)
     ck = load_checkpoint(checkpoint_path(p, BEST_CHECKPOINT), BEST_KEYS)
     try:
@@ -83,5 +100,5 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     augment = Augmenter(cfg.aug, data.mean, data.std, data.num_classes, model.input_size)
-    return LoadedRun(p, cfg, read_summary(p) or {}, model, data, augment, dev,
+    return LoadedRun(p, cfg, summary, model, data, augment, dev,
                      amp_dtype(cfg, dev), ck.get("epoch"))

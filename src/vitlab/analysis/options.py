@@ -33,6 +33,9 @@ class AnalysisOptions:
     throughput_batch: int = knob(256, "efficiency: batch size of the throughput measurement")
     throughput_calls: int = knob(5, "efficiency: timed calls at that batch size; the median rate is reported")
     compile: bool = knob(True, "efficiency: also time the torch.compile'd model")
+    timing_threads: int = knob(1, "efficiency: CPU threads of every timing (latency, throughput; ONNX Runtime in "
+                                  "`vitlab export`): 1 gives the same measurement standalone, in a study and on "
+                                  "any core count, and suffers least from other jobs")
 
     def __post_init__(self):
         for s in self.sections:
@@ -42,7 +45,7 @@ class AnalysisOptions:
         if len(set(self.sections)) != len(self.sections):
             raise ConfigError("analysis.sections", f"a section is listed twice: {self.sections}")
         for name in ("samples", "map_images", "attention_batch", "corruption_batch", "reliability_bins",
-                     "latency_calls", "throughput_batch", "throughput_calls"):
+                     "latency_calls", "throughput_batch", "throughput_calls", "timing_threads"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"analysis.{name}", f"must be > 0, got {getattr(self, name)}")
         if self.corruption_images is not None and self.corruption_images <= 0:

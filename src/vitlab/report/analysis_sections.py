@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ..analysis import figures as afig
 from ..analysis.analyze import read_analysis, read_maps
@@ -36,12 +37,17 @@ from ..rundir import (ANALYSIS_DIR, CONFIG_FILE, SUMMARY_FILE, MalformedFile, is
 from ..safepath import writable_run_dir
 from .. import stats
 from .html import CSS, HTML_NAME, slug
+from .tables import FEW_SEEDS_MARK
 
 COMPLETED = "completed"
 ROLLOUT_IMAGES = 2
 """How many of the analysed test images get a levels × layers rollout grid in a study report."""
 BAND_ALPHA = 0.18
 """Opacity of the min–max band over seeds."""
+TOKEN_COSINE_RANGE = (-1.0, 1.0)
+"""Valid range of a cosine similarity."""
+CUT_NOTE = f"intervals cut to each metric's valid range; {FEW_SEEDS_MARK} fewer than {stats.MIN_SEEDS_TO_BOUND} seeds"
+"""Caption words of every analysis table: what the intervals are cut to and what the few-seeds mark means."""
 
 e = html.escape
 
@@ -113,14 +119,18 @@ def img_html(png: bytes, caption: str) -> str:
 
 
 def ci_text(values: list[float], scale: float = 1.0, decimals: int = 2, expected: int | None = None,
-            method: str = stats.DEFAULT_CI) -> str:
-    """'mean [lo, hi]' over seeds (scaled; `vitlab.stats.mean_ci` with `method`), '—' without values,
-    'n=k/K' when seeds are missing."""
+            method: str = stats.DEFAULT_CI, valid: tuple[float, float] = stats.RANGE_NONNEGATIVE) -> str:
+    """'mean [lo, hi]' over seeds (scaled; `vitlab.stats.mean_ci` with `method`, cut to the valid range
+    `valid` in the printed unit), '—' without values, 'n=k/K' when seeds are missing; an interval over
+    too few seeds to bound the mean is marked as in the factor tables."""
     if not values:
         return "—"
     ci = stats.mean_ci([v * scale for v in values], method)
+    lo, hi = stats.clip_interval(ci.lo, ci.hi, valid)
     s = f"{ci.mean:.{decimals}f}"
-    s += f" [{ci.lo:.{decimals}f}, {ci.hi:.{decimals}f}]" if math.isfinite(ci.lo) else " (no interval)"
+    s += f" [{lo:.{decimals}f}, {hi:.{decimals}f}]" if math.isfinite(ci.lo) else " (no interval)"
+    if len(values) < stats.MIN_SEEDS_TO_BOUND and math.isfinite(ci.lo) and ci.lo != ci.hi:
+        s += FEW_SEEDS_MARK
     if expected is not None and len(values) < expected:
         s += f" n={len(values)}/{expected}"
     return s
@@ -179,6 +189,7 @@ def entropy_levels_figure(levels: list[LevelData]) -> Figure | None:
     if not _band_lines(ax, levels, lambda a: [lay["entropy_norm"] for lay in a["attention"]["layers"]]):
         return None
     ax.set_xlabel("layer (forward order)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers
     ax.set_ylabel("normalized attention entropy")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
@@ -202,6 +213,7 @@ def rollout_grid_figure(levels: list[LevelData], image: int) -> Figure | None:
     if not rows:
         return None
     cols = max(len(m) for m in maps_per_row) + 1
+    top = afig.shared_top([m for row in maps_per_row for m in row])  # one scale: uniform attention looks uniform
     fig = Figure(figsize=(afig.MAP_CELL_IN * cols + 0.8, afig.MAP_CELL_IN * len(rows) + 0.6), layout="constrained")
     axes = fig.subplots(len(rows), cols, squeeze=False)
     h, w = img.shape[-2:]
@@ -212,7 +224,7 @@ def rollout_grid_figure(levels: list[LevelData], image: int) -> Figure | None:
             ax.set_yticks([])
             ax.imshow(afig._image(img), cmap="gray" if img.shape[0] == 1 else None, interpolation="nearest")
             if 0 < j <= len(maps):
-                ax.imshow(afig._upsample(maps[j - 1], h, w), cmap=afig.MAP_CMAP, alpha=afig.OVERLAY_ALPHA,
+                ax.imshow(afig._upsample(maps[j - 1], h, w, top), cmap=afig.MAP_CMAP, alpha=afig.OVERLAY_ALPHA,
                           interpolation="bilinear", vmin=0, vmax=1)
             if i == 0:
                 ax.set_title("image" if j == 0 else f"L{j - 1}", fontsize=7)
@@ -297,18 +309,20 @@ def attention_html(factor: str, levels: list[LevelData], expected: int, sink: Fi
 
     rows = []
     for lev in levels:
-        def cell(fn, scale, decimals):
-            return ci_text(lev.values(fn), scale, decimals, expected, method=sink.ci)
+        def cell(fn, scale, decimals, valid):
+            return ci_text(lev.values(fn), scale, decimals, expected, method=sink.ci, valid=valid)
 
         rows.append([lev.label, f"{len(lev.analyses)}",
-                     cell(_mean_layer("entropy_norm"), 1, 3), cell(_mean_layer("max_weight"), 1, 3),
-                     cell(_mean_layer("distance_px"), 1, 2),
-                     cell(lambda a, _: max(x["max_logit"] for x in layers(a) if x["max_logit"] is not None), 1, 2),
-                     cell(lambda a, _: layers(a)[-1]["rank_residual"], 1, 3),
-                     cell(lambda a, _: layers(a)[-1]["token_cosine"], 1, 3)])
+                     cell(_mean_layer("entropy_norm"), 1, 3, stats.RANGE_UNIT),
+                     cell(_mean_layer("max_weight"), 1, 3, stats.RANGE_UNIT),
+                     cell(_mean_layer("distance_px"), 1, 2, stats.RANGE_NONNEGATIVE),
+                     cell(lambda a, _: max(x["max_logit"] for x in layers(a) if x["max_logit"] is not None), 1, 2,
+                          stats.RANGE_ANY),
+                     cell(lambda a, _: layers(a)[-1]["rank_residual"], 1, 3, stats.RANGE_UNIT),
+                     cell(lambda a, _: layers(a)[-1]["token_cosine"], 1, 3, TOKEN_COSINE_RANGE)])
     samples = next(lev for lev in levels if lev.analyses).analyses[0]["attention"]["samples"]
     parts = [table_html(f"{factor}: attention statistics on {samples} fixed test images (mean over layers; "
-                        f"mean [95% {stats.CI_NAMES[sink.ci]} CI] over seeds)",
+                        f"mean [95% {stats.CI_NAMES[sink.ci]} CI] over seeds, {CUT_NOTE})",
                         ["level", "seeds", "normalized entropy", "max weight", "distance (px)", "max logit",
                          "rank residual (last)", "token cosine (last)"], rows)]
     parts.append(sink(entropy_levels_figure(levels), f"{s}_attn_entropy",
@@ -317,7 +331,8 @@ def attention_html(factor: str, levels: list[LevelData], expected: int, sink: Fi
     for i in range(ROLLOUT_IMAGES):
         parts.append(sink(rollout_grid_figure(levels, i), f"{s}_rollout_{i}",
                           f"{factor}: attention rollout (Abnar & Zuidema 2020) up to each layer, test image {i + 1} "
-                          "of the fixed sample, one row per level (its first seed); bright = attended."))
+                          "of the fixed sample, one row per level (its first seed); one color scale for the whole "
+                          "grid, from 0 to its largest weight (bright = attended)."))
     parts.append(note("How to read: a normalized entropy near 1 means every query spreads its attention almost "
                       "uniformly over all tokens (the attention averages); near 0 it picks a few tokens. Max "
                       "weight is the largest weight a query gives; distance is how far (in input pixels) the "
@@ -338,17 +353,17 @@ def robustness_html(factor: str, levels: list[LevelData], reference: str | None,
     ref_profile = mean_profile([error_profile(a["robustness"]) for a in ref.analyses])
     rows = []
     for lev in levels:
-        def cell(fn, scale, decimals):
-            return ci_text(lev.values(fn), scale, decimals, expected, method=sink.ci)
+        def cell(fn, scale, decimals, valid=stats.RANGE_NONNEGATIVE):
+            return ci_text(lev.values(fn), scale, decimals, expected, method=sink.ci, valid=valid)
 
         rows.append([lev.label, f"{len(lev.analyses)}",
-                     cell(lambda a, _: a["robustness"]["clean_top1"], 100, 2),
-                     cell(lambda a, _: a["robustness"]["mean_top1"], 100, 2),
+                     cell(lambda a, _: a["robustness"]["clean_top1"], 100, 2, stats.RANGE_PERCENT),
+                     cell(lambda a, _: a["robustness"]["mean_top1"], 100, 2, stats.RANGE_PERCENT),
                      cell(lambda a, _: mce(a["robustness"], ref_profile), 100, 1),
                      cell(lambda a, _: mce(a["robustness"], ref_profile, relative=True), 100, 1)])
     first = ref.analyses[0]["robustness"]
     parts = [table_html(f"{factor}: corruption robustness ({first['images']:,} test images × 15 corruptions × 5 "
-                        f"severities; mean [95% {stats.CI_NAMES[sink.ci]} CI] over seeds; mCE relative to "
+                        f"severities; mean [95% {stats.CI_NAMES[sink.ci]} CI] over seeds, {CUT_NOTE}; mCE relative to "
                         f"{ref.label} = 100)",
                         ["level", "seeds", "clean top-1 (%)", "mean corruption top-1 (%)", "mCE (%)",
                          "relative mCE (%)"], rows)]
@@ -372,8 +387,8 @@ def efficiency_html(factor: str, levels: list[LevelData], expected: int, sink: F
     s = slug(factor)
     rows = []
     for lev in levels:
-        def cell(fn, scale, decimals, seeds=expected):
-            return ci_text(lev.values(fn), scale, decimals, seeds, method=sink.ci)
+        def cell(fn, scale, decimals, seeds=expected, valid=stats.RANGE_NONNEGATIVE):
+            return ci_text(lev.values(fn), scale, decimals, seeds, method=sink.ci, valid=valid)
 
         rows.append([lev.label, f"{len(lev.analyses)}",
                      cell(lambda a, _: a["efficiency"]["latency_ms_b1"], 1, 2),
@@ -381,14 +396,24 @@ def efficiency_html(factor: str, levels: list[LevelData], expected: int, sink: F
                      cell(lambda a, _: a["efficiency"]["throughput_img_s_b256"], 1, 0),
                      cell(lambda a, _: a["efficiency"]["params"], 1e-6, 3, None),
                      cell(lambda a, _: a["efficiency"]["flops"], 1e-6, 1, None),
-                     cell(lambda a, s_: s_["test_top1"], 100, 2)])
+                     cell(lambda a, s_: s_["test_top1"], 100, 2, valid=stats.RANGE_PERCENT)])
     eff = next(lev for lev in levels if lev.analyses).analyses[0]["efficiency"]
-    parts = [table_html(f"{factor}: efficiency on {eff['device']} ({eff['threads']} threads, {eff['precision']}); "
-                        f"mean [95% {stats.CI_NAMES[sink.ci]} CI] over seeds",
+    threads = eff["threads"]
+    parts = [table_html(f"{factor}: efficiency on {eff['device']} ({threads} thread{'s' if threads != 1 else ''}, "
+                        f"{eff['precision']}); "
+                        f"mean [95% {stats.CI_NAMES[sink.ci]} CI] over seeds, {CUT_NOTE}",
                         ["level", "seeds", "latency b1 (ms)", "latency b1 compiled (ms)", "throughput b256 (img/s)",
                          "params (M)", "MFLOPs", "test top-1 (%)"], rows)]
     parts.append(sink(accuracy_latency_figure(levels), f"{s}_acc_latency",
                       f"{factor}: test top-1 vs batch-1 latency; point = mean over seeds, bars = min–max."))
+    loads = [a["efficiency"].get("load_average") for lev in levels for a in lev.analyses]
+    busy = [x for lev in levels for a in lev.analyses if a["efficiency"].get("busy")
+            for x in [a["efficiency"].get("load_average")] if isinstance(x, (int, float))]
+    if busy:
+        parts.append(note(f"Warning: {len(busy)} of {len(loads)} runs were timed on a busy machine (load average up to "
+                          f"{max(busy):.1f} on {eff.get('cores') or '?'} cores): their latencies and throughputs are "
+                          "slower and noisier than on an idle machine; re-measure them on a quiet one "
+                          "(vitlab analyze RUN --sections efficiency --force)."))
     parts.append(note("How to read: latency is the median of single-image forward passes, throughput the median rate "
                       "at batch 256, both on the machine the analysis ran on (timings from a shared machine are "
                       "noisy; compare levels measured together). FLOPs count 2 per multiply-accumulate."))

@@ -95,6 +95,7 @@ def curves_figure(records: Iterable, factor: str, levels: Sequence[str], ci: str
             if c is None:
                 continue
             ep, mean, lo, hi, n = c
+            lo, hi = stats.clip_interval(lo, hi, metric_for(key).valid)
             (line,) = ax.plot(ep, mean, color=color, lw=1.6, label=f"{mpl_escape(lab)} (n={n})")
             ax.fill_between(ep, lo, hi, color=color, alpha=BAND_ALPHA, lw=0)
             handles.setdefault(line.get_label(), line)
@@ -105,7 +106,8 @@ def curves_figure(records: Iterable, factor: str, levels: Sequence[str], ci: str
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # shared x: sets all four panels
     if not handles:
         return None
-    fig.suptitle(f"{mpl_escape(factor)}: mean over seeds, band = {interval_name(confidence, ci)} of the mean")
+    fig.suptitle(f"{mpl_escape(factor)}: mean over seeds, band = {interval_name(confidence, ci)} of the mean "
+                 "(cut to the metric's range)")
     fig.legend(list(handles.values()), list(handles), loc="outside lower center",
                ncols=min(LEGEND_COLUMNS, len(handles)), title=mpl_escape(factor))
     return fig

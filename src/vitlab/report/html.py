@@ -184,7 +184,8 @@ def build_report(meta: dict, records: Sequence, report_dir: str | Path,
             _write_grid(tdir, f"{s}_adaptive", ag, tables.adaptive_csv(factor, adaptive))
         fig = _figure(curves_figure(rep.records, factor, levels, opt.ci, opt.confidence), fdir / f"{s}_curves",
                       f"{factor}: per-epoch curves, one line per level (mean over completed seeds), shaded band = "
-                      f"{tables.interval_name(opt.confidence, opt.ci)} of that mean (none where one seed).")
+                      f"{tables.interval_name(opt.confidence, opt.ci)} of that mean, cut to the metric's valid range "
+                      "(none where one seed).")
         section = FactorSection(factor, ft, pt, fig, ag, vg)
         if split is not None:
             _datasets_section(section, split, meta, metrics, paired_metrics, opt, tdir, fdir)
@@ -304,7 +305,7 @@ def _methods(rep: Report) -> list[str]:
         "one source. Only runs that completed enter the statistics; failed, diverged, pruned and missing runs "
         "are counted in each table's first row. Every cell states its n.",
         f"Interval (report.ci = {opt.ci}): each cell is the mean over seeds with its {iv}, {how}. One seed "
-        "gives no interval. The figures' bands are the same interval at each epoch.",
+        "gives no interval. The figures' bands are the same interval at each epoch. " + tables.RANGE_NOTE,
         "Paired comparison: for each seed completed at both levels, d = level − reference (seed effects shared "
         f"by both levels cancel). Δ = mean of d with its {iv}.",
         "p exact: two-sided sign-flip permutation test of mean d = 0 (Fisher 1935): under the null each d is "

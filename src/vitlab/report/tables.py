@@ -47,6 +47,13 @@ TARGET_DELTA = 1.0
 computed for (1 point of accuracy). Applies to percentage metrics."""
 SMALL_N_MARK = "†"
 """Marks a bootstrap interval over fewer than stats.SMALL_N_BOOTSTRAP seeds."""
+FEW_SEEDS_MARK = "‡"
+"""Marks an interval over fewer than stats.MIN_SEEDS_TO_BOUND seeds: too few to bound the mean."""
+DEGENERATE_MARK = "§"
+"""Marks a bootstrap interval of P(improve) that every resample gave the same value."""
+SEEDS_NEEDED_SHOWN = 100
+"""'Seeds for Δ' above this many pairs prints as '> 100': the spread is then too large (or, at 2
+seeds, too poorly known) for seeds to be the remedy, and a four-digit count reads as a plan."""
 SEED_SOURCES = ("seed_init", "seed_split", "seed_order")
 """Config fields that override `seed` for one source of randomness each (None: use `seed`)."""
 
@@ -73,6 +80,8 @@ class Metric:
     decimals: int
     higher_is_better: bool
     extract: Callable[[Any], float]
+    valid: tuple[float, float] = stats.RANGE_NONNEGATIVE
+    """Values the metric can take, in the printed unit; intervals are cut to it."""
 
     @property
     def title(self) -> str:
@@ -104,7 +113,7 @@ def curve(rec, key: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _pct(key: str, label: str, higher: bool = True) -> Metric:
-    return Metric(key, label, "%", 100.0, PCT_DECIMALS, higher, _summary_value(key))
+    return Metric(key, label, "%", 100.0, PCT_DECIMALS, higher, _summary_value(key), stats.RANGE_PERCENT)
 
 
 def table_metrics(fraction: float = stats.FRACTION_OF_BEST, k: int = stats.LAST_K) -> list[Metric]:
@@ -253,7 +262,7 @@ def factor_table(records: Iterable, factor: str, levels: Sequence[str] | None = 
             vals = [m.extract(r) * m.scale for r in done]
             vals = [v for v in vals if math.isfinite(v)]
             c = stats.mean_ci(vals, ci, confidence, n_resamples, seed)
-            cells[(m.key, lab)] = Cell(len(vals), lv.expected, c.mean, c.lo, c.hi, ci)
+            cells[(m.key, lab)] = Cell(len(vals), lv.expected, c.mean, *stats.clip_interval(c.lo, c.hi, m.valid), ci)
     return FactorTable(factor, level_runs, metrics, cells, confidence, ci)
 
 
@@ -266,12 +275,14 @@ def num(v: float, decimals: int, sign: bool = False) -> str:
 def interval_text(mean: float, lo: float, hi: float, n: int, decimals: int, method: str = stats.DEFAULT_CI,
                   sign: bool = False) -> str:
     """'mean [lo, hi]'; 'mean' alone when every value is equal (nothing varies); 'mean (no interval)'
-    for n = 1. A bootstrap interval over fewer than SMALL_N_BOOTSTRAP values is marked."""
+    for n = 1. A bootstrap interval over fewer than SMALL_N_BOOTSTRAP values is marked, and so is one
+    over fewer than MIN_SEEDS_TO_BOUND values."""
     s = num(mean, decimals, sign)
     if n >= 2 and lo == hi == mean:
         return s
     if n >= 2 and math.isfinite(lo):
         mark = SMALL_N_MARK if stats.interval_note(method, n) else ""
+        mark += FEW_SEEDS_MARK if n < stats.MIN_SEEDS_TO_BOUND else ""
         return s + f" [{num(lo, decimals, sign)}, {num(hi, decimals, sign)}]{mark}"
     return s + " (no interval)"
 
@@ -296,6 +307,20 @@ def small_n_note(method: str) -> str:
             "interval; benchmarks/RESULTS.md). The Student-t interval (--ci t) keeps its coverage.")
 
 
+def few_seeds_note() -> str:
+    return (f"{FEW_SEEDS_MARK} n = {stats.MIN_SEEDS_TO_BOUND - 1}: too few seeds to bound the mean (a 95% Student-t "
+            f"interval spans ±12.7 standard errors); its bounds are cut to the metric's range. Run at least "
+            f"{stats.MIN_SEEDS_TO_BOUND} seeds.")
+
+
+RANGE_NOTE = ("Intervals are cut to the metric's valid range (0–100% for accuracies, macro scores and ECE; ≥ 0 for "
+              "losses, times and counts): the mean cannot leave it, though a symmetric interval over few seeds can.")
+
+
+def _has_few_seeds(ns: Iterable[int]) -> bool:
+    return any(2 <= n < stats.MIN_SEEDS_TO_BOUND for n in ns)
+
+
 def factor_grid(t: FactorTable) -> Grid:
     header = ["Metric"] + [lv.label for lv in t.levels]
     rows = [["Runs completed"] + [lv.text() for lv in t.levels]]
@@ -304,9 +329,11 @@ def factor_grid(t: FactorTable) -> Grid:
     notes = [f"Cells: mean over seeds [{interval_name(t.confidence, t.method)} of the mean] (n = seeds in the "
              "cell; n=k/N where k of N planned seeds completed). One seed gives no interval; a bare mean means "
              "every seed gave the same value. Only completed runs count; val top-1 and the train/val numbers are "
-             "at the best-validation epoch."]
+             "at the best-validation epoch. " + RANGE_NOTE]
     if any(stats.interval_note(c.method, c.n) for c in t.cells.values()):
         notes.append(small_n_note(t.method))
+    if _has_few_seeds(c.n for c in t.cells.values()):
+        notes.append(few_seeds_note())
     return Grid(f"Factor {t.factor}", header, rows, notes)
 
 
@@ -371,6 +398,7 @@ def paired_row(level: str, m: Metric, ref: Mapping, other: Mapping, confidence: 
     d = b - a
     n = int(d.size)
     c = stats.mean_ci(d, ci, confidence, n_resamples, seed)
+    c = stats.CI(c.mean, *stats.clip_interval(c.lo, c.hi, stats.difference_range(m.valid)))
     sd = float(np.std(d, ddof=1)) if n >= 2 else math.nan
     sign = 1.0 if m.higher_is_better else -1.0
     # P(improve) compares runs, not pairs (Agarwal et al.): every completed run of each level.
@@ -410,9 +438,20 @@ def _p(v: float) -> str:
 
 
 def _seeds(v: float) -> str:
-    if math.isinf(v):
-        return f"> {stats.MAX_SEEDS_NEEDED:,}"
+    if v > SEEDS_NEEDED_SHOWN:
+        return f"> {SEEDS_NEEDED_SHOWN:,}"
     return MISSING if not math.isfinite(v) else str(int(v))
+
+
+def _p_improve(r: PairedRow) -> str:
+    """'0.75 [0.50, 1.00]'; a bootstrap that gave one value for every resample is marked, not shown
+    as the interval [1.00, 1.00] (a few runs that all beat the reference, not certainty)."""
+    s = num(r.p_improve, P_DECIMALS)
+    if not math.isfinite(r.p_improve_lo):
+        return s + " (no interval)"
+    if r.p_improve_lo == r.p_improve_hi:
+        return s + DEGENERATE_MARK
+    return s + f" [{num(r.p_improve_lo, P_DECIMALS)}, {num(r.p_improve_hi, P_DECIMALS)}]"
 
 
 def paired_grid(t: PairedTable) -> Grid:
@@ -427,9 +466,7 @@ def paired_grid(t: PairedTable) -> Grid:
         if r.n == 0:
             rows.append([r.level, r.metric.title, "0"] + [MISSING] * (len(header) - 3))
             continue
-        poi = num(r.p_improve, P_DECIMALS) + (
-            f" [{num(r.p_improve_lo, P_DECIMALS)}, {num(r.p_improve_hi, P_DECIMALS)}]"
-            if math.isfinite(r.p_improve_lo) else " (no interval)")
+        poi = _p_improve(r)
         rows.append([r.level, r.metric.title, str(r.n),
                      interval_text(r.diff_mean, r.lo, r.hi, r.n, d, t.method, sign=True) + unit,
                      _p(r.p_exact), _p(r.p_adjusted), stats.verdict_text(r.verdict, r.n),
@@ -444,9 +481,16 @@ def paired_grid(t: PairedTable) -> Grid:
              "a run of the reference (Agarwal et al. 2021), with its stratified-bootstrap interval (too narrow at a "
              f"few runs, like every bootstrap); it never decides the verdict. MDE: smallest true difference the paired t-test detects at this n with power "
              f"{t.power:g} at level {a}, from the observed spread of the differences. Seeds: pairs needed to detect "
-             f"a difference of {t.target_delta:g} pp (report.target_delta) with that power (percentage metrics)."]
+             f"a difference of {t.target_delta:g} pp (report.target_delta) with that power (percentage metrics); "
+             f"'> {SEEDS_NEEDED_SHOWN}' when more are needed: the spread is too large (or, over few pairs, too poorly "
+             f"known) for more seeds to be the remedy. Δ intervals are cut to the range a difference can take."]
     if any(stats.interval_note(t.method, r.n) for r in t.rows):
         notes.append(small_n_note(t.method))
+    if _has_few_seeds(r.n for r in t.rows):
+        notes.append(few_seeds_note())
+    if any(r.n and r.p_improve_lo == r.p_improve_hi for r in t.rows):
+        notes.append(f"{DEGENERATE_MARK} every bootstrap resample gave this P(improve) (e.g. every run of the level "
+                     "beat every run of the reference): too few runs for an interval, not certainty.")
     return Grid(f"Factor {t.factor}: paired comparison with {t.reference}", header, rows, notes)
 
 

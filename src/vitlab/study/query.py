@@ -23,6 +23,8 @@ TABLE_WIDTH = 200
 FLOAT_DECIMALS = 4
 #: Metrics shown as percentages by `summary_table`.
 PERCENT_SUFFIXES = ("_top1", "_top5", "_macro", "_ece")
+PCT_DECIMALS = 2
+"""Decimals of a percentage in `vitlab results` tables (as in the report's)."""
 
 #: Deepest nesting a --where expression may have (`not not ...`, `- - ...`, brackets), and its length:
 #: the interpreter recurses over the tree, so both are bounded before it runs.
@@ -225,18 +227,28 @@ def format_rows(rows: list[dict], fmt: str = "table") -> str:
         return csv_text(cols, body).rstrip("\n")
     if not rows:
         return "(no runs match)"
+    # for reading, accuracies in % as in the report's tables (CSV and JSON keep the stored fractions,
+    # which --where compares against)
+    title = {c: c + " %" if c.endswith(PERCENT_SUFFIXES) else c for c in cols}
     if fmt == "md":
-        lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-        lines += ["| " + " | ".join(_fmt(r.get(c)).replace("|", "\\|") for c in cols) + " |" for r in rows]
+        lines = ["| " + " | ".join(title[c] for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+        lines += ["| " + " | ".join(_shown(c, r.get(c)).replace("|", "\\|") for c in cols) + " |" for r in rows]
         return "\n".join(lines)
     from rich.table import Table
 
     t = Table(show_edge=False, pad_edge=False)
     for c in cols:
-        t.add_column(c, justify="right" if any(isinstance(r.get(c), (int, float)) for r in rows) else "left")
+        t.add_column(title[c], justify="right" if any(isinstance(r.get(c), (int, float)) for r in rows) else "left")
     for r in rows:
-        t.add_row(*(_fmt(r.get(c)) for c in cols))
+        t.add_row(*(_shown(c, r.get(c)) for c in cols))
     return _render(t)
+
+
+def _shown(column: str, v: Any) -> str:
+    """A cell as `results` prints it for reading: percentage metrics (a fraction stored) in %."""
+    if column.endswith(PERCENT_SUFFIXES) and isinstance(v, float) and math.isfinite(v):
+        return f"{100 * v:.{PCT_DECIMALS}f}"
+    return _fmt(v)
 
 
 def _render(renderable) -> str:
@@ -255,28 +267,38 @@ def _render(renderable) -> str:
 # summary table
 
 
+FEW_SEEDS_MARK = "‡"
+"""Marks a cell over too few seeds to bound the mean (as the report's tables do)."""
+
+
 def _cell(values: list[float], metric: str) -> str:
     """`mean [lo, hi]` of one metric over seeds (just the mean for one seed): the Student-t interval."""
-    from ..stats import mean_ci
+    from .. import stats
 
     if not values:
         return "-"
     pct = metric.endswith(PERCENT_SUFFIXES)
-    ci = mean_ci([v * 100.0 if pct else v for v in values])
+    ci = stats.mean_ci([v * 100.0 if pct else v for v in values])
     num = (lambda x: f"{x:.2f}") if pct else _fmt
     if math.isnan(ci.lo) or ci.lo == ci.hi:  # one seed, or the same value for every seed (params, flops)
         return num(ci.mean)
-    return f"{num(ci.mean)} [{num(ci.lo)}, {num(ci.hi)}]"
+    # summary metrics are accuracies in [0, 100]% or losses, times, counts >= 0: a mean cannot leave that
+    lo, hi = stats.clip_interval(ci.lo, ci.hi, stats.RANGE_PERCENT if pct else stats.RANGE_NONNEGATIVE)
+    few = FEW_SEEDS_MARK if len(values) < stats.MIN_SEEDS_TO_BOUND else ""
+    return f"{num(ci.mean)} [{num(lo)}, {num(hi)}]{few}"
 
 
 def summary_table(study_dir: str | Path, warn_damaged: bool = True) -> str:
     """Per factor and level: completed seeds and the mean [95% t interval] over seeds of each of
     the spec's metrics (accuracies, macro scores and ECE in %). A search lists its best trials.
     `warn_damaged` False: the caller (a coordinator) has warned about damaged runs already."""
+    from rich.table import Table
+
+    from .. import stats
+
     with open_index(study_dir, warn_damaged=warn_damaged) as index:
         meta = index.meta()
         records = index.runs()
-    from rich.table import Table
 
     if meta.get("kind") == "search":
         return _search_table(meta, records)
@@ -304,7 +326,11 @@ def summary_table(study_dir: str | Path, warn_damaged: bool = True) -> str:
                 cells.append(_cell(vals, m))
             t.add_row(label + (" (ref)" if label == ref else ""), seeds, *cells)
         parts.append(_render(t))
-    parts.append("cells: mean [95% Student-t interval] over completed seeds")
+    note = ("cells: mean [95% Student-t interval] over completed seeds, cut to the metric's valid range "
+            "(0-100% for accuracies, >= 0 otherwise)")
+    if any(FEW_SEEDS_MARK in p for p in parts):
+        note += f"; {FEW_SEEDS_MARK} {stats.MIN_SEEDS_TO_BOUND - 1} seeds: too few to bound the mean"
+    parts.append(note)
     return "\n\n".join(parts)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Callable, Protocol
 
+from ..io import mark_interrupted
 from ..rundir import FINAL_STATUSES, RunStatus, warn_damaged
 from .backends import uses_cpu
 from .index import IndexWriter, read_run_state, status_from_summary
@@ -136,6 +137,8 @@ def drive(source: TaskSource, make_pool: Callable[[], Pool], index: IndexWriter,
     finally:
         if pool is not None:
             pool.close(kill=not clean)
-        for rid in inflight:
+        for rid, task in inflight.items():
             index.set_status(rid, RunStatus.PENDING)
+            if not clean:  # its worker was killed mid-run: say so in the run, which resumes on a rerun
+                mark_interrupted(task.run_dir)
         progress.close()

@@ -599,6 +599,16 @@ def _error(source: str, key: str, problem: str) -> UserError:
     return UserError(" ".join(text.split()))
 
 
+def _type_hint(value: Any, levels: list) -> str:
+    """'' or why a value that prints like a level is not one: '4' quoted in YAML is a string, 4 a number."""
+    twins = [v for v in levels if level_label(v) == level_label(value)]
+    if not twins:
+        return ""
+    if isinstance(value, str):
+        return f" — {value!r} is quoted, a string; the level {level_label(twins[0])} is not: write it unquoted"
+    return f" — the level {level_label(twins[0])} is a string: write the reference quoted, {str(value)!r}"
+
+
 def _is_level(value: Any, levels: list) -> bool:
     return value_key(value) in {value_key(v) for v in levels}
 
@@ -669,7 +679,8 @@ def _study_spec(f: SpecFile, source: str, root: Path, default_name: str) -> Stud
                 raise ConfigError(f"reference.{key}", "is not a factor of this spec" + suggest(key, spec.factors))
             if not _is_level(level, spec.factors[key]):
                 shown = short_repr(", ".join(level_label(v) for v in spec.factors[key])).strip("'")
-                raise ConfigError(f"reference.{key}", f"{brief_label(level)} is not one of its levels ({shown})")
+                raise ConfigError(f"reference.{key}", f"{brief_label(level)} is not one of its levels ({shown})"
+                                  + _type_hint(level, spec.factors[key]))
         spec.reference = dict(f.reference or {})
     else:
         spec.space = _space(f.space)

@@ -172,6 +172,18 @@ def _poll_parent(parent_pid: int) -> None:
         time.sleep(PARENT_CHECK_S)
 
 
+def _thread_only_tqdm_lock() -> None:
+    """Give tqdm (torch.compile's FX interpreter opens a progress bar) a thread lock instead of the
+    multiprocessing RLock it makes by default. In a spawned worker that RLock is a named semaphore
+    registered with Python's resource tracker; a worker killed mid-analysis (Ctrl-C of its study)
+    cannot unlink it, and the tracker then warns about 'leaked semaphore objects' at exit."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return
+    tqdm.set_lock(threading.RLock())
+
+
 def worker_main(conn, parent_pid: int, trainer: Trainer | None) -> None:
     """Entry point of a local worker process: runs tasks received on `conn` until told to stop.
 
@@ -180,6 +192,7 @@ def worker_main(conn, parent_pid: int, trainer: Trainer | None) -> None:
     global _RUNNING
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
     _watch_parent(parent_pid)
+    _thread_only_tqdm_lock()
     conn.send(("ready", os.getpid()))
     while True:
         try:

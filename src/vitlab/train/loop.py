@@ -21,13 +21,14 @@ import torch.nn.functional as F
 from .. import __version__
 from ..config import RunConfig, config_from, dump_yaml, identity_dict, read_yaml, build
 from ..errors import RunError, UserError
-from ..io import (append_jsonl, atomic_write_json, atomic_write_text, csv_text, make_writable_dir, nearest_existing,
-                  remove_empty_dirs, remove_stale_temp_files, write_jsonl)
+from ..io import (append_jsonl, atomic_write_json, atomic_write_text, csv_text, make_writable_dir, mark_interrupted,
+                  nearest_existing, remove_empty_dirs, remove_stale_temp_files, write_jsonl)
 from ..rundir import (BEST_CHECKPOINT, CHECKPOINTS_DIR, CONFIG_FILE, CONFUSION_FILE, FINAL_STATUSES, LAST_CHECKPOINT,
                       METRICS_FILE, RUN_DIR_ENTRIES, SUMMARY_FILE, MalformedFile, RunStatus, checkpoint_path,
                       read_summary)
 from ..safepath import writable_run_dir
 from ..track import Trackers, open_trackers
+from .environment import data_root_hint, environment
 from .budget import CLOCKS, plan_budget
 from .checkpoint import BEST_KEYS, LAST_KEYS, capture_rng, damaged, load_checkpoint, restore_rng, save_checkpoint
 from .metrics import SplitMetrics
@@ -397,6 +398,8 @@ class Trainer:
             "device": str(self.device),
             "vitlab_version": __version__,
             "torch_version": torch.__version__,
+            "environment": environment(self.device),  # what bitwise equality with another run depends on
+            "data_root": data_root_hint(self.cfg.data),  # a hint for analyze/export, not part of the identity
         }
 
 
@@ -505,7 +508,9 @@ def run_training(cfg, out_dir, resume: bool = True, on_epoch: Callable[[int, dic
         remove_empty_dirs(created)
         raise RunError(f"{out}: run failed, {reason}; what was written before is intact: make room and rerun with --resume") from e
     except BaseException as e:
-        if not isinstance(e, (KeyboardInterrupt, SystemExit)):
+        if isinstance(e, KeyboardInterrupt):
+            mark_interrupted(out)  # resumable: the last checkpoint stays
+        elif not isinstance(e, SystemExit):
             trackers.finish(_mark_failed(trainer, summary_path, f"{type(e).__name__}: {e}"))
         raise
     finally:
