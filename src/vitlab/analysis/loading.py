@@ -1,7 +1,6 @@
 """A finished run, ready to analyze: its config, best-checkpoint model, test data and eval transform."""
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from ..config import RunConfig, build, read_yaml
 from ..errors import UserError
 from ..io import read_json_object
 from ..rundir import BEST_CHECKPOINT, CONFIG_FILE, SUMMARY_FILE, checkpoint_path
+from ..train.precision import PRECISIONS, autocast, legacy_amp
 
 
 @dataclass
@@ -23,7 +23,7 @@ class LoadedRun:
     data: object  # vitlab.data.DataBundle
     augment: object  # vitlab.data.Augmenter
     device: torch.device
-    amp: torch.dtype | None
+    amp: str  # the precision the run trained and was evaluated in: bf16, fp16 or none (float32)
     checkpoint_epoch: int | None
 
     def inputs(self, x_uint8: Tensor) -> Tensor:
@@ -32,10 +32,8 @@ class LoadedRun:
         return x.contiguous(memory_format=torch.channels_last) if self.cfg.train.channels_last else x
 
     def autocast(self):
-        """The run's evaluation precision (train.amp): what its test accuracy was measured with."""
-        if self.amp is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp)
+        """The run's recorded precision: what its test accuracy was measured with."""
+        return autocast(self.device, self.amp)
 
     @torch.inference_mode()
     def logits(self, x_uint8: Tensor, batch: int | None = None) -> Tensor:
@@ -67,7 +65,7 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
     from ..data import Augmenter, load_dataset
     from ..models import build_model
     from ..train.checkpoint import BEST_KEYS, load_checkpoint
-    from ..train.loop import amp_dtype, resolve_device
+    from ..train.loop import resolve_device
 
     p = check_run_dir(run_dir)
     cfg = build(RunConfig, read_yaml(p / CONFIG_FILE))
@@ -75,6 +73,9 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
     data = load_dataset(cfg.data, cfg.seed, dev)
     model = build_model(cfg.model, data.num_classes, data.in_chans, data.image_size)
     ck = load_checkpoint(checkpoint_path(p, BEST_CHECKPOINT), BEST_KEYS)
+    amp = ck.get("amp", legacy_amp(cfg.train.amp, dev))
+    if not isinstance(amp, str) or amp not in PRECISIONS:
+        raise UserError(f"{checkpoint_path(p, BEST_CHECKPOINT)}: unknown precision amp={amp!r}")
     try:
         model.load_state_dict(ck["model"])
     except (KeyError, RuntimeError) as e:
@@ -85,4 +86,4 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
         model = model.to(memory_format=torch.channels_last)
     augment = Augmenter(cfg.aug, data.mean, data.std, data.num_classes, model.input_size)
     return LoadedRun(p, cfg, read_json_object(p / SUMMARY_FILE) or {}, model, data, augment, dev,
-                     amp_dtype(cfg, dev), ck.get("epoch"))
+                     amp, ck.get("epoch"))

@@ -107,8 +107,23 @@ def _is_channels_last(x: Tensor) -> bool:
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
+FLOAT32_CONV_DEVICES = frozenset({"cpu"})
+"""Device types on which ConvBNAct computes in float32 even under autocast: on a CPU, bf16 depthwise
+and narrow (16-80 channel) convolutions, their backward, BatchNorm and SiLU are no faster than in
+float32, and the casts around them cost more than they save, so a bf16 MobileViT step is ≈ 1.0× float32
+when everything runs in bf16 and faster when only the transformers and 1×1 projections do
+(benchmarks/RESULTS.md, "bf16 on the CPU")."""
+
+
 class ConvBNAct(nn.Sequential):
-    """Conv (no bias) → BatchNorm → optional SiLU."""
+    """Conv (no bias) → BatchNorm → optional SiLU; in float32 on FLOAT32_CONV_DEVICES."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        device = x.device.type
+        if device in FLOAT32_CONV_DEVICES and torch.is_autocast_enabled(device):
+            with torch.autocast(device, enabled=False):
+                return super().forward(x.float())
+        return super().forward(x)
 
     def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1, act: bool = True):
         super().__init__(
