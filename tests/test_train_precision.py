@@ -106,3 +106,7 @@ def test_checkpoint_precision_must_fit_the_config(tmp_path, bf16_units):
         torch.save({**ck, "amp": bad}, path)
         with pytest.raises(UserError, match="damaged checkpoint.*amp"):
             run_training(cfg, tmp_path / "r")
+    best = tmp_path / "r" / "checkpoints" / "best.pt"
+    torch.save({**torch.load(best, weights_only=True), "amp": "float8"}, best)
+    with pytest.raises(UserError, match="best.pt: amp 'float8' is not one of"):
+        load_run(tmp_path / "r")

@@ -11,7 +11,7 @@ from ..config import RunConfig, build, read_yaml
 from ..errors import UserError
 from ..io import read_json_object
 from ..rundir import BEST_CHECKPOINT, CONFIG_FILE, SUMMARY_FILE, checkpoint_path
-from ..train.precision import PRECISIONS, autocast, legacy_amp
+from ..train.precision import autocast, check_recorded, legacy_amp
 
 
 @dataclass
@@ -73,9 +73,10 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
     data = load_dataset(cfg.data, cfg.seed, dev)
     model = build_model(cfg.model, data.num_classes, data.in_chans, data.image_size)
     ck = load_checkpoint(checkpoint_path(p, BEST_CHECKPOINT), BEST_KEYS)
-    amp = ck.get("amp", legacy_amp(cfg.train.amp, dev))
-    if not isinstance(amp, str) or amp not in PRECISIONS:
-        raise UserError(f"{checkpoint_path(p, BEST_CHECKPOINT)}: unknown precision amp={amp!r}")
+    try:
+        amp = check_recorded(ck.get("amp", legacy_amp(cfg.train.amp, dev)), cfg.train.amp)
+    except ValueError as e:
+        raise UserError(f"{checkpoint_path(p, BEST_CHECKPOINT)}: {e}") from None
     try:
         model.load_state_dict(ck["model"])
     except (KeyError, RuntimeError) as e:

@@ -28,7 +28,7 @@ from ..track import Trackers, open_trackers
 from .budget import CLOCKS, plan_budget
 from .checkpoint import BEST_KEYS, LAST_KEYS, capture_rng, damaged, load_checkpoint, restore_rng, save_checkpoint
 from .metrics import SplitMetrics
-from .precision import PRECISIONS, autocast, legacy_amp, resolve_amp
+from .precision import autocast, check_recorded, legacy_amp, resolve_amp
 from .progress import EpochProgress
 from .schedules import make_scheduler
 
@@ -179,10 +179,10 @@ class Trainer:
         ck = load_checkpoint(path, LAST_KEYS)
         if ck["config"] != identity_dict(self.cfg):
             raise UserError(f"{path}: checkpoint was written for a different config; use another --out")
-        amp = ck.get("amp", legacy_amp(self.cfg.train.amp, self.device))
-        if not isinstance(amp, str) or amp not in PRECISIONS or (self.cfg.train.amp != "auto" and amp != self.cfg.train.amp):
-            raise damaged(path, ValueError(f"amp {amp!r} does not fit train.amp={self.cfg.train.amp}"))
-        self.amp = amp  # the precision the run started in, whatever this machine would choose
+        try:  # the precision the run started in, whatever this machine would choose
+            self.amp = check_recorded(ck.get("amp", legacy_amp(self.cfg.train.amp, self.device)), self.cfg.train.amp)
+        except ValueError as e:
+            raise damaged(path, e) from None
         try:
             self.state = RunState(**ck["run_state"])
             self.plan_steps(self.state.total_steps)  # the recorded count: a resumed run never recalibrates

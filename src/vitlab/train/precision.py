@@ -62,6 +62,16 @@ def legacy_amp(requested: str, device: torch.device) -> str:
     return "bf16" if device.type == "cuda" else LEGACY_PRECISION
 
 
+def check_recorded(amp, requested: str) -> str:
+    """The precision a checkpoint recorded (untrusted input): one of PRECISIONS, and the one that
+    `requested` (train.amp) forces unless it is `auto`. ValueError otherwise."""
+    if not isinstance(amp, str) or amp not in PRECISIONS:
+        raise ValueError(f"amp {amp!r} is not one of {', '.join(PRECISIONS)}")
+    if requested != "auto" and amp != requested:
+        raise ValueError(f"amp {amp!r} does not fit train.amp={requested}")
+    return amp
+
+
 def amp_dtype(amp: str) -> torch.dtype | None:
     """The autocast dtype of a resolved precision (None: float32, no autocast)."""
     return PRECISIONS[amp]
