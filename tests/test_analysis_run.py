@@ -2,6 +2,7 @@
 one-run report, CLI errors; compute_attention on a MobileViT."""
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from types import SimpleNamespace
@@ -181,7 +182,8 @@ def test_compute_attention_on_mobilevit():
     torch.manual_seed(0)
     model = create_model("mobilevit_xxs", num_classes=4, width_mult=0.25, num_heads=2).eval()
     x = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
-    run = SimpleNamespace(model=model, data=SimpleNamespace(test_x=x), inputs=lambda u: u.float() / 255)
+    run = SimpleNamespace(model=model, data=SimpleNamespace(test_x=x), inputs=lambda u: u.float() / 255,
+                          autocast=contextlib.nullcontext)
     sec, arrays = compute_attention(run, make_options(samples=5, map_images=2, attention_batch=2))
     assert len(sec["layers"]) == 9 and sec["maps"]["query"] == "mean over queries"
     assert [lay["tokens"] for lay in sec["layers"]] == [16, 16, 4, 4, 4, 4, 4, 4, 4]

@@ -238,7 +238,7 @@ class TrainConfig:
     eval_batch_size: int = knob(500, "batch size for evaluation")
     label_smoothing: float = knob(0.1, "label smoothing of the cross-entropy loss")
     grad_clip: float = knob(1.0, "clip the gradient norm to this value (0 disables)")
-    amp: str = knob("auto", "mixed precision; auto = bf16 on CUDA, none on CPU", choices=("auto", "none", "bf16", "fp16"))
+    amp: str = knob("auto", "mixed precision; auto = bf16 on CUDA and on CPUs with bf16 units (AMX, AVX512-BF16), none elsewhere; the resolved value is recorded (summary.json, checkpoints) and kept on resume", choices=("auto", "none", "bf16", "fp16"))
     compile: bool = knob(False, "torch.compile the model")
     channels_last: bool = knob(True, "channels-last memory format for the model and its inputs (faster convolutions on "
                                      "CPU and CUDA; MobileViT runs channels-last inside either way)")

@@ -120,20 +120,20 @@ def compute_attention(run, opts) -> tuple[dict, dict[str, np.ndarray]]:
     acc = [_LayerAccumulator(layer) for layer in layers]
     for i in range(0, len(idx), opts.attention_batch):
         x = run.inputs(test_x[idx[i:i + opts.attention_batch]])
-        with record_attention(model, logits=True, tokens=True) as rec:
+        with record_attention(model, logits=True, tokens=True) as rec, run.autocast():  # the run's precision
             model(x)
         for a, w, lg, tk in zip(acc, rec.weights, rec.logits, rec.tokens):
             a.add(w, lg, tk)
     m = min(opts.map_images, len(idx))
     map_idx = idx[:m]
-    with record_attention(model) as rec:
+    with record_attention(model) as rec, run.autocast():
         model(run.inputs(test_x[map_idx]))
     arrays: dict[str, np.ndarray] = {"images": test_x[map_idx].cpu().numpy()}
     groups: dict[str, list[int]] = {}
     for i, layer in enumerate(layers):
         groups.setdefault(layer.group, []).append(i)
     for group, members in groups.items():
-        means = [head_mean(rec.weights[i]) for i in members]
+        means = [head_mean(rec.weights[i].float()) for i in members]  # rollout multiplies them: float32
         for i, a, r in zip(members, means, rollout(means)):
             arrays[f"query_{i}"] = query_map(a, layers[i], m).float().cpu().numpy()
             arrays[f"rollout_{i}"] = query_map(r, layers[i], m).float().cpu().numpy()

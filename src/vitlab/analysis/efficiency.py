@@ -22,6 +22,7 @@ import time
 import torch
 
 from ..models import count_flops, count_params
+from ..train.precision import COMPUTE_DTYPE_NAMES
 
 
 def load_average() -> float | None:
@@ -97,7 +98,7 @@ def compute_efficiency(run, opts) -> dict:
         "flops": count_flops(model, model.input_size, run.data.in_chans),
         "device": str(run.device),
         "threads": opts.timing_threads,
-        "precision": str(run.amp).replace("torch.", "") if run.amp else "float32",
+        "precision": COMPUTE_DTYPE_NAMES[run.amp],  # the run's own precision
         "throughput_batch": opts.throughput_batch,
         "load_average": load,
         "cores": os.cpu_count(),

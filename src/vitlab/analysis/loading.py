@@ -1,7 +1,6 @@
 """A finished run, ready to analyze: its config, best-checkpoint model, test data and eval transform."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from ..config import DataConfig, RunConfig, build, read_yaml
 from ..data.files import ROOT_ENV
 from ..errors import UserError
 from ..rundir import BEST_CHECKPOINT, CONFIG_FILE, checkpoint_path, read_summary
+from ..train.precision import autocast, check_recorded, legacy_amp
 
 
 @dataclass
@@ -25,7 +25,7 @@ class LoadedRun:
     data: object  # vitlab.data.DataBundle
     augment: object  # vitlab.data.Augmenter
     device: torch.device
-    amp: torch.dtype | None
+    amp: str  # the precision the run trained and was evaluated in: bf16, fp16 or none (float32)
     checkpoint_epoch: int | None
 
     def inputs(self, x_uint8: Tensor) -> Tensor:
@@ -34,10 +34,8 @@ class LoadedRun:
         return x.contiguous(memory_format=torch.channels_last) if self.cfg.train.channels_last else x
 
     def autocast(self):
-        """The run's evaluation precision (train.amp): what its test accuracy was measured with."""
-        if self.amp is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp)
+        """The run's recorded precision: what its test accuracy was measured with."""
+        return autocast(self.device, self.amp)
 
     @torch.inference_mode()
     def logits(self, x_uint8: Tensor, batch: int | None = None) -> Tensor:
@@ -82,7 +80,7 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
     from ..data import Augmenter, load_dataset
     from ..models import build_model
     from ..train.checkpoint import BEST_KEYS, load_checkpoint
-    from ..train.loop import amp_dtype, resolve_device
+    from ..train.loop import resolve_device
 
     p = check_run_dir(run_dir)
     cfg = build(RunConfig, read_yaml(p / CONFIG_FILE))
@@ -91,6 +89,10 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
     data = load_dataset(data_config_for(cfg.data, summary), cfg.seed, dev)
     model = build_model(cfg.model, data.num_classes, data.in_chans, data.image_size)
     ck = load_checkpoint(checkpoint_path(p, BEST_CHECKPOINT), BEST_KEYS)
+    try:
+        amp = check_recorded(ck.get("amp", legacy_amp(cfg.train.amp, dev)), cfg.train.amp)
+    except ValueError as e:
+        raise UserError(f"{checkpoint_path(p, BEST_CHECKPOINT)}: {e}") from None
     try:
         model.load_state_dict(ck["model"])
     except (KeyError, RuntimeError) as e:
@@ -101,4 +103,4 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
         model = model.to(memory_format=torch.channels_last)
     augment = Augmenter(cfg.aug, data.mean, data.std, data.num_classes, model.input_size)
     return LoadedRun(p, cfg, summary, model, data, augment, dev,
-                     amp_dtype(cfg, dev), ck.get("epoch"))
+                     amp, ck.get("epoch"))

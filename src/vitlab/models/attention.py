@@ -51,6 +51,14 @@ FP32_NORMS = frozenset({"cosine", "linear", "linear_scale", "sigmoid"})
 overflow float16, so under autocast they compute scores and sums in float32."""
 
 
+FUSED_SLOW_DTYPES = {"cpu": frozenset({torch.bfloat16})}
+"""Device types and dtypes where softmax attention is computed as matmul → softmax → matmul instead of
+the fused `scaled_dot_product_attention`: on a CPU the fused flash-attention backward in bf16 is ≈ 7×
+slower than in float32 (34.7 vs 5.2 ms a call at vit_study_b's shapes, torch 2.13), while the three
+explicit ops run on the bf16 GEMM units; at 64 tokens the N×N matrix is small. See
+benchmarks/RESULTS.md ("bf16 on the CPU") for the formulations compared."""
+
+
 def check_heads(dim: int, num_heads: int, field: str = "model.num_heads") -> int:
     """The head width dim // num_heads; a ConfigError when num_heads does not divide dim."""
     if num_heads <= 0:
@@ -69,11 +77,12 @@ def _apply(weights: Tensor, v: Tensor, drop: float, training: bool) -> Tensor:
 
 
 def softmax_attention(q, k, v, *, scale: float, drop: float, training: bool, need_weights: bool, mask=None):
-    """softmax(s·Q Kᵀ) V, through the fused `scaled_dot_product_attention` kernel unless weights are needed.
+    """softmax(s·Q Kᵀ) V, through the fused `scaled_dot_product_attention` kernel unless weights are
+    needed or the inputs' device and dtype are in FUSED_SLOW_DTYPES.
 
     `mask` is a boolean (N, N) matrix, True where a query may attend to a key.
     """
-    if not need_weights:
+    if not need_weights and q.dtype not in FUSED_SLOW_DTYPES.get(q.device.type, ()):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop if training else 0.0, scale=scale)
         return out, None
     scores = (q @ k.transpose(-2, -1)) * scale

@@ -107,8 +107,17 @@ def _is_channels_last(x: Tensor) -> bool:
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
+FLOAT32_DEPTHWISE_TRAINING_DEVICES = frozenset({"cpu"})
+"""Device types on which a depthwise ConvBNAct computes in float32 under autocast while gradients are
+recorded: on a CPU (oneDNN, torch 2.13) the bf16 depthwise convolution's backward is slower than the
+float32 one, so a MobileViT training step with every layer in bf16 is ≈ 1.03× float32, and ≈ 1.36× with
+the depthwise units in float32 (pointwise and full 3×3 convolutions and the transformers in bf16).
+Inference keeps them in bf16 (2.1× float32 then). benchmarks/RESULTS.md, "bf16 on the CPU"."""
+
+
 class ConvBNAct(nn.Sequential):
-    """Conv (no bias) → BatchNorm → optional SiLU."""
+    """Conv (no bias) → BatchNorm → optional SiLU; a depthwise one in float32 when training on
+    FLOAT32_DEPTHWISE_TRAINING_DEVICES (see there)."""
 
     def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1, act: bool = True):
         super().__init__(
@@ -116,6 +125,15 @@ class ConvBNAct(nn.Sequential):
             nn.BatchNorm2d(cout),
             *([nn.SiLU()] if act else []),  # not in place: an in-place SiLU must copy its input for backward
         )
+        self.depthwise = groups > 1 and groups == cin
+
+    def forward(self, x: Tensor) -> Tensor:
+        device = x.device.type
+        if (self.depthwise and device in FLOAT32_DEPTHWISE_TRAINING_DEVICES and torch.is_grad_enabled()
+                and torch.is_autocast_enabled(device)):
+            with torch.autocast(device, enabled=False):
+                return super().forward(x.float())
+        return super().forward(x)
 
 
 class InvertedResidual(nn.Module):

@@ -6,7 +6,6 @@ Output contract (the study runner and users rely on it):
 """
 from __future__ import annotations
 
-import contextlib
 import random
 import time
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from .environment import data_root_hint, environment
 from .budget import CLOCKS, plan_budget
 from .checkpoint import BEST_KEYS, LAST_KEYS, capture_rng, damaged, load_checkpoint, restore_rng, save_checkpoint
 from .metrics import SplitMetrics
+from .precision import autocast, check_recorded, legacy_amp, resolve_amp
 from .progress import EpochProgress
 from .schedules import make_scheduler
 
@@ -51,13 +51,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise UserError("device: 'mps' requested but MPS is not available")
     return torch.device(name)
-
-
-def amp_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
-    amp = cfg.train.amp
-    if amp == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
 def param_groups(model: nn.Module, weight_decay: float, decay_all: bool) -> list[dict]:
@@ -135,11 +128,11 @@ class Trainer:
         if cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.augment = Augmenter(cfg.aug, d.mean, d.std, d.num_classes, self.model.input_size)
-        self.amp = amp_dtype(cfg, self.device)
+        self.amp = resolve_amp(cfg.train.amp, self.device)  # a resumed run takes its checkpoint's instead
         self.optimizer = make_optimizer(self.model, cfg)
         self.steps_per_epoch = max(1, len(d.train_y) // cfg.train.batch_size)
         self.scheduler = None  # built by plan_steps() once the run's step count is fixed
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
         self.ema = None
         if cfg.train.ema:
             multi_avg = torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.train.ema_decay)
@@ -169,6 +162,7 @@ class Trainer:
             "rng": capture_rng(self.generators),
             "run_state": vars(self.state),
             "config": identity_dict(self.cfg),
+            "amp": self.amp,
         }
 
     def save_best(self) -> None:
@@ -178,6 +172,7 @@ class Trainer:
             "monitor": self.cfg.train.monitor,
             "value": self.state.best_value,
             "config": identity_dict(self.cfg),
+            "amp": self.amp,
         })
 
     def try_resume(self) -> bool:
@@ -187,6 +182,10 @@ class Trainer:
         ck = load_checkpoint(path, LAST_KEYS)
         if ck["config"] != identity_dict(self.cfg):
             raise UserError(f"{path}: checkpoint was written for a different config; use another --out")
+        try:  # the precision the run started in, whatever this machine would choose
+            self.amp = check_recorded(ck.get("amp", legacy_amp(self.cfg.train.amp, self.device)), self.cfg.train.amp)
+        except ValueError as e:
+            raise damaged(path, e) from None
         try:
             self.state = RunState(**ck["run_state"])
             self.plan_steps(self.state.total_steps)  # the recorded count: a resumed run never recalibrates
@@ -222,9 +221,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ steps
     def autocast(self):
-        if self.amp is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp)
+        return autocast(self.device, self.amp)
 
     def eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
@@ -396,6 +393,7 @@ class Trainer:
                 "budget_step_s": st.budget["step_s"], "budget_calibration_s": st.budget["seconds"]}
                if st.budget else {}),
             "device": str(self.device),
+            "amp": self.amp,  # the resolved train.amp: bf16, fp16 or none (float32)
             "vitlab_version": __version__,
             "torch_version": torch.__version__,
             "environment": environment(self.device),  # what bitwise equality with another run depends on

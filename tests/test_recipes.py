@@ -1,0 +1,27 @@
+"""Recipes under studies/recipes/: each parses and validates as a run config (training them is a benchmark)."""
+from pathlib import Path
+
+from vitlab.config import load_config
+from vitlab.models import build_model, count_params
+
+RECIPES = Path(__file__).resolve().parents[1] / "studies" / "recipes"
+
+FASHION_MNIST_SHAPE = dict(num_classes=10, in_chans=1, data_image_size=28)
+MAX_PARAMS = 1_000_000
+"""The 10-minute recipe's model limit (issue 17)."""
+WALL_LIMIT_MINUTES = 10.0
+
+
+def test_fashion_mnist_10min_recipe_validates():
+    cfg = load_config(RECIPES / "fashion_mnist_10min.yaml")
+    assert cfg.data.name == "fashion_mnist" and cfg.data.root is None  # VITLAB_DATA_ROOT or data.root=
+    assert cfg.train.budget_clock == "wall" and cfg.train.budget_minutes < WALL_LIMIT_MINUTES
+    assert cfg.train.amp == "auto" and cfg.train.monitor.startswith("val_")
+    model = build_model(cfg.model, **FASHION_MNIST_SHAPE)
+    assert count_params(model) <= MAX_PARAMS
+
+
+def test_recipe_overrides_validate_like_any_config():
+    cfg = load_config(RECIPES / "fashion_mnist_10min.yaml", ["data.root=/data", "train.steps=100",
+                                                             "train.budget_minutes=null"])
+    assert cfg.data.root == "/data" and cfg.train.steps == 100
