@@ -175,9 +175,10 @@ def calibrate(trainer, seconds: float = CALIBRATION_MIN_SECONDS, clock: str = "w
     return Calibration(step_s, eval_image_s, checkpoint_s, probe_s, now() - t_start, clock)
 
 
-def plan_budget(trainer, budget_minutes: float, clock: str = "wall") -> tuple[int, dict]:
+def plan_budget(trainer, budget_minutes: float, clock: str = "wall", charge_calibration: bool = True) -> tuple[int, dict]:
     """(total optimizer steps, record for the run state) that fit `budget_minutes` on `clock` since
-    trainer.started[clock]."""
+    trainer.started[clock]. charge_calibration=False: the calibration's own time is not taken from the
+    budget (a study calibrates once for runs that then do not calibrate themselves)."""
     if clock == "cpu" and trainer.device.type != "cpu":
         raise UserError(f"train.budget_clock: 'cpu' measures the process's CPU time, which does not count "
                         f"the work of device {trainer.device}; use 'wall'")
@@ -186,7 +187,7 @@ def plan_budget(trainer, budget_minutes: float, clock: str = "wall") -> tuple[in
     per_epoch_eval = len(d.val_y) + (len(d.test_y) if cfg.train.test_every_epoch else 0)
     epoch_overhead = per_epoch_eval * cal.eval_image_s + cal.probe_s + CHECKPOINTS_PER_EPOCH * cal.checkpoint_s
     final_test = len(d.test_y) * cal.eval_image_s + cal.checkpoint_s  # best.pt is read back, then test
-    elapsed = CLOCKS[clock]() - trainer.started[clock]
+    elapsed = CLOCKS[clock]() - trainer.started[clock] - (0.0 if charge_calibration else cal.seconds)
     left = budget_minutes * 60 * (1 - BUDGET_MARGIN) - elapsed - final_test
     steps = steps_within_budget(left, cal.step_s, epoch_overhead, trainer.steps_per_epoch)
     if steps == 0:  # a run of 1 step would be a "result" of an untrained model

@@ -149,6 +149,7 @@ class Trainer:
         self.aug_gen = torch.Generator(device=self.device).manual_seed(cfg.source_seed("seed_order") + 1)
         self.generators = {"shuffle": self.shuffle_gen, "augment": self.aug_gen}
         self.state = RunState(history=[])
+        self.flop_budget: tuple[int, dict] | None = None  # (steps, record) of train.budget_flops, once counted
 
     # ------------------------------------------------------------------ persistence
     @property
@@ -213,8 +214,11 @@ class Trainer:
         elif t.steps is not None:
             total = t.steps
         elif t.budget_flops is not None:
-            total, self.state.budget = self.plan_flops(t.budget_flops)
+            total, budget = self.plan_flops(t.budget_flops)
+            self.state.budget = dict(budget)
         elif t.budget_minutes is not None and plan is not None:
+            if "error" in plan:  # the study's calibration found no step fits the budget
+                raise UserError(plan["error"])
             total, self.state.budget = int(plan["steps"]), dict(plan["budget"])
         elif t.budget_minutes is not None:
             total, self.state.budget = plan_budget(self, t.budget_minutes, t.budget_clock)
@@ -226,12 +230,15 @@ class Trainer:
                                         self.steps_per_epoch, total_steps=total)
 
     def plan_flops(self, budget_flops: float) -> tuple[int, dict]:
-        """(steps, record) of a FLOP budget: the FLOPs of one training step of this run's shapes."""
-        d = self.data
-        per_step = run_step_flops(self.cfg.model, d.num_classes, d.in_chans, d.image_size,
-                                  min(self.cfg.train.batch_size, len(d.train_y)))
-        steps = steps_for_flops(budget_flops, per_step)
-        return steps, {"budget_flops": budget_flops, "flops_per_step": per_step}
+        """(steps, record) of a FLOP budget: the FLOPs of one training step of this run's shapes, counted
+        once (a budget below one step is a UserError)."""
+        if self.flop_budget is None:
+            d = self.data
+            per_step = run_step_flops(self.cfg.model, d.num_classes, d.in_chans, d.image_size,
+                                      min(self.cfg.train.batch_size, len(d.train_y)))
+            steps = steps_for_flops(budget_flops, per_step)
+            self.flop_budget = steps, {"budget_flops": budget_flops, "flops_per_step": per_step}
+        return self.flop_budget
 
     # ------------------------------------------------------------------ steps
     def autocast(self):
@@ -508,6 +515,8 @@ def run_training(cfg, out_dir, resume: bool = True, on_epoch: Callable[[int, dic
         show = cfg.train.progress if progress is None else progress
         trackers = open_trackers(cfg, out, context)  # a missing tracker extra fails here, before any write
         trainer = Trainer(cfg, out, show)  # bad input (model knobs, data files) fails here, before any write
+        if cfg.train.budget_flops is not None and not (trainer.ckpt_dir / LAST_CHECKPOINT).exists():
+            trainer.plan_flops(cfg.train.budget_flops)  # so does a FLOP budget below one step
     except BaseException:
         remove_empty_dirs(created)  # a run that never started leaves no empty directory behind
         raise
