@@ -1,7 +1,10 @@
 """FLOP budgets: the per-step count against a naive analytic one, the same steps whatever the threads or
 the load, runs that leave no counting trace, resume exactly and refuse bad budgets in one line."""
+import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +17,7 @@ from vitlab.io import read_jsonl
 from vitlab.train import loop, run_training
 from vitlab.train.flops import run_step_flops, steps_for_flops, train_step_flops
 
+from realdata import real_data_root
 from test_train_budget import RESULT_KEYS
 from test_train_run import TINY, strip_timing, tiny
 
@@ -159,3 +163,29 @@ def test_flop_budget_is_part_of_the_run_identity_only_when_set():
     a, b = load_config(None, ["train.budget_flops=3e15"]), load_config(None, ["train.budget_flops=3.0e+15"])
     assert config_hash(a) == config_hash(b) != config_hash(plain)
     assert "budget_clock" not in identity_dict(a)["train"]
+
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+README_FLOP_COMMAND = "vitlab train studies/base/fashion_mnist.yaml --out runs/f model.name=mobilevit_xxs train.budget_flops=5.0e+12"
+
+
+def test_readme_flop_command_buys_the_steps_of_the_shipped_recipe():
+    """The README's FLOP-budget command, read from the README: mobilevit_xxs on the Fashion-MNIST recipe
+    trains ⌊5e12 / FLOPs per step⌋ = 502 steps on any machine (counted here without training)."""
+    assert README_FLOP_COMMAND in README.read_text(encoding="utf-8")
+    args = README_FLOP_COMMAND.split()[2:]
+    cfg = load_config(ROOT / args[0], args[3:])
+    per_step = run_step_flops(cfg.model, 10, 1, 28, cfg.train.batch_size)
+    assert steps_for_flops(cfg.train.budget_flops, per_step) == 502
+
+
+@pytest.mark.slow
+def test_readme_flop_command_runs_verbatim(tmp_path):
+    root = real_data_root("fashion-mnist")
+    (tmp_path / "studies").symlink_to(ROOT / "studies")
+    env = {**os.environ, "VITLAB_DATA_ROOT": str(root), "PYTHONPATH": str(ROOT / "src")}
+    cmd = [sys.executable, "-m", "vitlab", *README_FLOP_COMMAND.split()[1:]]
+    subprocess.run(cmd, cwd=tmp_path, env=env, check=True, capture_output=True)
+    summary = json.loads((tmp_path / "runs" / "f" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 502 and summary["train_flops"] <= 5.0e12
