@@ -112,3 +112,21 @@ def test_compute_table_flags_a_level_whose_seeds_differ():
     rows = compute_rows(recs, "f", ["a", "b"])
     assert rows[0] == ["a", "2", "402–563", "170–278", "160–161", UNEQUAL]
     assert rows[1] == ["b", "2", "300", "100–101", "—", ""]
+
+
+def test_flop_budgeted_study_gives_every_seed_of_a_level_the_same_steps(tmp_path):
+    spec = timed_spec()
+    del spec["base"]["train"]["budget_minutes"]
+    spec["base"]["train"]["budget_flops"] = 1.0e9
+    out = tmp_path / "study"
+    result = run_study(write_spec(tmp_path, spec), out, workers=2, progress=False)
+    assert result.ok and result.counts == {"completed": 4}, result
+    assert not (out / calibration.CALIBRATION_FILE).exists()  # nothing to calibrate
+    by_level: dict[str, set] = {}
+    for r in expand(spec):
+        s = summaries(out)[r.run_id]
+        by_level.setdefault(r.level_label, set()).add((s["steps"], s["train_flops_per_step"]))
+        assert s["train_flops"] <= 1.0e9 < s["train_flops"] + s["train_flops_per_step"]
+    assert all(len(v) == 1 for v in by_level.values()), by_level
+    html = report_main(out).read_text(encoding="utf-8")
+    assert "The budget counted training FLOPs" in html and "training FLOPs (train.budget_flops" in html
