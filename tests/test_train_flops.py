@@ -167,7 +167,8 @@ def test_flop_budget_is_part_of_the_run_identity_only_when_set():
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-README_FLOP_COMMAND = "vitlab train studies/base/fashion_mnist.yaml --out runs/f model.name=mobilevit_xxs train.budget_flops=5.0e+12"
+README_FLOP_COMMAND = ("vitlab train studies/base/fashion_mnist.yaml model.name=mobilevit_xxs train.budget_flops=5.0e+12 "
+                       "--out runs/f")
 
 
 def test_readme_flop_command_buys_the_steps_of_the_shipped_recipe():
@@ -175,7 +176,7 @@ def test_readme_flop_command_buys_the_steps_of_the_shipped_recipe():
     trains ⌊5e12 / FLOPs per step⌋ = 502 steps on any machine (counted here without training)."""
     assert README_FLOP_COMMAND in README.read_text(encoding="utf-8")
     args = README_FLOP_COMMAND.split()[2:]
-    cfg = load_config(ROOT / args[0], args[3:])
+    cfg = load_config(ROOT / args[0], args[1:3])
     per_step = run_step_flops(cfg.model, 10, 1, 28, cfg.train.batch_size)
     assert steps_for_flops(cfg.train.budget_flops, per_step) == 502
 
