@@ -324,7 +324,8 @@ class RunConfig:
         if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
             raise ConfigError("device", f"must be auto, cpu, cuda, cuda:N or mps, got {short_repr(dev)}")
         t = self.train
-        if self.sched.milestones and (t.steps is not None or t.budget_minutes is not None or t.budget_flops is not None):
+        budgeted = t.budget_minutes is not None or t.budget_flops is not None
+        if self.sched.milestones and (t.steps is not None or budgeted):
             raise ConfigError("sched.milestones", "epoch milestones do not follow train.steps or a budget "
                               "(train.budget_minutes, train.budget_flops); use sched.milestone_fractions")
 
@@ -757,8 +758,8 @@ EXECUTION_ONLY = {("train", "threads"), ("train", "progress"), ("track", "tensor
 
 # Fields added after run IDs were first issued, omitted from the identity while unset (None or []),
 # so configs written before they existed keep their run IDs.
-OMITTED_UNSET = {("train", "steps"), ("train", "budget_minutes"), ("train", "budget_flops"), ("sched", "warmup_fraction"),
-                 ("sched", "milestone_fractions")}
+OMITTED_UNSET = {("train", "steps"), ("train", "budget_minutes"), ("train", "budget_flops"),
+                 ("sched", "warmup_fraction"), ("sched", "milestone_fractions")}
 
 
 def identity_dict(cfg: RunConfig) -> dict:

@@ -29,6 +29,11 @@ on a CPU device that is what a run computes, without the time slices of the othe
 compared in a study get equal compute however busy the machine was (up to the jobs' contention for
 caches and memory bandwidth: 1.6× in step time between two workers on 2 vCPUs); their wall clock is
 then the budget divided by the share of the CPU they got.
+
+In a study the seeds of one configuration would each measure a different speed (the other workers'
+load changes), so the study calibrates each configuration once, quietly, and hands the step count to
+all its runs (study/calibration.py; `charge_calibration=False` there, as the runs do not calibrate).
+A budget that gives the same steps on any machine counts FLOPs instead (train/flops.py).
 """
 from __future__ import annotations
 
@@ -175,7 +180,8 @@ def calibrate(trainer, seconds: float = CALIBRATION_MIN_SECONDS, clock: str = "w
     return Calibration(step_s, eval_image_s, checkpoint_s, probe_s, now() - t_start, clock)
 
 
-def plan_budget(trainer, budget_minutes: float, clock: str = "wall", charge_calibration: bool = True) -> tuple[int, dict]:
+def plan_budget(trainer, budget_minutes: float, clock: str = "wall",
+                charge_calibration: bool = True) -> tuple[int, dict]:
     """(total optimizer steps, record for the run state) that fit `budget_minutes` on `clock` since
     trainer.started[clock]. charge_calibration=False: the calibration's own time is not taken from the
     budget (a study calibrates once for runs that then do not calibrate themselves)."""
