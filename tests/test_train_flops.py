@@ -182,6 +182,7 @@ def test_readme_flop_command_buys_the_steps_of_the_shipped_recipe():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 502 MobileViT steps and 16,000 evaluated images: minutes on a CPU
 def test_readme_flop_command_runs_verbatim(tmp_path):
     root = real_data_root("fashion-mnist")
     (tmp_path / "studies").symlink_to(ROOT / "studies")
