@@ -24,7 +24,7 @@ import hashlib
 import random
 import shutil
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -60,7 +60,7 @@ def _check_entry(path: Path, key: str, entry) -> dict:
 
 
 @contextlib.contextmanager
-def _isolated_process_state() -> None:
+def _isolated_process_state() -> Iterator[None]:
     """Keep the coordinator's thread count and random states as they were (a Trainer sets both)."""
     threads, py_state, np_state = torch.get_num_threads(), random.getstate(), np.random.get_state()
     try:
