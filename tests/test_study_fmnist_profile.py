@@ -1,6 +1,7 @@
-"""The shipped studies' `fmnist` profile: the Fashion-MNIST recipe of studies/base/fashion_mnist.yaml
-under one time budget per run, sized to about half an hour of training per study on 2 CPU cores with 2 workers, so all four
-fit one working session."""
+"""The shipped studies' `fmnist` profiles: the Fashion-MNIST recipe of studies/base/fashion_mnist.yaml
+under one FLOP budget per study (`fmnist`), or under one time budget per run (`fmnist_time`, which the
+committed findings ran), sized to about half an hour of training per study on 2 CPU cores with 2
+workers, so all four fit one working session."""
 import dataclasses
 import math
 from pathlib import Path
@@ -8,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from vitlab.config import load_config, to_dict
-from vitlab.study.spec import expand
+from vitlab.study.spec import data_shape, expand
 from vitlab.train import run_training
+from vitlab.train.flops import run_step_flops, steps_for_flops
 
 from realdata import real_data_root
 
@@ -17,18 +19,43 @@ STUDIES = Path(__file__).resolve().parents[1] / "studies"
 SPECS = ["mobilevit_heads", "mobilevit_expansion", "mobilevit_complexity", "vit_attention_norm"]
 WORKERS = 2
 STUDY_MINUTES = 30  # training time per study; analysis adds about a minute per run
+MIN_STEPS = 100  # every level of a FLOP-budgeted profile trains at least this many steps
 
 
 def recipe_part(cfg) -> dict:
     """The config without what a study varies or a profile budgets: model, seed, train.budget_*."""
     d = to_dict(cfg)
-    d.pop("model"), d.pop("seed"), d["train"].pop("budget_minutes"), d["train"].pop("budget_clock")
+    d.pop("model"), d.pop("seed")
+    for key in ("budget_minutes", "budget_clock", "budget_flops"):
+        d["train"].pop(key)
     return d
 
 
 @pytest.mark.parametrize("name", SPECS)
-def test_fmnist_profile_is_the_recipe_under_a_budget_that_fits_half_an_hour(name):
+def test_fmnist_profile_is_the_recipe_under_one_flop_budget(name):
+    """Every run of a study gets the same training FLOPs; the steps that buys are the same for every
+    seed of a level (counted, not timed) and enough to learn something at every level."""
     runs = expand(STUDIES / f"{name}.yaml", "fmnist")
+    recipe = load_config(STUDIES / "base" / "fashion_mnist.yaml")
+    budgets = {r.config.train.budget_flops for r in runs}
+    assert len(budgets) == 1 and None not in budgets
+    steps: dict[str, set] = {}
+    for r in runs:
+        c = r.config
+        assert c.train.budget_minutes is None and c.train.steps is None
+        assert recipe_part(c) == recipe_part(recipe), r.level_label
+        in_chans, size = data_shape(c)
+        per_step = run_step_flops(c.model, 10, in_chans, size, c.train.batch_size)
+        steps.setdefault(r.level_label, set()).add(steps_for_flops(c.train.budget_flops, per_step))
+    assert all(len(s) == 1 and s.pop() >= MIN_STEPS for s in steps.values()), steps
+    assert {r.seed for r in runs} == {0, 1, 2}
+    time_levels = {r.level_label for r in expand(STUDIES / f"{name}.yaml", "fmnist_time")}
+    assert set(steps) == time_levels  # the two profiles compare the same levels
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_fmnist_time_profile_is_the_recipe_under_a_budget_that_fits_half_an_hour(name):
+    runs = expand(STUDIES / f"{name}.yaml", "fmnist_time")
     recipe = load_config(STUDIES / "base" / "fashion_mnist.yaml")
     budgets = {r.config.train.budget_minutes for r in runs}
     assert len(budgets) == 1 and None not in budgets  # equal compute: one budget for every run ...
@@ -49,7 +76,7 @@ def test_fmnist_profile_run_trains_on_real_data(name, tmp_path):
     run = expand(STUDIES / f"{name}.yaml", "fmnist")[0]
     cfg = dataclasses.replace(run.config, data=dataclasses.replace(run.config.data, root=root,
                                                                    val_fraction=0.005, train_subset=320, test_subset=200),
-                              train=dataclasses.replace(run.config.train, budget_minutes=None, steps=5,
+                              train=dataclasses.replace(run.config.train, budget_flops=None, steps=5,
                                                         progress=False, threads=1))
     summary = run_training(cfg, tmp_path / "r")
     assert summary["status"] == "completed" and summary["dataset"] == "fashion_mnist"

@@ -69,7 +69,7 @@ CLUSTER_SPEC = {**SPEC, "name": "tiny_cluster",
                 "base": {**SPEC["base"], "data": {**SPEC["base"]["data"], "synthetic_train": 300, "synthetic_test": 100},
                          "train": {**SPEC["base"]["train"], "threads": 1}}}
 PAUSE_ENV = "VITLAB_TEST_PAUSE_AFTER_EPOCH1"
-TIMING_KEYS = {"epoch_time_s", "throughput_img_s", "train_time_s", "minutes", "data_time_frac"}
+TIMING_KEYS = {"epoch_time_s", "throughput_img_s", "train_time_s", "train_cpu_s", "minutes", "data_time_frac"}
 
 
 @functools.lru_cache(maxsize=1)

@@ -34,7 +34,7 @@ TINY = {
     "vary": {"model.attn_norm": ["softmax", "cosine"]},
     "seeds": 2,
 }
-TIMING_KEYS = {"epoch_time_s", "throughput_img_s", "train_time_s", "minutes", "data_time_frac"}
+TIMING_KEYS = {"epoch_time_s", "throughput_img_s", "train_time_s", "train_cpu_s", "minutes", "data_time_frac"}
 
 
 def write_spec(d: Path, data: dict, name: str = "tiny.yaml") -> Path:

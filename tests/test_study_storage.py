@@ -35,7 +35,7 @@ TINY = {
     "vary": {"model.attn_norm": ["softmax", "cosine"]},
     "seeds": 1,
 }
-TIMING_KEYS = {"epoch_time_s", "throughput_img_s", "train_time_s", "minutes", "data_time_frac"}
+TIMING_KEYS = {"epoch_time_s", "throughput_img_s", "train_time_s", "train_cpu_s", "minutes", "data_time_frac"}
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 

@@ -223,14 +223,19 @@ class ScheduleConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = knob(30, "training epochs (upper bound when early stopping); ignored when train.steps or "
-                       "train.budget_minutes is set")
+    epochs: int = knob(30, "training epochs (upper bound when early stopping); ignored when train.steps, "
+                       "train.budget_minutes or train.budget_flops is set")
     steps: Optional[int] = knob(None, "total optimizer steps; epochs become ceil(steps / steps per epoch), the last "
                                 "one possibly partial (reproduces a budgeted run: its summary.json records `steps`)")
     budget_minutes: Optional[float] = knob(None, "wall-clock budget of the whole run in minutes: the run times a "
                                            "few throwaway steps and evaluations, then fixes the number of optimizer "
                                            "steps so that training, evaluations and checkpoints end within it "
                                            "(exclusive with train.steps; recorded in summary.json)")
+    budget_flops: Optional[float] = knob(None, "training FLOPs of the whole run (e.g. 3.0e15): the number of "
+                                         "optimizer steps is this divided by the FLOPs of one training step "
+                                         "(forward + backward of one batch, counted once by torch's FlopCounterMode), "
+                                         "the same on every machine (exclusive with train.steps and "
+                                         "train.budget_minutes; recorded in summary.json)")
     budget_clock: str = knob("wall", "what train.budget_minutes counts: wall-clock time, or the CPU time of the run's "
                              "process, all threads (CPU devices; equal compute for every run however busy a "
                              "shared machine is)", choices=("wall", "cpu"))
@@ -256,9 +261,15 @@ class TrainConfig:
         _check_positive("train.steps", self.steps, allow_none=True)
         if self.budget_minutes is not None and not (math.isfinite(self.budget_minutes) and self.budget_minutes > 0):
             raise ConfigError("train.budget_minutes", f"must be a finite number > 0, got {self.budget_minutes}")
+        if self.budget_flops is not None and not (math.isfinite(self.budget_flops) and self.budget_flops > 0):
+            raise ConfigError("train.budget_flops", f"must be a finite number > 0, got {self.budget_flops}")
         if self.steps is not None and self.budget_minutes is not None:
             raise ConfigError("train.steps", "set either train.steps or train.budget_minutes, not both (a budgeted "
                               "run records its step count: reproduce it with train.budget_minutes=null train.steps=N)")
+        if self.budget_flops is not None and (self.steps is not None or self.budget_minutes is not None):
+            other = "train.steps" if self.steps is not None else "train.budget_minutes"
+            raise ConfigError("train.budget_flops", f"set one of train.budget_flops, train.steps and "
+                              f"train.budget_minutes, not both train.budget_flops and {other}")
         _check_positive("train.batch_size", self.batch_size)
         _check_positive("train.eval_batch_size", self.eval_batch_size)
         _check_range("train.label_smoothing", self.label_smoothing, 0.0, 1.0, hi_open=True)
@@ -323,9 +334,11 @@ class RunConfig:
         dev = self.device
         if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
             raise ConfigError("device", f"must be auto, cpu, cuda, cuda:N or mps, got {short_repr(dev)}")
-        if self.sched.milestones and (self.train.steps is not None or self.train.budget_minutes is not None):
-            raise ConfigError("sched.milestones", "epoch milestones do not follow train.steps or "
-                              "train.budget_minutes; use sched.milestone_fractions")
+        t = self.train
+        budgeted = t.budget_minutes is not None or t.budget_flops is not None
+        if self.sched.milestones and (t.steps is not None or budgeted):
+            raise ConfigError("sched.milestones", "epoch milestones do not follow train.steps or a budget "
+                              "(train.budget_minutes, train.budget_flops); use sched.milestone_fractions")
 
     def source_seed(self, source: str) -> int:
         """The seed of one source of randomness ('seed_init', 'seed_split', 'seed_order'): its
@@ -768,8 +781,8 @@ EXECUTION_ONLY = {("train", "threads"), ("train", "progress"), ("track", "tensor
 
 # Fields added after run IDs were first issued, omitted from the identity while unset (None or []),
 # so configs written before they existed keep their run IDs.
-OMITTED_UNSET = {("train", "steps"), ("train", "budget_minutes"), ("sched", "warmup_fraction"),
-                 ("sched", "milestone_fractions")}
+OMITTED_UNSET = {("train", "steps"), ("train", "budget_minutes"), ("train", "budget_flops"),
+                 ("sched", "warmup_fraction"), ("sched", "milestone_fractions")}
 
 
 def identity_dict(cfg: RunConfig) -> dict:

@@ -224,7 +224,8 @@ class Attention(nn.Module):
         score = getattr(self, "_" + self.attn_norm)
         probe = self.probe
         kw = dict(drop=self.attn_drop, training=self.training, need_weights=return_weights or probe is not None)
-        if self.attn_norm in FP32_NORMS and torch.is_autocast_enabled(x.device.type):
+        # The meta device (FLOP counting, train/flops.py) has no autocast state to ask about.
+        if self.attn_norm in FP32_NORMS and x.device.type != "meta" and torch.is_autocast_enabled(x.device.type):
             with torch.autocast(x.device.type, enabled=False):
                 out, weights = score(q.float(), k.float(), v.float(), **kw)
             out = out.to(v.dtype)

@@ -94,15 +94,31 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def conv_backward_flops(grad_out_shape, x_shape, w_shape, *args, output_mask=(True, True), transposed=False,
+                        **kwargs) -> int:
+    """FLOPs of a convolution's backward: each requested gradient (input, weight) costs what the forward
+    costs, 2 · N · C_out · (C_in / groups) · k² · output pixels. torch's own formula counts the weight
+    gradient of a grouped convolution as if it were dense (C_in times too much for a depthwise one)."""
+    from torch.utils.flop_counter import conv_flop_count
+
+    forward = conv_flop_count(list(x_shape), list(w_shape), list(grad_out_shape), transposed=transposed)
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
 def flop_counter():
     """A FlopCounterMode that also counts the CPU flash-attention kernel behind
-    `scaled_dot_product_attention` (torch registers formulas only for the CUDA kernels)."""
+    `scaled_dot_product_attention` (torch registers formulas only for the CUDA kernels) and counts the
+    backward of grouped (depthwise) convolutions right (`conv_backward_flops`)."""
     from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
     def cpu_sdpa(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
         return sdpa_flop_count(query_shape, key_shape, value_shape)
 
-    mapping = {}
+    def conv_backward(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                      _output_padding, _groups, output_mask, out_shape=None, **kwargs):
+        return conv_backward_flops(grad_out_shape, x_shape, w_shape, output_mask=output_mask, transposed=transposed)
+
+    mapping = {torch.ops.aten.convolution_backward: conv_backward}
     op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
     if op is not None:
         mapping[op] = cpu_sdpa

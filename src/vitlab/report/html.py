@@ -25,6 +25,7 @@ from . import tables
 from .figures import curves_figure, history_figure, importances_figure, save_figure
 from .formats import Grid, to_html, to_latex, to_markdown
 from . import datasets as ds
+from .compute import budget_text, compute_csv, compute_grid
 from .search import IMPORTANCE_EVALUATOR, SearchData, search_data
 from .variance import variance_csv, variance_grid, variance_table
 
@@ -99,6 +100,7 @@ class FactorSection:
     per_dataset: list[tuple[str, tables.FactorTable, tables.PairedTable | None]] = field(default_factory=list)
     aggregate: Grid | None = None
     profile: Artifact | None = None
+    compute: Grid | None = None  # steps, wall and CPU seconds per level (report/compute.py)
 
 
 @dataclass
@@ -187,6 +189,9 @@ def build_report(meta: dict, records: Sequence, report_dir: str | Path,
                       f"{tables.interval_name(opt.confidence, opt.ci)} of that mean, cut to the metric's valid range "
                       "(none where one seed).")
         section = FactorSection(factor, ft, pt, fig, ag, vg)
+        if any(_budgeted(r) for r in rep.records):
+            section.compute = compute_grid(rep.records, factor, levels)
+            _write_grid(tdir, f"{s}_compute", section.compute, compute_csv(rep.records, factor, levels))
         if split is not None:
             _datasets_section(section, split, meta, metrics, paired_metrics, opt, tdir, fdir)
         rep.sections.append(section)
@@ -255,6 +260,11 @@ def _dataset(records: Sequence) -> tuple[str, bool]:
             names.append(str(name))
         synthetic |= bool(s.get("synthetic")) or (cfg.get("data") or {}).get("name") == "synthetic"
     return (", ".join(names) or "unknown"), synthetic
+
+
+def _budgeted(rec) -> bool:
+    train = (rec.config or {}).get("train", {})
+    return train.get("budget_minutes") is not None or train.get("budget_flops") is not None
 
 
 def _config_values(records: Sequence, section: str, key: str) -> list:
@@ -330,15 +340,31 @@ def _methods(rep: Report) -> list[str]:
         "contains 0 and is narrower than target_delta, or at the maximum.",
     ]
     budgets = _config_values(recs, "train", "budget_minutes")
+    steps = sorted({int(r.summary["steps"]) for r in recs if isinstance(r.summary.get("steps"), (int, float))})
+    across = f" ({steps[0]:,}–{steps[-1]:,} steps across runs)." if steps else "."
     if budgets:
         clocks = _config_values(recs, "train", "budget_clock") or ["wall"]
-        steps = sorted({int(r.summary["steps"]) for r in recs if isinstance(r.summary.get("steps"), (int, float))})
         same = "the same budget" if len(budgets) == 1 else "budgets"
+        by_study = any(r.summary.get("budget_calibrated_by") == "study" for r in recs)
+        how = ("the study timed each configuration once, in one process before its workers started, and every "
+               "seed of it trained the steps that fit" if by_study else
+               "each run measured its own speed at its start and fixed its optimizer steps so that training "
+               "and its evaluations fit the budget")
         items.append(f"Compute: every run had {same} of {', '.join(budgets)} minutes of {'/'.join(clocks)} time "
-                     "(train.budget_minutes; equal-compute comparison as in budgeted training, Li et al. 2020): "
-                     "each run measured its own speed at its start and fixed its optimizer steps so that training "
-                     "and its evaluations fit the budget; its schedule spans those steps"
-                     + (f" ({steps[0]:,}–{steps[-1]:,} steps across runs)." if steps else "."))
+                     f"(train.budget_minutes; equal-compute comparison as in budgeted training, Li et al. 2020): "
+                     f"{how}; its schedule spans those steps{across} The budget counted "
+                     f"{budget_text(recs)}; each run's training wall clock (train_time_s) and "
+                     "CPU time (train_cpu_s) are in the factor's compute table.")
+    flops = _config_values(recs, "train", "budget_flops")
+    if flops:
+        same = "the same budget" if len(flops) == 1 else "budgets"
+        items.append(f"Compute: every run had {same} of {', '.join(f'{float(b):.3g}' for b in flops)} training "
+                     "FLOPs (train.budget_flops; the scaling-law convention of equal training compute): the "
+                     "FLOPs of one training step (forward and backward of one batch, counted by torch's "
+                     "FlopCounterMode on the meta device) divide the budget into its optimizer steps, the same on "
+                     f"any machine; its schedule spans those steps{across} No clock was budgeted; each run's "
+                     "training wall clock (train_time_s) and CPU time (train_cpu_s) are in the factor's compute "
+                     "table.")
     if any(sec.variance is not None for sec in rep.sections):
         items.append(
             "Sources of variance (Bouthillier et al. 2021): where the runs of a level cross seed_init, seed_split "
@@ -419,6 +445,8 @@ def render_html(rep: Report) -> str:
     for s in rep.sections:
         parts.append(f'<section id="{e(slug(s.factor))}"><h2>Factor: {e(s.factor)}</h2>')
         parts.append(to_html(tables.factor_grid(s.table)))
+        if s.compute is not None:
+            parts.append(to_html(s.compute))
         if s.paired is not None:
             parts.append(to_html(tables.paired_grid(s.paired)))
         if s.adaptive is not None:

@@ -45,6 +45,11 @@ def cuda_available() -> bool:
         return False
 
 
+def local_threads_per_run(workers: int) -> int:
+    """CPU threads of each of `workers` local runs: the cores divided between them."""
+    return max(1, cpu_count() // workers)
+
+
 def uses_cpu(config: dict) -> bool:
     """Whether a run config trains on the CPU here (device cpu, or auto without CUDA)."""
     dev = config.get("device", "auto")
@@ -77,7 +82,7 @@ class LocalPool:
         self.workers: list[_Worker] = []
 
     def threads_per_run(self) -> int:
-        return max(1, cpu_count() // self.k)
+        return local_threads_per_run(self.k)
 
     def capacity(self) -> int:
         return self.k - sum(1 for w in self.workers if w.task is not None)

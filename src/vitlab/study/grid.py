@@ -17,6 +17,7 @@ from .. import stats
 from ..analysis import missing_sections
 from ..rundir import FINAL_STATUSES, MalformedFile, RunStatus, warn_damaged
 from . import spec as specmod
+from .calibration import StudyCalibration
 from .index import IndexWriter, run_dir
 from .query import PERCENT_SUFFIXES
 from .schedule import reconcile
@@ -44,6 +45,8 @@ class GridSource:
     #: Where the runs live when not in their run directories (a storage URL or path, runsync.py); the
     #: runner sets it, and mirrors the runs from it before a source reconciles them.
     storage: str | None = None
+    #: The study's time calibrations (calibration.py), set by the runner: what a time-budgeted run trains.
+    calibration: StudyCalibration | None = None
 
     def __init__(self, study: specmod.StudySpec, runs: list[specmod.RunSpec], out: Path, index: IndexWriter,
                  max_retries: int, retrain_damaged: bool = False):
@@ -104,7 +107,8 @@ class GridSource:
         # A damaged run's analysis.json may be what is damaged: its analysis starts afresh (force).
         repair = r.run_id in self.damaged
         options = dict(self.study.analysis_options, **({"force": True} if repair else {}))
-        return Task(run_id=r.run_id, config=r.config_dict(), run_dir=str(run_dir(self.out, r.run_id)),
+        plan = self.calibration.plan(r.config) if self.calibration is not None else None
+        return Task(run_id=r.run_id, config=r.config_dict(), run_dir=str(run_dir(self.out, r.run_id)), plan=plan,
                     label=run_label(r), storage=self.storage, analysis=list(self.study.analysis),
                     analysis_options=options, repair=repair, context={"study": self.study.name, "factor": r.factor,
                                                  "level": r.level_label, "seed": r.seed, "run_id": r.run_id})

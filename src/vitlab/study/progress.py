@@ -88,6 +88,13 @@ class StudyProgress:
             self._line(f"{status} {run_id} {label} in {_fmt_s(wall_s)}{extra} | {self.status_line()}")
         self._update()
 
+    def note(self, text: str) -> None:
+        """A line about the session (not about one run), e.g. a calibration."""
+        if self.live is not None:
+            self.live.console.print(f"[study] {text}", markup=False)
+        elif self.enabled:
+            self._line(text)
+
     def retrying(self, run_id: str) -> None:
         """A failed run goes back in the queue: it is no longer counted as failed."""
         self.failed = max(0, self.failed - 1)

@@ -22,7 +22,8 @@ from ..errors import UserError
 from ..io import atomic_write_text
 from ..rundir import RunStatus
 from . import spec as specmod
-from .backends import LocalPool, RayPool
+from .backends import LocalPool, RayPool, local_threads_per_run
+from .calibration import StudyCalibration
 from .index import INDEX_FILE, RUNS_DIR, SPEC_FILE, IndexWriter, open_writer, study_meta
 from .lock import STUDY_LOCK, lock_study
 from .progress import StudyProgress
@@ -216,6 +217,9 @@ def run_study(spec: str | Path | dict | specmod.StudySpec, out_dir: str | Path, 
         raise UserError(f"{study.source}: space: this is a search spec; run it with `vitlab search`")
     study = specmod.resolve(study, profile)
     runs = specmod.expand(study, max_runs=max_runs)
+    if backend != "local" and any(r.config.train.budget_minutes is not None for r in runs):
+        raise UserError(f"train.budget_minutes: a study on --backend {backend} cannot calibrate its step counts on "
+                        "the machines its runs use; use train.budget_flops (the same steps on any machine)")
     resources = slurm_resources(study.slurm, slurm) if backend == "slurm" else None
     if resources is not None:
         check_cluster(resources)
@@ -245,6 +249,9 @@ def run_study(spec: str | Path | dict | specmod.StudySpec, out_dir: str | Path, 
             source.storage = store.location
             prog = StudyProgress(study.name, source.total, source.done, workers, enabled=progress)
             source.progress = prog
+            source.calibration = StudyCalibration(out, local_threads_per_run(workers), note=prog.note)
+            source.calibration.prepare(r.config for r in source.queue)  # before any worker competes
+
             def pool():
                 if resources is not None:
                     return SlurmPool(workers, resources, out, study.name, trainer, store, detach)

@@ -69,7 +69,7 @@ SUMMARY_METRICS = (
     "test_top1", "test_top5", "test_loss", "test_precision_macro", "test_recall_macro", "test_f1_macro",
     "test_ece", "val_top1", "val_top5", "val_loss", "val_precision_macro", "val_recall_macro",
     "val_f1_macro", "val_ece", "train_loss", "train_top1", "params", "flops", "train_time_s",
-    "throughput_img_s", "epochs_run", "best_epoch",
+    "throughput_img_s", "epochs_run", "best_epoch", "steps", "train_cpu_s", "train_flops",
 )
 #: Analyses a spec can ask for on every completed run (`analysis:`), owned by the analysis package.
 ANALYSES = SECTIONS

@@ -59,6 +59,7 @@ class Task:
     analysis: list[str] = field(default_factory=list)  # analyses of the run once it completed
     analysis_options: dict = field(default_factory=dict)  # their AnalysisOptions fields
     repair: bool = False  # a damaged run re-trained on request: its summary goes, it resumes from its checkpoint
+    plan: dict | None = None  # the steps of a time budget, calibrated once per configuration (calibration.py)
 
 
 @dataclass
@@ -108,8 +109,9 @@ def execute(task: Task, trainer: Trainer | None = None,
                 return bool(prune(epoch, row)) if prune is not None else False
 
             trainer = trainer or default_trainer()
+            planned = {"plan": task.plan} if task.plan is not None else {}
             out.summary = dict(trainer(cfg, ws.path, resume=True, on_epoch=hook, progress=False,
-                                       context=task.context) or {})
+                                       context=task.context, **planned) or {})
             if task.analysis and out.summary.get("status") == RunStatus.COMPLETED:
                 # Part of the run: a failure here fails the attempt; a retry skips what is computed.
                 from ..analysis import analyze_run

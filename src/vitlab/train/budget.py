@@ -29,6 +29,11 @@ on a CPU device that is what a run computes, without the time slices of the othe
 compared in a study get equal compute however busy the machine was (up to the jobs' contention for
 caches and memory bandwidth: 1.6× in step time between two workers on 2 vCPUs); their wall clock is
 then the budget divided by the share of the CPU they got.
+
+In a study the seeds of one configuration would each measure a different speed (the other workers'
+load changes), so the study calibrates each configuration once, quietly, and hands the step count to
+all its runs (study/calibration.py; `charge_calibration=False` there, as the runs do not calibrate).
+A budget that gives the same steps on any machine counts FLOPs instead (train/flops.py).
 """
 from __future__ import annotations
 
@@ -175,9 +180,11 @@ def calibrate(trainer, seconds: float = CALIBRATION_MIN_SECONDS, clock: str = "w
     return Calibration(step_s, eval_image_s, checkpoint_s, probe_s, now() - t_start, clock)
 
 
-def plan_budget(trainer, budget_minutes: float, clock: str = "wall") -> tuple[int, dict]:
+def plan_budget(trainer, budget_minutes: float, clock: str = "wall",
+                charge_calibration: bool = True) -> tuple[int, dict]:
     """(total optimizer steps, record for the run state) that fit `budget_minutes` on `clock` since
-    trainer.started[clock]."""
+    trainer.started[clock]. charge_calibration=False: the calibration's own time is not taken from the
+    budget (a study calibrates once for runs that then do not calibrate themselves)."""
     if clock == "cpu" and trainer.device.type != "cpu":
         raise UserError(f"train.budget_clock: 'cpu' measures the process's CPU time, which does not count "
                         f"the work of device {trainer.device}; use 'wall'")
@@ -186,7 +193,7 @@ def plan_budget(trainer, budget_minutes: float, clock: str = "wall") -> tuple[in
     per_epoch_eval = len(d.val_y) + (len(d.test_y) if cfg.train.test_every_epoch else 0)
     epoch_overhead = per_epoch_eval * cal.eval_image_s + cal.probe_s + CHECKPOINTS_PER_EPOCH * cal.checkpoint_s
     final_test = len(d.test_y) * cal.eval_image_s + cal.checkpoint_s  # best.pt is read back, then test
-    elapsed = CLOCKS[clock]() - trainer.started[clock]
+    elapsed = CLOCKS[clock]() - trainer.started[clock] - (0.0 if charge_calibration else cal.seconds)
     left = budget_minutes * 60 * (1 - BUDGET_MARGIN) - elapsed - final_test
     steps = steps_within_budget(left, cal.step_s, epoch_overhead, trainer.steps_per_epoch)
     if steps == 0:  # a run of 1 step would be a "result" of an untrained model

@@ -29,6 +29,7 @@ from ..safepath import writable_run_dir
 from ..track import Trackers, open_trackers
 from .environment import data_root_hint, environment
 from .budget import CLOCKS, plan_budget
+from .flops import run_step_flops, steps_for_flops
 from .checkpoint import BEST_KEYS, LAST_KEYS, capture_rng, damaged, load_checkpoint, restore_rng, save_checkpoint
 from .metrics import SplitMetrics
 from .precision import autocast, check_recorded, legacy_amp, resolve_amp
@@ -95,9 +96,10 @@ class RunState:
     best_value: float | None = None
     epochs_since_best: int = 0
     train_time_s: float = 0.0
+    train_cpu_s: float = 0.0  # CPU seconds of this process (all threads) in the training steps
     history: list | None = None
     total_steps: int | None = None  # optimizer steps of the whole run, fixed before the first step
-    budget: dict | None = None  # train.budget_minutes: what the calibration measured
+    budget: dict | None = None  # how a budget fixed total_steps: what the calibration measured, or the FLOP count
 
     def improved(self, value: float, monitor: str) -> bool:
         if self.best_value is None:
@@ -143,6 +145,7 @@ class Trainer:
         self.aug_gen = torch.Generator(device=self.device).manual_seed(cfg.source_seed("seed_order") + 1)
         self.generators = {"shuffle": self.shuffle_gen, "augment": self.aug_gen}
         self.state = RunState(history=[])
+        self.flop_budget: tuple[int, dict] | None = None  # (steps, record) of train.budget_flops, once counted
 
     # ------------------------------------------------------------------ persistence
     @property
@@ -202,14 +205,23 @@ class Trainer:
         write_jsonl(self.out / METRICS_FILE, self.state.history)
         return True
 
-    def plan_steps(self, recorded: int | None = None) -> None:
+    def plan_steps(self, recorded: int | None = None, plan: dict | None = None) -> None:
         """Fix the run's optimizer steps — recorded in a checkpoint, train.steps, epochs × steps per
-        epoch, or calibrated to train.budget_minutes — and build the learning-rate schedule over them."""
+        epoch, counted from train.budget_flops, or calibrated to train.budget_minutes (by the run, or once
+        for all the seeds of a study: `plan`, {"steps": N, "budget": record}) — and build the
+        learning-rate schedule over them."""
         t = self.cfg.train
         if recorded is not None:
             total = recorded
         elif t.steps is not None:
             total = t.steps
+        elif t.budget_flops is not None:
+            total, budget = self.plan_flops(t.budget_flops)
+            self.state.budget = dict(budget)
+        elif t.budget_minutes is not None and plan is not None:
+            if "error" in plan:  # the study's calibration found no step fits the budget
+                raise UserError(plan["error"])
+            total, self.state.budget = int(plan["steps"]), dict(plan["budget"])
         elif t.budget_minutes is not None:
             total, self.state.budget = plan_budget(self, t.budget_minutes, t.budget_clock)
         else:
@@ -218,6 +230,17 @@ class Trainer:
         self.epochs = -(-total // self.steps_per_epoch)  # the last epoch may be partial
         self.scheduler = make_scheduler(self.optimizer, self.cfg.sched, self.cfg.optim.lr, t.epochs,
                                         self.steps_per_epoch, total_steps=total)
+
+    def plan_flops(self, budget_flops: float) -> tuple[int, dict]:
+        """(steps, record) of a FLOP budget: the FLOPs of one training step of this run's shapes, counted
+        once (a budget below one step is a UserError)."""
+        if self.flop_budget is None:
+            d = self.data
+            per_step = run_step_flops(self.cfg.model, d.num_classes, d.in_chans, d.image_size,
+                                      min(self.cfg.train.batch_size, len(d.train_y)))
+            steps = steps_for_flops(budget_flops, per_step)
+            self.flop_budget = steps, {"budget_flops": budget_flops, "flops_per_step": per_step}
+        return self.flop_budget
 
     # ------------------------------------------------------------------ steps
     def autocast(self):
@@ -265,7 +288,7 @@ class Trainer:
         correct = torch.zeros((), device=self.device)
         seen = 0
         data_time = 0.0
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         for step in range(steps):
             td = time.perf_counter()
             x, target = self.train_batch(order[step * bs:(step + 1) * bs])
@@ -283,6 +306,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - t0
+        self.state.train_cpu_s += time.process_time() - cpu0
         row = {
             "train_loss": (loss_sum / seen).item(),
             "train_top1": (correct / seen).item(),
@@ -384,14 +408,13 @@ class Trainer:
             "model": self.cfg.model.name,
             "params": self.params,
             "flops": self.flops,
-            "train_time_s": st.train_time_s,
+            "train_time_s": st.train_time_s,  # wall clock of the training steps
+            "train_cpu_s": st.train_cpu_s,  # CPU time of the process (all threads) in the same steps
             "minutes": st.train_time_s / 60,
             "throughput_img_s": (float(np.mean([r["throughput_img_s"] for r in rows])) if rows else None),
             "steps": st.total_steps,  # train.steps=<this> reproduces a budgeted run
             "steps_per_epoch": self.steps_per_epoch,
-            **({"budget_minutes": st.budget["budget_minutes"], "budget_clock": st.budget["clock"],
-                "budget_step_s": st.budget["step_s"], "budget_calibration_s": st.budget["seconds"]}
-               if st.budget else {}),
+            **budget_summary(st.budget, st.total_steps),
             "device": str(self.device),
             "amp": self.amp,  # the resolved train.amp: bf16, fp16 or none (float32)
             "vitlab_version": __version__,
@@ -399,6 +422,18 @@ class Trainer:
             "environment": environment(self.device),  # what bitwise equality with another run depends on
             "data_root": data_root_hint(self.cfg.data),  # a hint for analyze/export, not part of the identity
         }
+
+
+def budget_summary(budget: dict | None, steps: int | None) -> dict:
+    """The summary.json fields of the budget that fixed a run's steps (none without a budget)."""
+    if not budget:
+        return {}
+    if "budget_flops" in budget:
+        return {"budget_flops": budget["budget_flops"], "train_flops_per_step": budget["flops_per_step"],
+                "train_flops": budget["flops_per_step"] * steps}
+    return {"budget_minutes": budget["budget_minutes"], "budget_clock": budget["clock"],
+            "budget_step_s": budget["step_s"], "budget_calibration_s": budget["seconds"],
+            **({"budget_calibrated_by": budget["calibrated_by"]} if "calibrated_by" in budget else {})}
 
 
 class Diverged(Exception):
@@ -461,13 +496,16 @@ def prepare_out_dir(cfg: RunConfig, out: Path, resume: bool) -> dict | None:
 
 
 def run_training(cfg, out_dir, resume: bool = True, on_epoch: Callable[[int, dict], bool] | None = None,
-                 progress: bool | None = None, context: dict | None = None) -> dict:
+                 progress: bool | None = None, context: dict | None = None, plan: dict | None = None) -> dict:
     """Train one run into `out_dir` and return its summary (also written to summary.json).
 
     resume: continue from `out_dir/checkpoints/last.pt` when present; a finished run is returned as is.
     on_epoch(epoch, row) -> True stops the run with status "pruned" (used by the Optuna search).
     context: where the run sits in a study, {study, factor, level, seed, run_id}, for the trackers
     that `cfg.track` turns on (MLflow experiment and tags, TensorBoard hparams).
+    plan: the steps of a train.budget_minutes run calibrated once for every seed of its configuration
+    ({"steps": N, "budget": record}, study/calibration.py) instead of by the run itself; not part of
+    the run's identity, and unused when the run resumes (its checkpoint holds its steps).
     """
     cfg = config_from(cfg)
     out = Path(out_dir)
@@ -480,6 +518,8 @@ def run_training(cfg, out_dir, resume: bool = True, on_epoch: Callable[[int, dic
         show = cfg.train.progress if progress is None else progress
         trackers = open_trackers(cfg, out, context)  # a missing tracker extra fails here, before any write
         trainer = Trainer(cfg, out, show)  # bad input (model knobs, data files) fails here, before any write
+        if cfg.train.budget_flops is not None and not (trainer.ckpt_dir / LAST_CHECKPOINT).exists():
+            trainer.plan_flops(cfg.train.budget_flops)  # so does a FLOP budget below one step
     except BaseException:
         remove_empty_dirs(created)  # a run that never started leaves no empty directory behind
         raise
@@ -491,7 +531,7 @@ def run_training(cfg, out_dir, resume: bool = True, on_epoch: Callable[[int, dic
         resumed = bool(resume and trainer.try_resume())
         if not resumed:
             atomic_write_text(out / METRICS_FILE, "")
-            trainer.plan_steps()
+            trainer.plan_steps(plan=plan)
         atomic_write_json(summary_path, {**trainer.base_summary(), "status": RunStatus.RUNNING.value,
                                          "epochs_run": trainer.state.epoch})
         trackers.start(trainer.state.history, resumed)
