@@ -32,7 +32,7 @@ RUN_VERBATIM = {"config", "models"}
 TINY = ["data.name=synthetic", "data.synthetic_train=96", "data.synthetic_test=48", "data.val_fraction=0.25",
         "model.name=vit_nano", "model.dim=16", "model.depth=1", "model.num_heads=2", "model.image_size=32",
         "train.batch_size=32", "train.eval_batch_size=48", "train.epochs=1", "train.steps=null",
-        "train.budget_minutes=null", "train.progress=false", "train.threads=1", "sched.warmup_epochs=0"]
+        "train.budget_minutes=null", "train.budget_flops=null", "train.progress=false", "train.threads=1", "sched.warmup_epochs=0"]
 
 
 def _doc_files() -> list[Path]:
