@@ -8,11 +8,10 @@
     analysis = vitlab.analyze_run("runs/x")                   # attention, robustness, calibration, efficiency
     df = vitlab.load_results("out/attn")                     # pandas: one row per run (vitlab[pandas])
 """
-__version__ = "0.1.0"
-
-from . import train  # noqa: E402  (train reads __version__)
-from .config import RunConfig, load_config  # noqa: E402
-from .models import create_model  # noqa: E402
+from .version import __version__
+from . import train
+from .config import RunConfig, load_config
+from .models import create_model
 
 
 def __getattr__(name):

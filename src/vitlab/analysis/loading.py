@@ -9,6 +9,10 @@ import torch
 from torch import Tensor, nn
 
 from ..config import RunConfig, build, read_yaml
+from ..data import Augmenter, load_dataset
+from ..models import build_model
+from ..train.checkpoint import BEST_KEYS, load_checkpoint
+from ..train.loop import amp_dtype, resolve_device
 from ..errors import UserError
 from ..rundir import BEST_CHECKPOINT, CONFIG_FILE, checkpoint_path, read_summary
 
@@ -63,11 +67,6 @@ def check_run_dir(run_dir: str | Path) -> Path:
 
 def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
     """Load a run's config, test data and best-checkpoint weights (on `device`, default the run's)."""
-    from ..data import Augmenter, load_dataset
-    from ..models import build_model
-    from ..train.checkpoint import BEST_KEYS, load_checkpoint
-    from ..train.loop import amp_dtype, resolve_device
-
     p = check_run_dir(run_dir)
     cfg = build(RunConfig, read_yaml(p / CONFIG_FILE))
     dev = resolve_device(device or cfg.device)

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from ..config import flatten, suggest
 from ..errors import UserError, short_repr
+from ..stats import mean_ci
 from ..io import csv_text
 from ..rundir import RunStatus
 from .index import RunRecord, open_index
@@ -257,8 +258,6 @@ def _render(renderable) -> str:
 
 def _cell(values: list[float], metric: str) -> str:
     """`mean [lo, hi]` of one metric over seeds (just the mean for one seed): the Student-t interval."""
-    from ..stats import mean_ci
-
     if not values:
         return "-"
     pct = metric.endswith(PERCENT_SUFFIXES)
