@@ -150,11 +150,11 @@ class Study:
         return f"Study({str(self.path)!r}, name={self.name!r}, kind={self.kind!r})"
 
 
-def publish_run_analysis(run_dir_: str | Path) -> None:
+def publish_run_analysis(path: str | Path) -> None:
     """A run of a study kept in another storage: its new analysis (RUN/analysis and the analysis
     scalars of summary.json) goes to storage, which every rerun mirrors. Other runs: nothing."""
-    scalars = {k: v for k, v in scalar_metrics(read_analysis(run_dir_) or {}).items() if v is not None}
-    publish_analysis(run_dir_, scalars)
+    scalars = {k: v for k, v in scalar_metrics(read_analysis(path) or {}).items() if v is not None}
+    publish_analysis(path, scalars)
 
 
 __all__ = ["NOT_FOR_SEARCH", "RunOptions", "Study", "publish_run_analysis"]
