@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from importlib.resources import files
 from pathlib import Path
+
 from .report import report_main
 from .study import run_study, summary_table
 

@@ -10,11 +10,11 @@ from torch import Tensor, nn
 
 from ..config import RunConfig, build, read_yaml
 from ..data import Augmenter, load_dataset
+from ..errors import UserError
 from ..models import build_model
+from ..rundir import BEST_CHECKPOINT, CONFIG_FILE, checkpoint_path, read_summary
 from ..train.checkpoint import BEST_KEYS, load_checkpoint
 from ..train.loop import amp_dtype, resolve_device
-from ..errors import UserError
-from ..rundir import BEST_CHECKPOINT, CONFIG_FILE, checkpoint_path, read_summary
 
 
 @dataclass

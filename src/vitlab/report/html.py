@@ -18,8 +18,8 @@ from typing import Any, Sequence
 
 from .. import stats
 from ..errors import UserError
-from ..rundir import is_run_dir
 from ..io import atomic_write_text, check_output_file, make_writable_dir
+from ..rundir import is_run_dir
 from ..safepath import check_tree, inside
 from ..study.index import open_index
 from ..version import __version__
@@ -38,7 +38,6 @@ PAIRED_ALWAYS = "test_top1"
 is shown next to it when different."""
 DEFAULT_PRIMARY = "val_top1"
 """Primary metric when the study meta names none."""
-
 
 
 @dataclass

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from ..analysis import analyze_run
 from ..config import RunConfig, build
 from ..errors import UserError
-from ..train import run_training
-from ..analysis import analyze_run
 from ..rundir import SUMMARY_FILE, RunStatus, read_summary
+from ..train import run_training
 from .lease import release_active
 from .runsync import Workspace, remove_scratch
 from .storage import StorageError
