@@ -7,15 +7,19 @@
     vitlab.write_report("out/attn")                          # tables, figures, report.html
     analysis = vitlab.analyze_run("runs/x")                   # attention, robustness, calibration, efficiency
     df = vitlab.load_results("out/attn")                     # pandas: one row per run (vitlab[pandas])
+    study = vitlab.Study("out/attn")                         # a study directory as one object (vitlab.api)
 """
-__version__ = "0.1.0"
-
-from . import train  # noqa: E402  (train reads __version__)
-from .config import RunConfig, load_config  # noqa: E402
-from .models import create_model  # noqa: E402
+from .version import __version__
+from . import train
+from .config import RunConfig, load_config
+from .models import create_model
 
 
 def __getattr__(name):
+    if name in ("Study", "RunOptions"):  # the public study object (vitlab.api pulls in every layer)
+        from . import api
+
+        return getattr(api, name)
     # The study runner and the report pull in optuna, scipy and matplotlib: import them on first use.
     if name == "run_study":
         from .study import run_study
@@ -44,5 +48,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'vitlab' has no attribute {name!r}")
 
 
-__all__ = ["RunConfig", "load_config", "train", "create_model", "run_study", "run_search", "write_report",
-           "analyze_run", "open_report", "load_results", "load_history", "export_dir", "__version__"]
+__all__ = ["Study", "RunOptions", "RunConfig", "load_config", "train", "create_model", "run_study", "run_search",
+           "write_report", "analyze_run", "open_report", "load_results", "load_history", "export_dir", "__version__"]

@@ -282,12 +282,9 @@ def cmd_analyze(a) -> int:
 
 def _publish_analysis(run_dir) -> None:
     """A run of a study kept in another storage: its new analysis goes to storage, which a rerun mirrors."""
-    from .analysis import read_analysis
-    from .analysis.metrics import scalar_metrics
-    from .study.runsync import publish_analysis
+    from .api import publish_run_analysis
 
-    scalars = {k: v for k, v in scalar_metrics(read_analysis(run_dir) or {}).items() if v is not None}
-    publish_analysis(run_dir, scalars)
+    publish_run_analysis(run_dir)
 
 
 def cmd_export(a) -> int:

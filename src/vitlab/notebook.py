@@ -13,6 +13,8 @@ from pathlib import Path
 
 from .errors import UserError
 from .safepath import inside
+from .study import open_index, results_rows
+from .study.index import INDEX_FILE, RUNS_DIR, SPEC_FILE
 from .track.backfill import Export, export_runs
 from .track.frames import epoch_rows, to_frame, with_details
 from .rundir import RunStatus, is_run_dir, warn_damaged
@@ -23,8 +25,6 @@ DEFAULT_MLFLOW_DIR = "mlruns"
 
 
 def _is_study(d: Path) -> bool:
-    from .study.index import INDEX_FILE, SPEC_FILE
-
     return (d / INDEX_FILE).is_file() or (d / SPEC_FILE).is_file()
 
 
@@ -41,8 +41,6 @@ def _kind(directory: str | Path) -> tuple[Path, str]:
 
 def _study(d: Path, warn_damaged: bool = True):
     """(meta, index records) of a study directory (a warning line per damaged run, unless told not to)."""
-    from .study import open_index
-
     with open_index(d, warn_damaged=warn_damaged) as index:
         return index.meta(), index.runs()
 
@@ -53,8 +51,6 @@ def run_data(directory: str | Path) -> tuple[list[RunData], str | None]:
     d, kind = _kind(directory)
     if kind == "run":
         return [read_run(d)], None
-    from .study.index import RUNS_DIR
-
     meta, records = _study(d)
     name = str(meta.get("name") or d.name)
     by_run: dict[str, list] = {}
@@ -88,8 +84,6 @@ def load_results(directory: str | Path):
         row = {"run_id": run.run_id, "factor": None, "level": None, "seed": run.config.get("seed"),
                "status": s.get("status"), "epochs": s.get("epochs_run")}
         return to_frame([with_details(row, s, run.config)], "load_results")
-    from .study import results_rows
-
     _, records = _study(d, warn_damaged=False)  # results_rows warns
     detail = {(r.run_id, r.factor): r for r in records}
     rows = []

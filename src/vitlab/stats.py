@@ -94,6 +94,8 @@ STD_DDOF = 0
 MIN_SEEDS_TO_BOUND = 3
 """Below this many values a mean's interval is flagged as unable to bound it: at n = 2 the 95%
 Student-t interval spans +-12.7 standard errors (its coverage holds, its width says nothing)."""
+FEW_SEEDS_MARK = "‡"
+"""Marks such an interval, in the report's tables and the terminal's summary table alike."""
 
 RANGE_ANY = (-math.inf, math.inf)
 """Valid range of a metric with no bound (a signed quantity, a logit)."""

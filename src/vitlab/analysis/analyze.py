@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from .. import __version__
+from ..version import __version__
 from ..io import atomic_write_bytes, atomic_write_json
 from ..jsonread import MalformedFile, describe_value
 from ..rundir import (ANALYSIS_DIR, ANALYSIS_FILE, MAX_ANALYSIS_BYTES, SUMMARY_FILE, read_analysis_file, read_metrics,

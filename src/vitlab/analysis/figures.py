@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ..io import atomic_write_bytes
+from ..models.probe import ENTROPY_KEY
 from .corruptions import ordered
 
 PNG_DPI = 120
@@ -124,8 +125,6 @@ def entropy_layers_figure(layers: list[dict]) -> Figure | None:
 
 def entropy_epochs_figure(rows: list[dict]) -> Figure | None:
     """`val_attn_entropy_norm_l{i}` over the epochs of metrics.jsonl (one line per layer)."""
-    from ..models.probe import ENTROPY_KEY
-
     n = 0
     while any(f"{ENTROPY_KEY}{n}" in r for r in rows):
         n += 1

@@ -10,9 +10,13 @@ import torch
 from torch import Tensor, nn
 
 from ..config import DataConfig, RunConfig, build, read_yaml
+from ..data import Augmenter, load_dataset
 from ..data.files import ROOT_ENV
 from ..errors import UserError
+from ..models import build_model
 from ..rundir import BEST_CHECKPOINT, CONFIG_FILE, checkpoint_path, read_summary
+from ..train.checkpoint import BEST_KEYS, load_checkpoint
+from ..train.loop import resolve_device
 from ..train.precision import autocast, check_recorded, legacy_amp
 
 
@@ -77,11 +81,6 @@ def data_config_for(data: DataConfig, summary: dict) -> DataConfig:
 
 def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
     """Load a run's config, test data and best-checkpoint weights (on `device`, default the run's)."""
-    from ..data import Augmenter, load_dataset
-    from ..models import build_model
-    from ..train.checkpoint import BEST_KEYS, load_checkpoint
-    from ..train.loop import resolve_device
-
     p = check_run_dir(run_dir)
     cfg = build(RunConfig, read_yaml(p / CONFIG_FILE))
     summary = read_summary(p) or {}

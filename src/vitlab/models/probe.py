@@ -24,6 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from .attention import Attention
+from .mobilevit import MobileViT, MobileViTBlock
+from .vit import ViT
 
 ROW_SUM_FLOOR = 1e-12
 """A row of |weights| summing to less than this is treated as empty (all-zero `linear_scale` row)."""
@@ -61,9 +63,6 @@ class AttentionLayer:
 
 def attention_layers(model: nn.Module) -> list[AttentionLayer]:
     """Every attention layer of a vitlab ViT or MobileViT in forward order."""
-    from .mobilevit import MobileViT, MobileViTBlock
-    from .vit import ViT
-
     if isinstance(model, ViT):
         patch = model.patch_embed.kernel_size[0]
         grid = TokenGrid(model.grid, model.grid, float(patch), 1 if model.cls_token is not None else 0)

@@ -35,8 +35,10 @@ from ..io import atomic_write_text
 from ..rundir import (ANALYSIS_DIR, CONFIG_FILE, SUMMARY_FILE, MalformedFile, is_run_dir, read_metrics, read_summary,
                       warn_damaged)
 from ..safepath import writable_run_dir
+from ..study.index import run_dir as study_run_dir
+from ..version import __version__
 from .. import stats
-from .html import CSS, HTML_NAME, slug
+from .page import CSS, HTML_NAME, slug
 from .tables import FEW_SEEDS_MARK
 
 COMPLETED = "completed"
@@ -424,8 +426,6 @@ def study_sections(meta: dict, records: Sequence, study_dir: Path, report_dir: P
                    ci: str = stats.DEFAULT_CI) -> list[tuple[str, str, str]]:
     """(anchor, title, html) of the Attention, Robustness and Efficiency sections of a study report;
     empty when no run has an analysis. Figures go to report_dir/figures; intervals use `ci`."""
-    from ..study.index import run_dir as study_run_dir
-
     if meta.get("kind") == "search":
         return []
     seeds = meta.get("seeds")
@@ -529,8 +529,6 @@ def run_sections(run_dir: Path, analysis: dict, sink: FigureSink) -> list[tuple[
 
 
 def render_run_html(run_dir: Path, summary: dict, analysis: dict | None, sections: list[tuple[str, str, str]]) -> str:
-    from .. import __version__
-
     name = run_dir.resolve().name
     synthetic = bool(summary.get("synthetic"))
     rows = [("Model", f"{summary.get('model', '?')}"), ("Dataset", f"{summary.get('dataset', '?')}"

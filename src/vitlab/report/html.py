@@ -10,7 +10,6 @@ import base64
 import datetime as _dt
 import html
 import math
-import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,39 +19,26 @@ from typing import Any, Sequence
 from .. import stats
 from ..errors import UserError
 from ..io import atomic_write_text, check_output_file, make_writable_dir
+from ..rundir import is_run_dir
 from ..safepath import check_tree, inside
+from ..study.index import open_index
+from ..version import __version__
 from . import tables
 from .figures import curves_figure, history_figure, importances_figure, save_figure
 from .formats import Grid, to_html, to_latex, to_markdown
 from . import datasets as ds
 from .compute import budget_text, compute_csv, compute_grid
+from .analysis_sections import study_sections, write_run_report
+from .page import CSS, HTML_NAME, slug
 from .search import IMPORTANCE_EVALUATOR, SearchData, search_data
 from .variance import variance_csv, variance_grid, variance_table
 
 REPORT_DIR = "report"
-HTML_NAME = "report.html"
 PAIRED_ALWAYS = "test_top1"
 """Metric every paired comparison shows; the study's primary metric (first of meta['metrics'])
 is shown next to it when different."""
 DEFAULT_PRIMARY = "val_top1"
 """Primary metric when the study meta names none."""
-
-CSS = """
-body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:2em auto;max-width:1150px;
-color:#1b1b1b;line-height:1.45;padding:0 1em}
-h1{margin-bottom:.2em}h2{border-bottom:2px solid #ccd;padding-bottom:.2em;margin-top:2em}
-dl.meta{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}dl.meta dt{font-weight:600}
-dl.meta dd{margin:0}
-.warn{background:#fff3cd;border:1px solid #e0c36c;padding:.6em 1em;border-radius:4px;margin:1em 0}
-table{border-collapse:collapse;margin:1em 0;font-size:.9em;font-variant-numeric:tabular-nums}
-caption{text-align:left;font-weight:600;padding-bottom:.3em}
-th,td{padding:.3em .7em;text-align:right;border-bottom:1px solid #e3e3e3;white-space:nowrap}
-th:first-child,td:first-child{text-align:left}thead th{border-bottom:2px solid #555;background:#f4f5f9}
-p.note{font-size:.85em;color:#555;margin:.2em 0 1em}
-figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
-figcaption{font-size:.85em;color:#555}
-.methods li{margin-bottom:.4em}
-"""
 
 
 @dataclass
@@ -116,11 +102,6 @@ class Report:
 
     def _repr_html_(self) -> str:  # Jupyter renders a Report as its tables and figures
         return notebook_html(self)
-
-
-def slug(text: str) -> str:
-    """A file-name-safe version of a factor name."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "factor"
 
 
 def primary_metric(meta: dict) -> str:
@@ -402,8 +383,6 @@ def _planned_runs(meta: dict, records: Sequence) -> int:
 
 def render_html(rep: Report) -> str:
     """The self-contained HTML text of a report."""
-    from .. import __version__
-
     e = html.escape
     meta, recs = rep.meta, rep.records
     name = str(meta.get("name") or "study")
@@ -489,8 +468,6 @@ def render_html(rep: Report) -> str:
 def _open(study_dir: Path):
     if not study_dir.is_dir():
         raise UserError(f"{study_dir}: not a directory (expected a study directory)")
-    from ..study.index import open_index
-
     return open_index(study_dir)
 
 
@@ -526,8 +503,6 @@ def write_report(study_dir: str | Path, out_path: str | Path | None = None, ci: 
 def _analysis_sections(meta: dict, records, study_dir: Path, report_dir: Path,
                        options: ReportOptions) -> list[tuple[str, str, str]]:
     """The Attention / Robustness / Efficiency sections from the runs' analysis.json (report.analysis_sections)."""
-    from .analysis_sections import study_sections
-
     return study_sections(meta, records, study_dir, report_dir, options.ci)
 
 
@@ -535,9 +510,6 @@ def report_main(study_dir: str | Path, out: str | Path | None = None, ci: str | 
                 target_delta: float | None = None) -> Path:
     """`vitlab report DIR [-o FILE] [--ci METHOD] [--target-delta PP]`: a study report, or the one-run
     report when DIR is a run directory; UserError (one line) when DIR is neither or an option is invalid."""
-    from ..rundir import is_run_dir
-    from .analysis_sections import write_run_report
-
     if Path(study_dir).is_dir() and is_run_dir(Path(study_dir)):
         return write_run_report(study_dir, out)
     return write_report(study_dir, out, ci, target_delta)

@@ -47,8 +47,7 @@ TARGET_DELTA = 1.0
 computed for (1 point of accuracy). Applies to percentage metrics."""
 SMALL_N_MARK = "†"
 """Marks a bootstrap interval over fewer than stats.SMALL_N_BOOTSTRAP seeds."""
-FEW_SEEDS_MARK = "‡"
-"""Marks an interval over fewer than stats.MIN_SEEDS_TO_BOUND seeds: too few to bound the mean."""
+FEW_SEEDS_MARK = stats.FEW_SEEDS_MARK
 DEGENERATE_MARK = "§"
 """Marks a bootstrap interval of P(improve) that every resample gave the same value."""
 SEEDS_NEEDED_SHOWN = 100

@@ -194,9 +194,8 @@ def ray_runtime_env(pip: bool = False, storage_location: str | None = None) -> d
     """Ray's runtime_env that ships this vitlab package to every worker (so nodes need not have it
     installed) and, with `pip`, installs its other dependencies there (Ray's pip plugin: a virtualenv on
     top of the node's Python, cached per node)."""
-    import vitlab
-
-    env: dict = {"py_modules": [str(Path(vitlab.__file__).parent)], "excludes": list(SHIP_EXCLUDES)}
+    # This file's grandparent is the vitlab package (importing `vitlab` here would pull in every layer).
+    env: dict = {"py_modules": [str(Path(__file__).resolve().parents[1])], "excludes": list(SHIP_EXCLUDES)}
     if pip:
         protocol = storage_location.split("://", 1)[0].lower() if storage_location and "://" in storage_location else ""
         extra = [PROTOCOL_PACKAGES[protocol]] if protocol in PROTOCOL_PACKAGES else []

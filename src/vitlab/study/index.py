@@ -20,10 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..config import yaml_load
 from ..errors import UserError
 from ..jsonread import MalformedFile, parse_json
 from ..rundir import (FINAL_STATUSES, RUNS_DIR, TRIAL_FILE, RunStatus, check_metrics_row, check_summary, read_metrics,
                       read_summary, read_trial, warn_damaged)
+from . import spec as specmod
+from .lock import STUDY_LOCK, DirLock
 from .runsync import fetch_study
 
 INDEX_FILE = "index.sqlite"
@@ -357,8 +360,6 @@ def warn_rebuild(e: CorruptIndex) -> None:
 
 def rebuild_index(study_dir: str | Path) -> StudyIndex:
     """Recreate DIR/index.sqlite from the study directory (attempt counts restart at 0 or 1)."""
-    from .lock import DirLock, STUDY_LOCK
-
     d = Path(study_dir)
     if not (d / SPEC_FILE).is_file():
         raise UserError(f"{d}: not a vitlab study directory (no {SPEC_FILE})")
@@ -388,8 +389,6 @@ def replace_with_fresh_index(study_dir: Path) -> None:
 
 def write_fresh_index(study_dir: Path, target: Path) -> None:
     """Write a complete index for `study_dir` into the new file `target`."""
-    from . import spec as specmod
-
     study = specmod.resolve(specmod.load_spec(study_dir / SPEC_FILE))
     with IndexWriter(study_dir, db_path=target) as writer:
         writer.set_meta(study_meta(study))
@@ -416,8 +415,6 @@ def write_fresh_index(study_dir: Path, target: Path) -> None:
 
 def study_meta(study) -> dict:
     """The meta table of a resolved StudySpec."""
-    from . import spec as specmod
-
     import dataclasses
 
     meta = {"name": study.name, "kind": study.kind, "description": study.description,
@@ -437,8 +434,6 @@ def study_meta(study) -> dict:
 def search_rows_from_dirs(study_dir: Path) -> list[tuple]:
     """Index rows of a search's trials from their run directories (trial.json + config.yaml)."""
     import yaml
-
-    from ..config import yaml_load
 
     rows = []
     for path in sorted((study_dir / RUNS_DIR).glob(f"*/{TRIAL_FILE}")):

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from ..config import flatten, suggest
 from ..errors import UserError, short_repr
+from .. import stats
 from ..io import csv_text
 from ..rundir import RunStatus
 from .index import RunRecord, open_index
@@ -267,14 +268,8 @@ def _render(renderable) -> str:
 # summary table
 
 
-FEW_SEEDS_MARK = "‡"
-"""Marks a cell over too few seeds to bound the mean (as the report's tables do)."""
-
-
 def _cell(values: list[float], metric: str) -> str:
     """`mean [lo, hi]` of one metric over seeds (just the mean for one seed): the Student-t interval."""
-    from .. import stats
-
     if not values:
         return "-"
     pct = metric.endswith(PERCENT_SUFFIXES)
@@ -284,7 +279,7 @@ def _cell(values: list[float], metric: str) -> str:
         return num(ci.mean)
     # summary metrics are accuracies in [0, 100]% or losses, times, counts >= 0: a mean cannot leave that
     lo, hi = stats.clip_interval(ci.lo, ci.hi, stats.RANGE_PERCENT if pct else stats.RANGE_NONNEGATIVE)
-    few = FEW_SEEDS_MARK if len(values) < stats.MIN_SEEDS_TO_BOUND else ""
+    few = stats.FEW_SEEDS_MARK if len(values) < stats.MIN_SEEDS_TO_BOUND else ""
     return f"{num(ci.mean)} [{num(lo)}, {num(hi)}]{few}"
 
 
@@ -293,8 +288,6 @@ def summary_table(study_dir: str | Path, warn_damaged: bool = True) -> str:
     the spec's metrics (accuracies, macro scores and ECE in %). A search lists its best trials.
     `warn_damaged` False: the caller (a coordinator) has warned about damaged runs already."""
     from rich.table import Table
-
-    from .. import stats
 
     with open_index(study_dir, warn_damaged=warn_damaged) as index:
         meta = index.meta()

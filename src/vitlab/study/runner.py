@@ -9,6 +9,7 @@ their coordinator dies, and a per-run lock keeps a dying worker and its replacem
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 from dataclasses import dataclass, field
@@ -55,6 +56,58 @@ class StudyResult:
         if self.detached is not None:
             return not self.errors
         return not self.errors and all(RunStatus(s).final for s in self.counts if self.counts[s])
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a study is run (not what it is: that is the spec). The keyword arguments of `run_study`
+    as one checked value, which `vitlab.Study.run` takes and the CLI's flags fill.
+
+    Checked when made, by the same rules `run_study` applies (one-line UserError naming the flag)."""
+
+    #: Runs trained at the same time (local processes, Ray tasks or SLURM jobs).
+    workers: int = 1
+    #: Where runs train: "local" (processes on this machine), "ray" or "slurm".
+    backend: str = "local"
+    #: The spec's profile to apply (`--profile`), e.g. "quick"; None: the spec as written.
+    profile: str | None = None
+    #: Times a failed run is trained again (resuming from its checkpoint) before it is reported failed.
+    max_retries: int = 2
+    #: Show the live progress display.
+    progress: bool = True
+    #: Refuse a study with more runs than this (counted before expansion); None: no limit.
+    max_runs: int | None = specmod.DEFAULT_MAX_RUNS
+    #: Where the run directories live (a path or an fsspec URL); None: the study directory.
+    storage: str | None = None
+    #: Train runs whose files are malformed again instead of reporting them as damaged.
+    retrain_damaged: bool = False
+    #: backend ray: the cluster's address (None: start a local Ray).
+    ray_address: str | None = None
+    #: backend ray: GPUs reserved per run.
+    gpus_per_run: float | None = None
+    #: backend ray: CPUs reserved per run.
+    cpus_per_run: float | None = None
+    #: backend ray: install vitlab's dependencies on the workers.
+    ray_pip: bool = False
+    #: backend slurm: `KEY=VALUE` items over the spec's `slurm:` section.
+    slurm: tuple[str, ...] | None = None
+    #: backend slurm: submit the runs and return without waiting for them.
+    detach: bool = False
+    #: Replaces `vitlab.train.run_training` (tests only).
+    trainer: Trainer | None = None
+
+    def __post_init__(self) -> None:
+        if self.slurm is not None:
+            object.__setattr__(self, "slurm", tuple(self.slurm))
+        check_options(self.workers, self.backend, self.max_retries)
+        check_backend_options(self.backend, self.ray_address, self.gpus_per_run, self.cpus_per_run, self.ray_pip,
+                              list(self.slurm) if self.slurm is not None else None, self.detach)
+
+    def kwargs(self) -> dict[str, Any]:
+        """These options as `run_study`'s keyword arguments."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["slurm"] = list(self.slurm) if self.slurm is not None else None
+        return out
 
 
 def check_options(workers: Any, backend: str, max_retries: Any) -> None:

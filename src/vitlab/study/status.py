@@ -11,12 +11,11 @@ from pathlib import Path
 from ..errors import UserError
 from ..rundir import MalformedFile, RunStatus, read_metrics, read_summary, warn_damaged
 from .index import INDEX_FILE, open_index, run_dir, status_from_summary
+from .slurm import SLURM_DIR, job_entries, job_state
 
 
 def _job(path: Path) -> tuple[str, str, str]:
     """(job ID, its state, its log) of the run's latest SLURM job, or dashes."""
-    from .slurm import SLURM_DIR, job_entries, job_state
-
     entries = job_entries(path)
     if not entries:
         return "-", "-", "-"

@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from ..analysis import analyze_run
 from ..config import RunConfig, build
 from ..errors import UserError
 from ..rundir import SUMMARY_FILE, RunStatus, read_summary
+from ..train import run_training
 from .lease import release_active
 from .runsync import Workspace, remove_scratch
 from .storage import StorageError
@@ -74,8 +76,6 @@ class Outcome:
 
 
 def default_trainer() -> Trainer:
-    from ..train import run_training
-
     return run_training
 
 
@@ -114,8 +114,6 @@ def execute(task: Task, trainer: Trainer | None = None,
                                        context=task.context, **planned) or {})
             if task.analysis and out.summary.get("status") == RunStatus.COMPLETED:
                 # Part of the run: a failure here fails the attempt; a retry skips what is computed.
-                from ..analysis import analyze_run
-
                 analyze_run(ws.path, sections=task.analysis, **task.analysis_options)
                 out.summary = read_summary(ws.path) or out.summary
     except StorageError as e:  # storage unreachable: the attempt failed, a retry may succeed

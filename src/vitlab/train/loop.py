@@ -17,14 +17,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import __version__
+from ..version import __version__
 from ..config import RunConfig, config_from, dump_yaml, identity_dict, read_yaml, build
+from ..data import load_dataset
+from ..data.augment import Augmenter
 from ..errors import RunError, UserError
 from ..io import (append_jsonl, atomic_write_json, atomic_write_text, csv_text, make_writable_dir, mark_interrupted,
                   nearest_existing, remove_empty_dirs, remove_stale_temp_files, write_jsonl)
 from ..rundir import (BEST_CHECKPOINT, CHECKPOINTS_DIR, CONFIG_FILE, CONFUSION_FILE, FINAL_STATUSES, LAST_CHECKPOINT,
                       METRICS_FILE, RUN_DIR_ENTRIES, SUMMARY_FILE, MalformedFile, RunStatus, checkpoint_path,
                       read_summary)
+from ..models import build_model, count_flops, count_params
+from ..models.probe import entropy_row, mean_entropy_per_layer
 from ..safepath import writable_run_dir
 from ..track import Trackers, open_trackers
 from .environment import data_root_hint, environment
@@ -111,10 +115,6 @@ class Trainer:
     """Owns the model, optimizer and data of one run; `run()` trains to the end and writes the files."""
 
     def __init__(self, cfg: RunConfig, out_dir: Path, progress: bool):
-        from ..data import load_dataset
-        from ..data.augment import Augmenter
-        from ..models import build_model, count_flops, count_params
-
         self.started = {name: clock() for name, clock in CLOCKS.items()}  # a time budget counts from here
         self.cfg, self.out, self.show_progress = cfg, out_dir, progress
         self.device = resolve_device(cfg.device)
@@ -333,8 +333,6 @@ class Trainer:
 
     def attention_entropy(self) -> dict:
         """val_attn_entropy_norm_l{i} per layer and their _mean, on the fixed validation batch (ENTROPY_IMAGES)."""
-        from ..models.probe import entropy_row, mean_entropy_per_layer
-
         x = self.to_input(self.augment.eval_batch(self.data.val_x[:ENTROPY_IMAGES]))
         with self.autocast():
             return entropy_row(mean_entropy_per_layer(self.eval_model(), x))
