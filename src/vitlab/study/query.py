@@ -13,6 +13,7 @@ from typing import Any, Callable
 from ..config import flatten, suggest
 from ..errors import UserError, short_repr
 from .. import stats
+from ..stats import FEW_SEEDS_MARK
 from ..io import csv_text
 from ..rundir import RunStatus
 from .index import RunRecord, open_index
@@ -279,7 +280,7 @@ def _cell(values: list[float], metric: str) -> str:
         return num(ci.mean)
     # summary metrics are accuracies in [0, 100]% or losses, times, counts >= 0: a mean cannot leave that
     lo, hi = stats.clip_interval(ci.lo, ci.hi, stats.RANGE_PERCENT if pct else stats.RANGE_NONNEGATIVE)
-    few = stats.FEW_SEEDS_MARK if len(values) < stats.MIN_SEEDS_TO_BOUND else ""
+    few = FEW_SEEDS_MARK if len(values) < stats.MIN_SEEDS_TO_BOUND else ""
     return f"{num(ci.mean)} [{num(lo)}, {num(hi)}]{few}"
 
 
