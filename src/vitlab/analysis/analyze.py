@@ -75,7 +75,8 @@ ANALYSIS_SCHEMA = {
     "calibration": Opt({"images": int, "ece": _OPT_NUM, "accuracy": _NUM, "mean_confidence": _NUM,
                         "overconfidence": _NUM, "bins": [{"lo": _NUM, "hi": _NUM, "count": int,
                                                           "confidence": _OPT_NUM, "accuracy": _OPT_NUM}]}),
-    "efficiency": Opt({"params": int, "flops": int, "device": str, "latency_ms_b1": Opt(_NUM),
+    # `vitlab export` alone writes an efficiency section holding only `onnx` (and complete: false)
+    "efficiency": Opt({"params": Opt(int), "flops": Opt(int), "device": Opt(str), "latency_ms_b1": Opt(_NUM),
                        "throughput_img_s_b256": Opt(_NUM), "threads": Opt((int, type(None))), "precision": Opt(str),
                        "compiled": Opt(MapOf(_SCALAR)), "onnx": Opt(MapOf(_SCALAR))}),
 }

@@ -85,7 +85,7 @@ class Lease:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         root = storage.local_dir()  # the run directory's flock, which in-place workers hold (module doc)
-        self.flock = DirLock(root.joinpath(*key.split("/")[:-1]), RUN_LOCK) if root is not None else None
+        self.flock = DirLock(root.joinpath(*key.split("/")[:-1]), RUN_LOCK, root=root) if root is not None else None
 
     # ------------------------------------------------------------------ reading
     def read(self) -> dict | None:

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
+from ..io import NOFOLLOW
+from ..safepath import inside
 
 STUDY_LOCK = ".lock"
 RUN_LOCK = ".lock"
@@ -20,13 +22,18 @@ RUN_LOCK = ".lock"
 class DirLock:
     """An exclusive flock on `DIR/.lock`; `holder` is the pid written into it by the owner."""
 
-    def __init__(self, directory: str | Path, name: str = STUDY_LOCK):
+    def __init__(self, directory: str | Path, name: str = STUDY_LOCK, root: str | Path | None = None):
+        """`root`: a directory the lock must stay inside with no link on the way (a storage's root: its
+        run folders may have been planted as links); checked at each acquisition (safepath.inside)."""
         self.path = Path(directory) / name
+        self.root = root
         self.fd: int | None = None
 
     def try_acquire(self) -> bool:
+        if self.root is not None:
+            inside(self.root, self.path, "storage")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
