@@ -3,6 +3,7 @@
 `UserError` (and its subclasses) is bad input: the CLI prints its one-line message and exits 2.
 Anything else escaping a command is an internal error: exit 1.
 """
+import sys
 
 
 class UserError(Exception):
@@ -44,6 +45,11 @@ def short_repr(value: object, limit: int = MAX_SHOWN_CHARS) -> str:
     except Exception:  # a repr that fails is not the user's problem to read
         text = f"<{type(value).__name__}>"
     return one_line(text, limit)
+
+
+def warn(message: object) -> None:
+    """A one-line warning on stderr (a run skipped, a file refused, an index rebuilt): the command goes on."""
+    print(f"warning: {one_line(message, 2000)}", file=sys.stderr)
 
 
 def one_line(text: str, limit: int = 200) -> str:

@@ -201,8 +201,9 @@ def read_trial(run_dir: str | Path) -> dict | None:
     return trial
 
 
-def warn_damaged(e: Exception, consequence: str = "the run is reported as damaged and skipped") -> None:
-    """The one-line warning for a malformed run file (stderr)."""
+def warn_damaged(e: Exception | str, consequence: str = "the run is reported as damaged and skipped") -> None:
+    """The one-line warning for a malformed run file (stderr; errors.warn's form, kept here so that rundir
+    imports nothing but jsonread)."""
     print(f"warning: {e}; {consequence}", file=sys.stderr)
 
 

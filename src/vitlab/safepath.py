@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import os
 import stat
-import sys
 from pathlib import Path
 
-from .errors import UserError, one_line
+from .errors import UserError
 from .rundir import RUN_DIR_ENTRIES, RUNS_DIR, WANDB_DIR
 
 #: Run-directory folders whose owner keeps links of its own inside them (wandb's `latest-run` and
@@ -117,9 +116,4 @@ def writable_run_dir(run_dir: str | os.PathLike) -> Path:
     return run_dir
 
 
-def warn(message: str) -> None:
-    """A one-line warning on stderr (a run skipped, a file refused): the command goes on."""
-    print(f"warning: {one_line(message, 2000)}", file=sys.stderr)
-
-
-__all__ = ["UnsafePathError", "check_tree", "inside", "walk_files", "warn", "writable_run_dir"]
+__all__ = ["UnsafePathError", "check_tree", "inside", "walk_files", "writable_run_dir"]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..config import yaml_load
-from ..errors import UserError
+from ..errors import UserError, warn
 from ..jsonread import MalformedFile, parse_json
 from ..rundir import (FINAL_STATUSES, RUNS_DIR, TRIAL_FILE, RunStatus, check_metrics_row, check_summary, read_metrics,
                       read_summary, read_trial, warn_damaged)
@@ -326,14 +326,11 @@ def open_index(study_dir: str | Path, warn_damaged: bool = True) -> StudyIndex:
 
 def warn_damaged_runs(index: StudyIndex) -> None:
     """One warning line per run the index marks damaged (a rebuild warns as it reads them instead)."""
-    import sys
-
     seen = set()
     for rec in index.runs(status=RunStatus.DAMAGED.value):
         if rec.run_id not in seen:
             seen.add(rec.run_id)
-            print(f"warning: {rec.summary.get('error') or f'run {rec.run_id}: damaged'}; the run is reported as "
-                  "damaged and skipped", file=sys.stderr)
+            warn_damaged(rec.summary.get("error") or f"run {rec.run_id}: damaged")
 
 
 def open_writer(study_dir: Path) -> IndexWriter:
@@ -353,9 +350,7 @@ def open_writer(study_dir: Path) -> IndexWriter:
 
 
 def warn_rebuild(e: CorruptIndex) -> None:
-    import sys
-
-    print(f"warning: {e}; rebuilding it from the run directories (attempt counts restart)", file=sys.stderr)
+    warn(f"{e}; rebuilding it from the run directories (attempt counts restart)")
 
 
 def rebuild_index(study_dir: str | Path) -> StudyIndex:

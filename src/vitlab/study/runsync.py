@@ -30,10 +30,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, warn
 from ..io import atomic_write_bytes, atomic_write_json
 from ..jsonread import MalformedFile, parse_json, read_json_file
-from ..safepath import UnsafePathError, check_tree, inside, walk_files, warn, writable_run_dir
+from ..safepath import UnsafePathError, check_tree, inside, walk_files, writable_run_dir
 from ..rundir import (ANALYSIS_DIR, BEST_CHECKPOINT, CHECKPOINTS_DIR, CONFIG_FILE, CONFUSION_FILE, FINAL_STATUSES,
                       LAST_CHECKPOINT, LEASE_FILE, MAX_METRICS_BYTES, METRICS_FILE, RUNS_DIR, SUMMARY_FILE, RunStatus,
                       check_metrics_row, read_metrics, read_summary)

@@ -34,9 +34,9 @@ from abc import ABC, abstractmethod
 from pathlib import Path, PurePosixPath
 from typing import Callable, TypeVar
 
-from ..errors import UserError, short_repr
+from ..errors import UserError, short_repr, warn
 from ..io import NOFOLLOW, atomic_write_bytes
-from ..safepath import UnsafePathError, inside, walk_files, warn
+from ..safepath import UnsafePathError, inside, walk_files
 
 #: Seconds slept before each retry of a failed storage operation (then it gives up): ~30 s in all.
 RETRY_DELAYS_S: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
