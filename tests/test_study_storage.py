@@ -450,6 +450,41 @@ def test_killed_coordinator_resumes_from_storage_and_redoes_nothing(stored_study
         assert run_files(tmp_path / "study" / "runs" / rid) == run_files(base / "ref" / "runs" / rid)
 
 
+def test_ctrl_c_marks_the_runs_in_storage_interrupted_and_a_rerun_completes_them(stored_study, tmp_path):
+    """Ctrl-C (SIGINT to the process group) once a run has published an epoch: the runs that were
+    training say `interrupted` in storage (not `running`), no lease is left, and a rerun completes them."""
+    base, spec, _ = stored_study
+    url = f"file://{tmp_path}/bucket"
+    env = {**os.environ, "PYTHONPATH": str(SRC), "VITLAB_SCRATCH": str(tmp_path / "scratch")}
+    cmd = [sys.executable, "-m", "vitlab", "study", str(spec), "--out", str(tmp_path / "study"),
+           "--storage", url, "--workers", "1"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    st = open_storage(url)
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any(st.get(k) for k in st.list("runs") if k.endswith("/metrics.jsonl")):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the study finished before it could be interrupted"
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert "interrupted — rerun the same command to resume" in proc.stderr.read().decode()
+    statuses = {k.split("/")[1]: json.loads(st.get(k))["status"] for k in st.list("runs") if k.endswith("/summary.json")}
+    assert "interrupted" in statuses.values() and "running" not in statuses.values(), statuses
+    assert not list((tmp_path / "bucket").rglob(".lease"))
+    local = {rid: json.loads((tmp_path / "study" / "runs" / rid / "summary.json").read_text())["status"]
+             for rid, status in statuses.items() if status == "interrupted"
+             and (tmp_path / "study" / "runs" / rid / "summary.json").is_file()}
+    assert "running" not in local.values(), local
+    result = run_study(spec, tmp_path / "study", workers=1, progress=False)
+    assert result.ok and result.counts == {"completed": 2}
+
+
 # ---------------------------------------------------------------------------------------------- one lock, one claim
 
 

@@ -107,8 +107,13 @@ def atomic_write_text(path: str | os.PathLike, text: str, root: str | os.PathLik
     atomic_write_bytes(path, text.encode("utf-8"), root)
 
 
+def json_bytes(obj: Any) -> bytes:
+    """The form every JSON file of a run is written in (also where storage receives one directly)."""
+    return (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode("utf-8")
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any, root: str | os.PathLike | None = None) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n", root)
+    atomic_write_bytes(path, json_bytes(obj), root)
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:

@@ -23,7 +23,6 @@ files in storage are links.
 from __future__ import annotations
 
 import contextlib
-import json
 import hashlib
 import os
 import shutil
@@ -31,7 +30,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import UserError, warn
-from ..io import atomic_write_bytes, atomic_write_json
+from ..io import atomic_write_bytes, atomic_write_json, json_bytes, mark_interrupted
 from ..jsonread import MalformedFile, parse_json, read_json_file
 from ..safepath import UnsafePathError, check_tree, inside, walk_files, writable_run_dir
 from ..rundir import (ANALYSIS_DIR, BEST_CHECKPOINT, CHECKPOINTS_DIR, CONFIG_FILE, CONFUSION_FILE, FINAL_STATUSES,
@@ -329,6 +328,30 @@ class StudyStore:
                 break
         return rows
 
+    def mark_interrupted(self, run_id: str) -> bool:
+        """Best effort, once the run's worker was stopped: its summary says `interrupted`, not `running`,
+        here and in storage. Storage is written under the run's lease, which a worker that died on this
+        machine left free; a worker elsewhere still holds it (there the status changes when a rerun
+        resumes the run). True when storage was marked."""
+        marked = mark_interrupted(self.run_path(run_id))
+        if self.storage is None:
+            return marked
+        lease = Lease(self.storage, run_key(run_id, LEASE_FILE))
+        try:
+            if not lease.acquire(wait_s=0):
+                return False
+            try:
+                key = run_key(run_id, SUMMARY_FILE)
+                summary = parse_json(self.storage.get(key) or b"null", key)
+                if not isinstance(summary, dict) or summary.get("status") != RunStatus.RUNNING.value:
+                    return False
+                self.storage.put(key, json_bytes({**summary, "status": RunStatus.INTERRUPTED.value}))
+                return True
+            finally:
+                lease.release()
+        except (MalformedFile, StorageError, OSError):
+            return False
+
     # ------------------------------------------------------------------ the study's record of it
     def record(self) -> None:
         """Write DIR/storage.json (once) so that a rerun without --storage keeps this storage."""
@@ -442,8 +465,7 @@ def publish_analysis(run_dir: str | Path, scalars: dict) -> list[str] | None:
             summary = None
         if isinstance(summary, dict) and scalars and any(summary.get(k) != v for k, v in scalars.items()):
             summary.update(scalars)
-            data = (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode()  # the form atomic_write_json writes
-            store.storage.put(run_key(run_id, SUMMARY_FILE), data)
+            store.storage.put(run_key(run_id, SUMMARY_FILE), json_bytes(summary))
             written.append(run_key(run_id, SUMMARY_FILE))
     finally:
         lease.release()

@@ -140,5 +140,8 @@ def drive(source: TaskSource, make_pool: Callable[[], Pool], index: IndexWriter,
         for rid, task in inflight.items():
             index.set_status(rid, RunStatus.PENDING)
             if not clean:  # its worker was killed mid-run: say so in the run, which resumes on a rerun
-                mark_interrupted(task.run_dir)
+                if store is not None:
+                    store.mark_interrupted(rid)
+                else:
+                    mark_interrupted(task.run_dir)
         progress.close()
