@@ -1,8 +1,9 @@
 import pytest
 
-from vitlab.config import (
-    RunConfig, apply_overrides, build, config_hash, describe_keys, dump_yaml, load_config, read_yaml,
-)
+from vitlab.config import RunConfig, dump_yaml, load_config
+from vitlab.identity import config_hash
+from vitlab.schema import apply_overrides, build, describe_keys
+from vitlab.yamlsafe import read_yaml
 from vitlab.errors import ConfigError, UserError
 
 
@@ -91,6 +92,6 @@ def test_hash_ignores_execution_only_fields_but_not_seed():
 
 
 def test_every_key_is_documented():
-    rows = describe_keys()
+    rows = describe_keys(RunConfig)
     assert len(rows) > 50
     assert all(doc for _, _, doc in rows), [k for k, _, d in rows if not d]

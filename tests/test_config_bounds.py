@@ -10,7 +10,8 @@ import typing
 import pytest
 
 from vitlab.cli import main
-from vitlab.config import (MAX_SEED, DataConfig, OptimConfig, RunConfig, build, load_config, knob)
+from vitlab.config import DataConfig, MAX_SEED, OptimConfig, RunConfig, load_config
+from vitlab.schema import build, knob
 from vitlab.errors import ConfigError, UserError
 from vitlab.train import run_training
 

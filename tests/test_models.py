@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from vitlab.config import ModelConfig, build, load_config
+from vitlab.config import ModelConfig, load_config
+from vitlab.schema import build
 from vitlab.errors import ConfigError
 from vitlab.models import (Attention, build_model, count_flops, count_params, create_model, describe_model, knobs_of,
                            list_models, model_table)

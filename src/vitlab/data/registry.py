@@ -6,7 +6,9 @@ from pathlib import Path
 
 import torch
 
-from ..config import DATASETS, DataConfig, suggest
+from ..config import DataConfig
+from ..datasets import DATASETS
+from ..schema import suggest
 from ..errors import DataError
 from . import cifar, fashion_mnist, folder, synthetic
 from .bundle import DataBundle, RawSplits
