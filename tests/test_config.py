@@ -55,9 +55,20 @@ def test_bad_values_name_the_field(override, field, fragment):
 
 def test_exclusive_knobs():
     with pytest.raises(ConfigError, match="model.num_heads"):
-        load_config(None, ["model.num_heads=2", "model.head_dim=16"])
+        load_config(None, ["model.name=mobilevit_xxs", "model.num_heads=2", "model.head_dim=16"])
     with pytest.raises(ConfigError, match="model.level"):
-        load_config(None, ["model.level=C2", "model.width_mult=1.5"])
+        load_config(None, ["model.name=mobilevit_xxs", "model.level=C2", "model.width_mult=1.5"])
+
+
+def test_a_knob_of_another_family_is_refused_when_set_and_ignored_when_null():
+    """The model section is the knob dataclass of the preset's family: a MobileViT knob on a ViT is an
+    error at load time; left null (as configs written before families listed every knob) it is dropped."""
+    with pytest.raises(ConfigError, match=r"^model.head_dim: not a knob of vit_study_b; its knobs: image_size"):
+        load_config(None, ["model.head_dim=16"])
+    cfg = build(RunConfig, {"model": {"name": "vit_nano", "expansion": None, "strides": None, "dim": 32}})
+    assert cfg.model.dim == 32 and not hasattr(cfg.model, "expansion")
+    with pytest.raises(ConfigError, match=r"^model.name: unknown model 'vit_nan'.*did you mean 'vit_nano'"):
+        load_config(None, ["model.name=vit_nan"])
 
 
 def test_unknown_nested_key_in_yaml(tmp_path):
