@@ -77,12 +77,14 @@ def _is_set(v: Any) -> bool:
 
 
 def check_fields(obj: Any, prefix: str = "") -> None:
-    """Check each field of dataclass `obj` against its knob's bounds, exclusions and check."""
+    """Check each field of dataclass `obj` against its knob's choices, bounds, exclusions and check."""
     for fl in dataclasses.fields(obj):
         v = getattr(obj, fl.name)
         if v is None:
             continue
         meta, path = fl.metadata, f"{prefix}{fl.name}"
+        if meta.get("choices") is not None:
+            _check_choices(v, meta["choices"], path)
         if bounds_text(meta) and isinstance(v, (int, float)) and not isinstance(v, bool) and not _in_bounds(v, meta):
             raise ConfigError(path, f"must be {_bound_words(meta)}, got {v}")
         for other in meta.get("excludes", ()):

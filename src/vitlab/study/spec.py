@@ -993,16 +993,7 @@ def _locate(spec: StudySpec, factor: str, level: Any) -> tuple[int, Any, dict]:
 
 def data_shape(cfg: RunConfig) -> tuple[int, int]:
     """(channels, image size) of a run's dataset, known without reading it."""
-    from ..data import cifar, fashion_mnist, synthetic
-
-    name = cfg.data.name
-    if name == "synthetic":
-        return 3, synthetic.IMAGE_SIZE
-    if name == "fashion_mnist":
-        return fashion_mnist.IMAGE_SHAPE[0], fashion_mnist.IMAGE_SHAPE[-1]
-    if name == "folder":
-        return 3, cfg.data.folder_image_size
-    return cifar.IMAGE_SHAPE[0], cifar.IMAGE_SHAPE[-1]
+    return cfg.data.input_shape()
 
 
 #: Classes used to construct a model for checking: the class count never makes an architecture invalid.
