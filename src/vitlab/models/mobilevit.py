@@ -323,20 +323,11 @@ def resolve(arch: MobileViTArch, *, image_size: int, num_heads: int | None = Non
     make_divisible(c·m, 8) and transformer widths make_divisible(w·m, lcm(8, num_heads)) — or
     lcm(8, head_dim) when the head width is fixed — so they stay divisible by the head count. At
     m = 1 the official widths are kept exactly and a head count that does not divide them is an error.
+    The knobs are validated already (MobileViTConfig: choices, exclusions, five stage expansions).
     """
-    if num_heads is not None and head_dim is not None:
-        raise ConfigError("model.num_heads", "set either model.num_heads or model.head_dim, not both")
-    if level is not None and width_mult is not None:
-        raise ConfigError("model.level", "set either model.level or model.width_mult, not both")
-    if level is not None and level not in LEVELS:
-        raise ConfigError("model.level", f"must be one of {', '.join(LEVELS)}, got {level!r}")
     mult = LEVELS[level] if level is not None else (1.0 if width_mult is None else float(width_mult))
     stride_name = strides or ("cifar" if image_size <= CIFAR_MAX_SIZE else "imagenet")
-    if stride_name not in STRIDES:
-        raise ConfigError("model.strides", f"must be one of {', '.join(STRIDES)}, got {stride_name!r}")
     if stage_expansion is not None:
-        if len(stage_expansion) != 5:
-            raise ConfigError("model.stage_expansion", f"needs 5 values, got {list(stage_expansion)}")
         expansions = [float(e) for e in stage_expansion]
     else:
         expansions = [float(expansion if expansion is not None else arch.expansion)] * 5
