@@ -12,10 +12,9 @@ import pytest
 import yaml
 
 from vitlab.cli import main as cli_main
-from vitlab.errors import ConfigError
+from vitlab.errors import ConfigError, UserError
 from vitlab.identity import identity_dict
 from vitlab.schema import build, knob
-from vitlab.errors import UserError
 from vitlab.study import spec as specmod
 from vitlab.study.spec import count_runs, expand, load_spec, resolve, runs_for_level
 
