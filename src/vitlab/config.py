@@ -66,8 +66,7 @@ class DataConfig(Section):
     coarse_labels: bool = knob(False, "cifar100: use the 20 coarse superclass labels instead of the 100 fine ones")
     synthetic_train: int = knob(6000, "synthetic: images in the training set (before the validation split)", ge=1, le=MAX_SYNTHETIC_IMAGES)
     synthetic_test: int = knob(2000, "synthetic: images in the test set", ge=1, le=MAX_SYNTHETIC_IMAGES)
-    synthetic_classes: int = knob(10, "synthetic: number of classes (10..16)", check=require(
-        lambda v: MIN_SYNTHETIC_CLASSES <= v <= MAX_SYNTHETIC_CLASSES, "must be between 10 and 16"))
+    synthetic_classes: int = knob(10, "synthetic: number of classes", ge=MIN_SYNTHETIC_CLASSES, le=MAX_SYNTHETIC_CLASSES)
     synthetic_seed: int = knob(1234, "synthetic: seed of the generated images (fixed, so every run of a study sees the same data)", check=_seed)
     folder_path: Optional[str] = knob(None, "folder: directory with one sub-folder per class (or train/ and test/ of those)")
     folder_image_size: int = knob(32, "folder: images are resized to this square size when loaded", ge=1, le=MAX_IMAGE_SIZE)
