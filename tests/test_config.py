@@ -1,7 +1,7 @@
 import pytest
 
 from vitlab.config import RunConfig, dump_yaml, load_config
-from vitlab.identity import config_hash
+from vitlab.identity import LEGACY_MODEL_KEYS, config_hash, identity_dict
 from vitlab.schema import apply_overrides, build, describe_keys
 from vitlab.yamlsafe import read_yaml
 from vitlab.errors import ConfigError, UserError
@@ -106,3 +106,17 @@ def test_every_key_is_documented():
     rows = describe_keys(RunConfig)
     assert len(rows) > 50
     assert all(doc for _, _, doc in rows), [k for k, _, d in rows if not d]
+
+
+@pytest.mark.parametrize("overrides, run_id", [
+    ("model.name=mobilevit_xxs model.expansion=2 model.level=C2", "ed98a8bfc592"),
+    ("model.name=mobilevit_s model.stage_expansion=[1,2,3,4,5] model.head_dim=8 model.strides=cifar", "603fcd9d30fb"),
+    ("train.steps=100 sched.milestone_fractions=[0.5] sched.name=step", "901a3dd5685b"),
+    ("train.budget_minutes=3 train.budget_clock=cpu", "d2daabccbd9f"),
+])
+def test_run_ids_are_those_issued_before_the_model_families(overrides, run_id):
+    """Pinned with the single ModelConfig that held every family's knobs: the identity still lists each
+    of them (None where the family lacks it), and the omit-when-unset fields stay out."""
+    cfg = load_config(None, overrides.split())
+    assert config_hash(cfg) == run_id
+    assert set(identity_dict(cfg)["model"]) == set(LEGACY_MODEL_KEYS)
