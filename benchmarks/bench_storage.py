@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from vitlab.config import load_config, to_dict
+from vitlab.config import load_config
+from vitlab.schema import to_dict
 from vitlab.study import runsync
 from vitlab.study.worker import Task, execute
 

@@ -1,8 +1,9 @@
 import pytest
 
-from vitlab.config import (
-    RunConfig, apply_overrides, build, config_hash, describe_keys, dump_yaml, load_config, read_yaml,
-)
+from vitlab.config import RunConfig, dump_yaml, load_config
+from vitlab.identity import LEGACY_MODEL_KEYS, config_hash, identity_dict
+from vitlab.schema import apply_overrides, build, describe_keys
+from vitlab.yamlsafe import read_yaml
 from vitlab.errors import ConfigError, UserError
 
 
@@ -54,9 +55,20 @@ def test_bad_values_name_the_field(override, field, fragment):
 
 def test_exclusive_knobs():
     with pytest.raises(ConfigError, match="model.num_heads"):
-        load_config(None, ["model.num_heads=2", "model.head_dim=16"])
+        load_config(None, ["model.name=mobilevit_xxs", "model.num_heads=2", "model.head_dim=16"])
     with pytest.raises(ConfigError, match="model.level"):
-        load_config(None, ["model.level=C2", "model.width_mult=1.5"])
+        load_config(None, ["model.name=mobilevit_xxs", "model.level=C2", "model.width_mult=1.5"])
+
+
+def test_a_knob_of_another_family_is_refused_when_set_and_ignored_when_null():
+    """The model section is the knob dataclass of the preset's family: a MobileViT knob on a ViT is an
+    error at load time; left null (as configs written before families listed every knob) it is dropped."""
+    with pytest.raises(ConfigError, match=r"^model.head_dim: not a knob of vit_study_b; its knobs: image_size"):
+        load_config(None, ["model.head_dim=16"])
+    cfg = build(RunConfig, {"model": {"name": "vit_nano", "expansion": None, "strides": None, "dim": 32}})
+    assert cfg.model.dim == 32 and not hasattr(cfg.model, "expansion")
+    with pytest.raises(ConfigError, match=r"^model.name: unknown model 'vit_nan'.*did you mean 'vit_nano'"):
+        load_config(None, ["model.name=vit_nan"])
 
 
 def test_unknown_nested_key_in_yaml(tmp_path):
@@ -91,6 +103,20 @@ def test_hash_ignores_execution_only_fields_but_not_seed():
 
 
 def test_every_key_is_documented():
-    rows = describe_keys()
+    rows = describe_keys(RunConfig)
     assert len(rows) > 50
     assert all(doc for _, _, doc in rows), [k for k, _, d in rows if not d]
+
+
+@pytest.mark.parametrize("overrides, run_id", [
+    ("model.name=mobilevit_xxs model.expansion=2 model.level=C2", "ed98a8bfc592"),
+    ("model.name=mobilevit_s model.stage_expansion=[1,2,3,4,5] model.head_dim=8 model.strides=cifar", "603fcd9d30fb"),
+    ("train.steps=100 sched.milestone_fractions=[0.5] sched.name=step", "901a3dd5685b"),
+    ("train.budget_minutes=3 train.budget_clock=cpu", "d2daabccbd9f"),
+])
+def test_run_ids_are_those_issued_before_the_model_families(overrides, run_id):
+    """Pinned with the single ModelConfig that held every family's knobs: the identity still lists each
+    of them (None where the family lacks it), and the omit-when-unset fields stay out."""
+    cfg = load_config(None, overrides.split())
+    assert config_hash(cfg) == run_id
+    assert set(identity_dict(cfg)["model"]) == set(LEGACY_MODEL_KEYS)

@@ -14,7 +14,8 @@ pytest.importorskip("mkdocs", reason="mkdocs is not installed (pip install -e '.
 pytest.importorskip("mkdocstrings", reason="mkdocstrings is not installed (pip install -e '.[docs]')")
 
 from vitlab.cli import build_parser  # noqa: E402
-from vitlab.config import describe_keys  # noqa: E402
+from vitlab.config import RunConfig  # noqa: E402
+from vitlab.schema import describe_keys  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +47,7 @@ def test_cli_reference_has_every_command(site):
 
 def test_keys_reference_has_every_config_key(site):
     page = (site / "reference-keys" / "index.html").read_text()
-    missing = [key for key, _, _ in describe_keys() if f"<code>{key}</code>" not in page]
+    missing = [key for key, _, _ in describe_keys(RunConfig) if f"<code>{key}</code>" not in page]
     assert not missing
 
 

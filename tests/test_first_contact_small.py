@@ -8,7 +8,7 @@ import pytest
 
 from vitlab.analysis import figures as afig
 from vitlab.cli import main
-from vitlab.config import suggest
+from vitlab.schema import suggest
 from vitlab.errors import UserError
 from vitlab.study.spec import load_spec
 

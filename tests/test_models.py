@@ -1,12 +1,18 @@
 """Model structure: official sizes, knobs that really change the model, input-size rules, registry errors."""
 import math
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import torch
+from torch import nn
 
-from vitlab.config import ModelConfig, build, load_config
+from vitlab.config import ModelConfig, RunConfig, load_config
 from vitlab.errors import ConfigError
+from vitlab.families import FAMILIES, PRESETS, Family, Preset, register_family
+from vitlab.identity import identity_dict
+from vitlab.schema import build, describe_keys, knob
 from vitlab.models import (Attention, build_model, count_flops, count_params, create_model, describe_model, knobs_of,
                            list_models, model_table)
 from vitlab.models import mobilevit as mv
@@ -296,11 +302,53 @@ def test_registry_errors():
 
 
 def test_every_knob_is_a_config_field():
-    from dataclasses import fields
-
-    names = {f.name for f in fields(ModelConfig)}
+    shared = {f.name for f in fields(ModelConfig)} - {"name"}
+    keys = {key for key, _, _ in describe_keys(RunConfig)}
     for model in list_models():
-        assert set(knobs_of(model)) <= names
+        assert shared <= set(knobs_of(model))
+        assert {f"model.{k}" for k in knobs_of(model)} <= keys  # `vitlab config keys` lists every family's knobs
+
+
+@dataclass
+class TinyConfig(ModelConfig):
+    width: Optional[int] = knob(None, "tiny: hidden width", gt=0)
+
+
+class Tiny(nn.Module):
+    def __init__(self, num_classes, in_chans, image_size, width):
+        super().__init__()
+        self.tokens_per_attention = []
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_chans * image_size ** 2, width), nn.Linear(width, num_classes))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@pytest.fixture
+def tiny_family():
+    """A model family registered as a new module would register it, removed again afterwards."""
+    def create(preset, knobs, num_classes, in_chans, image_size):
+        k = dict(preset.defaults, **knobs)
+        return Tiny(num_classes, in_chans, image_size, k["width"]), k
+
+    register_family(Family("tiny", TinyConfig, create, lambda model: []),
+                    [Preset("tiny_a", "tiny", "a two-layer MLP", defaults={"width": 8})])
+    yield
+    del FAMILIES["tiny"], PRESETS["tiny_a"]
+
+
+def test_a_new_family_is_one_registration(tiny_family):
+    cfg = load_config(None, ["model.name=tiny_a", "model.width=4", "data.synthetic_train=100"])
+    assert isinstance(cfg.model, TinyConfig) and knobs_of("tiny_a") == tuple(
+        f.name for f in fields(ModelConfig) if f.name != "name") + ("width",)
+    model = build_model(cfg.model, 10, 3, data_image_size=32)
+    assert model.resolved["family"] == "tiny" and model.resolved["width"] == 4
+    assert identity_dict(cfg)["model"]["width"] == 4 and identity_dict(cfg)["model"]["dim"] is None
+    with pytest.raises(ConfigError, match="model.width: must be > 0, got 0"):
+        load_config(None, ["model.name=tiny_a", "model.width=0"])
+    with pytest.raises(ConfigError, match="model.width: not a knob of vit_nano"):
+        load_config(None, ["model.name=vit_nano", "model.width=4"])
+    assert "model.width" in {key for key, _, _ in describe_keys(RunConfig)}
 
 
 def test_build_model_from_run_config():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vitlab.config import RunConfig, config_hash, identity_dict, load_config
+from vitlab.config import RunConfig, load_config
+from vitlab.identity import config_hash, identity_dict
 from vitlab.errors import ConfigError
 from vitlab.train.loop import Trainer
 

@@ -9,7 +9,9 @@ import pytest
 import yaml
 
 from vitlab.cli import main as cli_main
-from vitlab.config import RunConfig, build, config_hash
+from vitlab.config import RunConfig
+from vitlab.identity import config_hash
+from vitlab.schema import build
 from vitlab.errors import UserError
 from vitlab.study import spec as specmod
 from vitlab.study.spec import expand, load_spec, resolve

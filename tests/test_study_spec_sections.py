@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 from vitlab.cli import main as cli_main
-from vitlab.config import ConfigError, build, identity_dict, knob
-from vitlab.errors import UserError
+from vitlab.errors import ConfigError, UserError
+from vitlab.identity import identity_dict
+from vitlab.schema import build, knob
 from vitlab.study import spec as specmod
 from vitlab.study.spec import count_runs, expand, load_spec, resolve, runs_for_level
 

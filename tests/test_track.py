@@ -14,7 +14,8 @@ import yaml
 
 import vitlab
 from vitlab.cli import main
-from vitlab.config import config_hash, identity_dict, load_config
+from vitlab.config import load_config
+from vitlab.identity import config_hash, identity_dict
 from vitlab.errors import UserError
 from vitlab.io import read_jsonl
 from vitlab.rundir import CONFUSION_FILE, METRICS_FILE, MLFLOW_RUN_FILE, SUMMARY_FILE, TENSORBOARD_DIR

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from vitlab.cli import main
-from vitlab.config import config_hash, load_config
+from vitlab.config import load_config
+from vitlab.identity import config_hash
 from vitlab.io import read_jsonl
 from vitlab.rundir import METRICS_FILE, SUMMARY_FILE, TENSORBOARD_DIR, WANDB_RUN_FILE
 from vitlab.track import TrackerWarning

@@ -184,7 +184,7 @@ def test_budgeted_run_resumes_exactly_without_recalibrating(tmp_path, quick_cali
 
 
 def test_budget_and_steps_are_part_of_the_run_identity_only_when_set():
-    from vitlab.config import config_hash, identity_dict
+    from vitlab.identity import config_hash, identity_dict
 
     plain = identity_dict(load_config(None, []))
     assert "steps" not in plain["train"] and "budget_minutes" not in plain["train"]  # older run IDs hold
@@ -198,7 +198,7 @@ def test_budget_and_steps_are_part_of_the_run_identity_only_when_set():
 def test_cpu_clock_budget(tmp_path, quick_calibration):
     summary = run_training(tiny("train.budget_minutes=2", "train.budget_clock=cpu"), tmp_path / "r")
     assert summary["status"] == "completed" and summary["budget_clock"] == "cpu" and summary["steps"] == 17
-    from vitlab.config import config_hash, identity_dict
+    from vitlab.identity import config_hash, identity_dict
 
     assert config_hash(tiny("train.budget_minutes=2", "train.budget_clock=cpu")) != config_hash(
         tiny("train.budget_minutes=2"))

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from vitlab.cli import main
-from vitlab.config import config_hash, identity_dict, load_config
+from vitlab.config import load_config
+from vitlab.identity import config_hash, identity_dict
 from vitlab.errors import ConfigError, UserError
 from vitlab.io import read_jsonl
 from vitlab.train import loop, run_training

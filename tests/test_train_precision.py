@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from vitlab.analysis.loading import load_run
-from vitlab.config import config_hash, load_config
+from vitlab.config import load_config
+from vitlab.identity import config_hash
 from vitlab.errors import UserError
 from vitlab.io import read_jsonl
 from vitlab.train import precision, run_training

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vitlab import config
+from vitlab import yamlsafe
 from vitlab.cli import main
-from vitlab.config import DataConfig, RunConfig, build, load_config, read_yaml
+from vitlab.config import DataConfig, RunConfig, load_config
+from vitlab.schema import build
+from vitlab.yamlsafe import read_yaml
 from vitlab.data import cifar, fashion_mnist, load_dataset, verify_dataset
 from vitlab.errors import ConfigError, DataError, UserError, short_repr
 
@@ -85,7 +87,7 @@ def test_malformed_yaml_is_one_line(tmp_path, capsys, text, fragment):
 
 
 def test_an_oversized_yaml_file_is_not_read(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(config, "MAX_YAML_BYTES", 1000)
+    monkeypatch.setattr(yamlsafe, "MAX_YAML_BYTES", 1000)
     path = tmp_path / "c.yaml"
     path.write_text("seed: 1\n" + "# padding\n" * 200)
     assert "larger than 1,000 bytes" in cli_error(["config", "show", path], capsys)

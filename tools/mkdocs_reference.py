@@ -61,7 +61,8 @@ def _nested(tp) -> tuple[type | None, str]:
 
 
 def keys_page() -> str:
-    from vitlab.config import RunConfig, describe_keys
+    from vitlab.config import RunConfig
+    from vitlab.schema import describe_keys
     from vitlab.study.spec import SpecFile
 
     out = ["# Config and spec keys", "",

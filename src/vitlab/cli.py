@@ -6,7 +6,7 @@ import signal
 import sys
 import threading
 
-from .config import DATASETS
+from .datasets import DATASETS
 from .errors import RunError, UserError, one_line
 from .rundir import RunStatus
 
@@ -70,7 +70,7 @@ def _split_config_args(items: list[str]) -> tuple[str | None, list[str]]:
 
 def _dataset_name(name: str) -> str:
     """A dataset name of the registry, or a usage error with a did-you-mean (FashionMNIST -> fashion_mnist)."""
-    from .config import suggest
+    from .schema import suggest
 
     if name not in DATASETS:
         raise argparse.ArgumentTypeError(f"unknown dataset {name!r}; one of {', '.join(DATASETS)}"
@@ -136,7 +136,8 @@ def cmd_models(a) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from .config import ModelConfig, apply_overrides, build
+    from .config import ModelConfig
+    from .schema import apply_overrides, build
     from .models import describe_model, model_table
 
     console = Console()
@@ -200,10 +201,11 @@ def _runs_text(values: list) -> str:
 
 
 def cmd_config(a) -> int:
-    from .config import describe_keys, dump_yaml, load_config
+    from .config import RunConfig, dump_yaml, load_config
+    from .schema import describe_keys
 
     if a.action == "keys":
-        for key, default, doc in describe_keys():
+        for key, default, doc in describe_keys(RunConfig):
             print(f"{key:28s} {default:18s} {doc}")
     else:
         path, overrides = _split_config_args(a.config)

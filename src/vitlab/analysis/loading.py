@@ -9,7 +9,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..config import DataConfig, RunConfig, build, read_yaml
+from ..config import DataConfig, RunConfig
+from ..schema import build
+from ..yamlsafe import read_yaml
 from ..data import Augmenter, load_dataset
 from ..data.files import ROOT_ENV
 from ..errors import UserError

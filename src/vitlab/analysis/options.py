@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from ..config import build, knob, suggest
+from ..schema import build, knob, suggest
 from ..errors import ConfigError
 
 SECTIONS = ("attention", "robustness", "calibration", "efficiency")

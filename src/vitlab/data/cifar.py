@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..datasets import image_shape
 from ..errors import DataError
 from .bundle import RawSplits
 from .files import check_md5, download, md5_bytes, md5_file, read_bytes
@@ -40,7 +41,7 @@ MD5 = {
     "cifar-10-batches-py/batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
 }
 
-IMAGE_SHAPE = (3, 32, 32)
+IMAGE_SHAPE = image_shape("cifar10")  # CIFAR-100's is the same
 #: No official CIFAR file (archive or extracted pickle) is larger (the archives are 169 and 171 MB):
 #: a larger file is refused before it is read into memory.
 MAX_FILE_BYTES = 200_000_000

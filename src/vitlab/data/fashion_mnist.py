@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..datasets import image_shape
 from ..errors import DataError
 from .bundle import RawSplits
 from .files import check_md5, download, gunzip_file, md5_bytes, read_bytes
@@ -33,7 +34,7 @@ SIZES = {
 }
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 N_TRAIN, N_TEST = 60000, 10000
-IMAGE_SHAPE = (1, 28, 28)
+IMAGE_SHAPE = image_shape("fashion_mnist")
 _IDX_UBYTE = 0x08  # idx type code of unsigned bytes
 
 

@@ -15,10 +15,11 @@ import math
 import torch
 from torch import Tensor
 
+from ..datasets import DATASETS
 from .bundle import RawSplits
 from .ops import LUMA
 
-IMAGE_SIZE = 32
+IMAGE_SIZE = DATASETS["synthetic"].image_size
 CLASSES = [
     "disc", "ring", "square", "triangle", "plus", "h_stripes", "v_stripes", "diag_stripes",
     "checkerboard", "dots", "frame", "x_cross", "crescent", "concentric", "gradient", "hexagon",

@@ -142,3 +142,15 @@ def count_flops(model: nn.Module, input_size: int, in_chans: int = 3) -> int:
     finally:
         model.train(was_training)
     return int(counter.get_total_flops())
+
+
+#: Columns of `vitlab models NAME --describe` (None where not applicable): stage, block, out (channels
+#: or width), stride, map (feature map side), expansion, width (transformer width), depth, heads,
+#: head_dim, ffn, tokens (per attention), params.
+DESCRIBE_COLUMNS = ("stage", "block", "out", "stride", "map", "expansion", "width", "depth", "heads", "head_dim",
+                    "ffn", "tokens", "params")
+
+
+def describe_row(**values) -> dict:
+    """One row of a model description: every DESCRIBE_COLUMNS entry, None where not given."""
+    return {c: values.get(c) for c in DESCRIBE_COLUMNS}

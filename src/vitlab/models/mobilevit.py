@@ -20,13 +20,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
+from ..config import ModelConfig
 from ..errors import ConfigError
+from ..families import Family, Preset, register_family
+from ..schema import knob, require
 from .attention import check_heads
-from .layers import TransformerBlock, drop_path_rates, init_transformer_weights
+from .layers import TransformerBlock, count_params, describe_row, drop_path_rates, init_transformer_weights
 
 
 @dataclass(frozen=True)
@@ -319,20 +323,11 @@ def resolve(arch: MobileViTArch, *, image_size: int, num_heads: int | None = Non
     make_divisible(c·m, 8) and transformer widths make_divisible(w·m, lcm(8, num_heads)) — or
     lcm(8, head_dim) when the head width is fixed — so they stay divisible by the head count. At
     m = 1 the official widths are kept exactly and a head count that does not divide them is an error.
+    The knobs are validated already (MobileViTConfig: choices, exclusions, five stage expansions).
     """
-    if num_heads is not None and head_dim is not None:
-        raise ConfigError("model.num_heads", "set either model.num_heads or model.head_dim, not both")
-    if level is not None and width_mult is not None:
-        raise ConfigError("model.level", "set either model.level or model.width_mult, not both")
-    if level is not None and level not in LEVELS:
-        raise ConfigError("model.level", f"must be one of {', '.join(LEVELS)}, got {level!r}")
     mult = LEVELS[level] if level is not None else (1.0 if width_mult is None else float(width_mult))
     stride_name = strides or ("cifar" if image_size <= CIFAR_MAX_SIZE else "imagenet")
-    if stride_name not in STRIDES:
-        raise ConfigError("model.strides", f"must be one of {', '.join(STRIDES)}, got {stride_name!r}")
     if stage_expansion is not None:
-        if len(stage_expansion) != 5:
-            raise ConfigError("model.stage_expansion", f"needs 5 values, got {list(stage_expansion)}")
         expansions = [float(e) for e in stage_expansion]
     else:
         expansions = [float(expansion if expansion is not None else arch.expansion)] * 5
@@ -374,3 +369,71 @@ def resolve(arch: MobileViTArch, *, image_size: int, num_heads: int | None = Non
         attn_dropout=float(attn_dropout or 0.0),
         drop_path=float(drop_path or 0.0),
     ), dict(strides=stride_name, width_mult=mult, level=level)  # the knobs' resolved values
+
+
+# ---------------------------------------------------------------------------------------------
+# the family: its knobs, presets, construction and description
+
+#: MobileViT stages, each with its own MV2 expansion (`model.stage_expansion`).
+STAGES = 5
+
+
+@dataclass
+class MobileViTConfig(ModelConfig):
+    """The knobs of a MobileViT: the shared ones (`ModelConfig`) and these."""
+
+    head_dim: Optional[int] = knob(None, "width per head (MobileViT; exclusive with num_heads)", gt=0)
+    expansion: Optional[float] = knob(None, "MobileViT: MV2 inverted-residual expansion rate, all stages", gt=0)
+    stage_expansion: Optional[list[float]] = knob(
+        None, "MobileViT: MV2 expansion per stage (5 values), overrides expansion",
+        check=require(lambda es: len(es) == STAGES and all(e > 0 for e in es), "needs 5 positive values"))
+    level: Optional[str] = knob(None, "MobileViT: complexity level, a width multiplier: C1 ×0.5, C2 ×0.75, C3 ×1 (the preset), C4 ×1.5, C5 ×2",
+                                choices=(None, *LEVELS), excludes=("width_mult",))
+    width_mult: Optional[float] = knob(None, "MobileViT: channel and transformer width multiplier", gt=0)
+    strides: Optional[str] = knob(None, "MobileViT stride preset: imagenet = official total stride 32, cifar = 8 "
+                                  "(≥ 4 tokens per attention at 32 px); default cifar up to 64 px input, else imagenet",
+                                  choices=(None, *sorted(STRIDES)))
+
+
+PRESETS = [
+    Preset("mobilevit_xxs", "mobilevit", "MobileViT-XXS (1.27M params at 1000 classes)"),
+    Preset("mobilevit_xs", "mobilevit", "MobileViT-XS (2.32M params at 1000 classes)"),
+    Preset("mobilevit_s", "mobilevit", "MobileViT-S (5.58M params at 1000 classes)"),
+]
+
+
+def create(preset: Preset, knobs: dict, num_classes: int, in_chans: int, image_size: int) -> tuple[MobileViT, dict]:
+    """A MobileViT from its architecture (ARCHS) and `knobs`; every knob's final value beside it."""
+    kwargs, names = resolve(ARCHS[preset.name], image_size=image_size, **knobs)
+    model = MobileViT(num_classes=num_classes, in_chans=in_chans, **kwargs)
+    resolved = dict(kwargs, stage_strides=kwargs["strides"], **names)
+    resolved.pop("image_size")
+    resolved["head_dim"] = [w // h for w, h in zip(kwargs["transformer_widths"], kwargs["num_heads"], strict=True)]
+    resolved["ffn_widths"] = [int(round(w * kwargs["mlp_ratio"])) for w in kwargs["transformer_widths"]]
+    return model, resolved
+
+
+def describe(model: MobileViT) -> list[dict]:
+    """Rows of `vitlab models NAME --describe`: stem, the five stages, head."""
+    r = model.resolved
+    sizes = model.feature_sizes
+    strides = r["stage_strides"]
+    rows = [describe_row(stage="stem", block="conv 3×3", out=r["stem"], stride=strides[0],
+                         map=conv_out(r["image_size"], strides[0]), params=count_params(model.stem))]
+    for i, stage in enumerate(model.stages):
+        common = dict(stage=f"stage{i + 1}", out=r["channels"][i], stride=strides[i + 1], map=sizes[i],
+                      expansion=r["expansions"][i], params=count_params(stage))
+        if i < 2:
+            rows.append(describe_row(block=f"MV2 ×{r['mv2_blocks'][i]}", **common))
+        else:
+            t = i - 2
+            rows.append(describe_row(block=f"MV2 + MobileViT ({r['attn_norm']}, patch {r['patch_size']})",
+                                     width=r["transformer_widths"][t], depth=r["transformer_depths"][t],
+                                     heads=r["num_heads"][t], head_dim=r["head_dim"][t], ffn=r["ffn_widths"][t],
+                                     tokens=model.tokens_per_attention[t], **common))
+    rows.append(describe_row(stage="head", block="conv 1×1, avg pool, linear", out=r["num_classes"],
+                             params=count_params(model.final_conv) + count_params(model.head)))
+    return rows
+
+
+register_family(Family("mobilevit", MobileViTConfig, create, describe), PRESETS)

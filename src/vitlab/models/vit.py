@@ -7,11 +7,17 @@ MLP head (`head_hidden`) → linear classifier.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import torch
 from torch import Tensor, nn
 
+from ..config import ModelConfig
 from ..errors import ConfigError
-from .layers import TransformerBlock, drop_path_rates, init_transformer_weights
+from ..families import Family, Preset, register_family
+from ..schema import knob
+from .layers import TransformerBlock, count_params, describe_row, drop_path_rates, init_transformer_weights
 
 LAYER_NORM_EPS = 1e-6
 """LayerNorm epsilon of the ViT blocks (the value of the original ViT, timm and the Keras example)."""
@@ -42,7 +48,7 @@ def sincos_pos_embed_2d(grid: int, dim: int) -> Tensor:
 
 
 class ViT(nn.Module):
-    """ViT classifier. See the module docstring; knobs are documented in vitlab.config.ModelConfig."""
+    """ViT classifier. See the module docstring; knobs are the fields of ViTConfig below."""
 
     def __init__(self, *, num_classes: int, in_chans: int, image_size: int, patch_size: int, dim: int,
                  depth: int, num_heads: int, mlp_ratio: float, attn_norm: str = "softmax",
@@ -133,3 +139,71 @@ class ViT(nn.Module):
             x, w = block.forward_with_weights(x)
             out.append(w)
         return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the family: its knobs, presets, construction and description
+
+
+@dataclass
+class ViTConfig(ModelConfig):
+    """The knobs of a ViT: the shared ones (`ModelConfig`) and these."""
+
+    dim: Optional[int] = knob(None, "ViT: embedding width", gt=0)
+    depth: Optional[int] = knob(None, "ViT: number of transformer blocks", gt=0)
+    pos_embed: Optional[str] = knob(None, "ViT position embedding", choices=(None, "learned", "sincos"))
+    pool: Optional[str] = knob(None, "ViT pooling: class token, mean of the patch tokens, or the flattened token grid (Keras example)",
+                               choices=(None, "cls", "mean", "flatten"))
+    head_hidden: Optional[list[int]] = knob(None, "hidden widths of the MLP classification head (empty: linear head)")
+
+
+_BASE = dict(pos_embed="learned", pool="cls", head_hidden=[], dropout=0.0, attn_dropout=0.0, drop_path=0.0)
+
+PRESETS = [
+    Preset("vit_nano", "vit", "tiny ViT for tests and CPU demos (dim 64, depth 4, 4 heads)", None,
+           dict(_BASE, patch_size=4, dim=64, depth=4, num_heads=4, mlp_ratio=2.0)),
+    Preset("vit_study_b", "vit", "the study's CIFAR ViT: 32 px, patch 4 (64 tokens), dim 128, depth 6, 4 heads of 32, "
+           "MLP 2×; drop_path 0.1", 32,
+           dict(_BASE, patch_size=4, dim=128, depth=6, num_heads=4, mlp_ratio=2.0, drop_path=0.1)),
+    Preset("vit_tiny", "vit", "ViT-Tiny baseline of the SPT/LSA paper (Lee et al. 2021): dim 192, depth 9, "
+           "12 heads of 16, MLP 2×, patch 4", 32,
+           dict(_BASE, patch_size=4, dim=192, depth=9, num_heads=12, mlp_ratio=2.0, drop_path=0.1)),
+    # Keras "Image classification with Vision Transformer": its MultiHeadAttention has key_dim 64 per
+    # head (inner width 256) and its head uses dropout 0.5; here heads split the width (4 × 16) and
+    # one dropout (0.1) serves blocks and head, as for every vitlab model.
+    Preset("vit_keras_72", "vit", "the Keras ViT example: 72 px, patch 6, dim 64, 8 layers, 4 heads, flattened "
+           "tokens into an MLP head 2048-1024", 72,
+           dict(_BASE, patch_size=6, dim=64, depth=8, num_heads=4, mlp_ratio=2.0, pool="flatten",
+                head_hidden=[2048, 1024], dropout=0.1, attn_dropout=0.1)),
+]
+
+
+def create(preset: Preset, knobs: dict, num_classes: int, in_chans: int, image_size: int) -> tuple[ViT, dict]:
+    """A ViT from the preset's knobs with `knobs` over them; every knob's final value beside it."""
+    k = dict(preset.defaults)
+    k.update(knobs)
+    k.setdefault("attn_norm", "softmax")
+    k.setdefault("zscore_v", False)
+    k["head_hidden"] = list(k["head_hidden"])
+    model = ViT(num_classes=num_classes, in_chans=in_chans, image_size=image_size, **k)
+    return model, dict(k, head_dim=k["dim"] // k["num_heads"], mlp_hidden=int(round(k["dim"] * k["mlp_ratio"])))
+
+
+def describe(model: ViT) -> list[dict]:
+    """Rows of `vitlab models NAME --describe`: embedding, blocks, head."""
+    r = model.resolved
+    grid = r["image_size"] // r["patch_size"]
+    return [
+        describe_row(stage="embed", block=f"patch {r['patch_size']}×{r['patch_size']} + {r['pos_embed']} pos",
+                     out=r["dim"], stride=r["patch_size"], map=grid,
+                     params=count_params(model.patch_embed) + (model.pos_embed.numel() if r["pos_embed"] == "learned" else 0)
+                     + (model.cls_token.numel() if model.cls_token is not None else 0)),
+        describe_row(stage="blocks", block=f"transformer ({r['attn_norm']})", out=r["dim"], width=r["dim"],
+                     depth=r["depth"], heads=r["num_heads"], head_dim=r["head_dim"], ffn=r["mlp_hidden"],
+                     tokens=model.tokens_per_attention[0], params=count_params(model.blocks)),
+        describe_row(stage="head", block=f"{r['pool']} pool, MLP {r['head_hidden'] or '-'}", out=r["num_classes"],
+                     params=count_params(model.norm) + count_params(model.head)),
+    ]
+
+
+register_family(Family("vit", ViTConfig, create, describe), PRESETS)

@@ -29,7 +29,8 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from ..config import SEED_SOURCES, RunConfig, canonical_json, identity_dict
+from ..config import RunConfig, SEED_SOURCES
+from ..identity import canonical_json, identity_dict
 from ..errors import UserError
 from ..io import atomic_write_json, read_json_object
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..config import yaml_load
+from ..yamlsafe import yaml_load
 from ..errors import UserError, warn
 from ..jsonread import MalformedFile, parse_json
 from ..rundir import (FINAL_STATUSES, RUNS_DIR, TRIAL_FILE, RunStatus, check_metrics_row, check_summary, read_metrics,

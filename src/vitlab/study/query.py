@@ -10,7 +10,7 @@ import operator
 from pathlib import Path
 from typing import Any, Callable
 
-from ..config import flatten, suggest
+from ..schema import flatten, suggest
 from ..errors import UserError, short_repr
 from .. import stats
 from ..stats import FEW_SEEDS_MARK

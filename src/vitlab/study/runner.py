@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from ..config import MAX_YAML_BYTES, read_yaml, yaml_load
+from ..yamlsafe import MAX_YAML_BYTES, read_yaml, yaml_load
 from ..errors import UserError
 from ..io import atomic_write_text
 from ..rundir import RunStatus

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Optional
 
-from ..config import build, knob, parse_value, require
+from ..schema import build, knob, parse_value, require
 from ..errors import ConfigError, UserError
 
 #: Default minutes per task (sbatch --time).

@@ -40,8 +40,10 @@ from typing import Annotated, Any, Optional, Union
 
 import yaml
 
-from ..config import (EXECUTION_ONLY, SEED_SOURCES, BoundedSafeLoader, build, canonical_json, check_key_path,
-                      config_hash, identity_dict, knob, read_yaml, require, RunConfig, suggest, to_dict, yaml_load)
+from ..config import RunConfig, SEED_SOURCES
+from ..identity import EXECUTION_ONLY, canonical_json, config_hash, identity_dict
+from ..schema import build, check_key_path, key_type, knob, require, suggest, to_dict
+from ..yamlsafe import BoundedSafeLoader, read_yaml, yaml_load
 from ..analysis.metrics import SCALAR_METRICS, is_analysis_metric
 from ..analysis.options import SECTIONS
 from ..errors import ConfigError, UserError, short_repr
@@ -584,9 +586,7 @@ def merge(base: dict, over: dict) -> dict:
 
 def field_type(key: str) -> Any:
     """The Python type of a RunConfig field from its dotted key (Optional stripped)."""
-    tp: Any = RunConfig
-    for p in key.split("."):
-        tp = typing.get_type_hints(tp)[p]
+    tp = key_type(RunConfig, key)
     args = [a for a in typing.get_args(tp) if a is not type(None)]
     if typing.get_origin(tp) in (typing.Union, __import__("types").UnionType) and args:
         tp = args[0]
@@ -993,16 +993,7 @@ def _locate(spec: StudySpec, factor: str, level: Any) -> tuple[int, Any, dict]:
 
 def data_shape(cfg: RunConfig) -> tuple[int, int]:
     """(channels, image size) of a run's dataset, known without reading it."""
-    from ..data import cifar, fashion_mnist, synthetic
-
-    name = cfg.data.name
-    if name == "synthetic":
-        return 3, synthetic.IMAGE_SIZE
-    if name == "fashion_mnist":
-        return fashion_mnist.IMAGE_SHAPE[0], fashion_mnist.IMAGE_SHAPE[-1]
-    if name == "folder":
-        return 3, cfg.data.folder_image_size
-    return cifar.IMAGE_SHAPE[0], cifar.IMAGE_SHAPE[-1]
+    return cfg.data.input_shape()
 
 
 #: Classes used to construct a model for checking: the class count never makes an architecture invalid.

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from ..analysis import analyze_run
-from ..config import RunConfig, build
+from ..config import RunConfig
+from ..schema import build
 from ..errors import UserError
 from ..rundir import SUMMARY_FILE, RunStatus, read_summary
 from ..train import run_training

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import RunConfig, config_hash, identity_dict
+from ..config import RunConfig
+from ..identity import config_hash, identity_dict
 from ..errors import UserError
 from .base import CONTEXT_KEYS, RunInfo, Tracker, Trackers, TrackerWarning
 

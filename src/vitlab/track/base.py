@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..config import flatten
+from ..schema import flatten
 from ..errors import UserError
 
 #: Seconds `Trackers.close` waits for a tracker to write what it was given before training goes on

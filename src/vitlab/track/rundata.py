@@ -4,7 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import EXECUTION_ONLY, RunConfig, build, config_hash, identity_dict, read_yaml
+from ..config import RunConfig
+from ..identity import EXECUTION_ONLY, config_hash, identity_dict
+from ..schema import build
+from ..yamlsafe import read_yaml
 from ..errors import UserError
 from ..rundir import CONFIG_FILE, is_run_dir, read_metrics, read_summary
 from .base import RunInfo

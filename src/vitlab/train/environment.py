@@ -17,13 +17,12 @@ import torch
 
 from ..config import DataConfig
 from ..data import resolve_root
+from ..datasets import DATASETS
 
 #: How torch's build summary (`torch.__config__.show()`) names the oneDNN (formerly MKL-DNN) and MKL versions.
 ONEDNN_PATTERN = re.compile(r"(?:MKL-DNN|oneDNN)\s+v?([\d.]+)")
 MKL_PATTERN = re.compile(r"Math Kernel Library Version\s+([\d.]+)")
 
-#: Datasets read from a data root (synthetic is generated; folder names its own path).
-ROOTED_DATASETS = frozenset({"cifar10", "cifar100", "fashion_mnist"})
 
 
 def environment(device: torch.device | str) -> dict:
@@ -59,6 +58,6 @@ def _build_versions() -> tuple[str | None, str | None]:
 
 def data_root_hint(cfg: DataConfig) -> str | None:
     """The resolved, absolute data root the run reads (None for datasets without one)."""
-    if cfg.name not in ROOTED_DATASETS:
+    if not DATASETS[cfg.name].rooted:
         return None
     return str(resolve_root(cfg.root).absolute())

@@ -18,7 +18,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..version import __version__
-from ..config import RunConfig, config_from, dump_yaml, identity_dict, read_yaml, build
+from ..config import RunConfig, config_from, dump_yaml
+from ..identity import identity_dict
+from ..schema import build
+from ..yamlsafe import read_yaml
 from ..data import load_dataset
 from ..data.augment import Augmenter
 from ..errors import RunError, UserError

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import (EXECUTION_ONLY, RunConfig, apply_overrides, build, flatten, identity_dict, load_config,
-                      read_yaml)
+from ..config import RunConfig, load_config
+from ..identity import EXECUTION_ONLY, identity_dict
+from ..schema import apply_overrides, build, flatten
+from ..yamlsafe import read_yaml
 from ..errors import UserError
 from ..rundir import CONFIG_FILE
 
