@@ -14,6 +14,7 @@ import yaml
 from vitlab.cli import main as cli_main
 from vitlab.config import ConfigError, build, identity_dict, knob
 from vitlab.errors import UserError
+from vitlab.study.slurm_spec import SlurmSpec
 from vitlab.study import plan as planmod
 from vitlab.study import spec as specmod
 from vitlab.study.plan import count_runs, expand, runs_for_level
@@ -103,6 +104,31 @@ def test_build_coerces_dicts_unions_annotated_checks_and_list_choices():
 def test_every_spec_key_is_a_documented_knob(cls):
     for fl in dataclasses.fields(cls):
         assert fl.metadata.get("doc"), f"{cls.__name__}.{fl.name} has no doc"
+
+
+#: Where each section of the spec sits in the key reference.
+SECTIONS_AT = [(specmod.StudySpec, ""), (specmod.Seeds, "seeds."), (specmod.ReportSpec, "report."),
+               (specmod.SearchParam, "space.NAME."), (specmod.Objective, "objective."), (specmod.Pruner, "pruner."),
+               (specmod.Profile, "profiles.NAME."), (specmod.Seeds, "profiles.NAME.seeds."),
+               (specmod.SearchParam, "profiles.NAME.space.NAME."), (specmod.Origin, "origin."),
+               (SlurmSpec, "slurm.")]
+
+
+def test_the_spec_key_reference_has_every_field_of_every_section_with_its_doc(capsys):
+    rows = specmod.describe_spec_keys()
+    docs = {key: doc for key, _, doc in rows}
+    assert len(docs) == len(rows)  # no key twice
+    expected = {f"{at}{fl.name}": fl.metadata["doc"] for cls, at in SECTIONS_AT for fl in dataclasses.fields(cls)}
+    assert set(docs) == set(expected)
+    for key, doc in expected.items():
+        assert doc and docs[key].startswith(doc), key  # the field's doc (closed choices appended)
+    assert docs["report.ci"].endswith("{t|bootstrap|bca}")
+    # `vitlab config keys --spec` prints the same, one key a line; --spec means nothing elsewhere
+    assert cli_main(["config", "keys", "--spec"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == [key for key, _, _ in rows]
+    assert cli_main(["config", "show", "--spec"]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
 
 
 # ---------------------------------------------------------------------------------------------- size
