@@ -207,6 +207,7 @@ def _profiles(profiles: dict, path: str) -> dict:
     return {name: p if p is not None else Profile() for name, p in profiles.items()}
 
 
+_positive_step = require(lambda v: v > 0, "must be > 0")
 _nonempty = require(bool, "must be a non-empty mapping of dotted config key -> levels (or search range)")
 _validation_metric = require(lambda name: not name.startswith("test_"),
                              "must be a validation metric (a search must never select on the test set)")
@@ -220,6 +221,9 @@ Finite = Annotated[float, require(math.isfinite, "must be a finite number")]
 Positive = Annotated[float, require(lambda v: math.isfinite(v) and v > 0, "must be a finite number > 0")]
 NonNegInt = Annotated[int, require(lambda v: v >= 0, "must be an integer >= 0")]
 Seed = Annotated[int, require(lambda v: 0 <= v < SEED_LIMIT, "must be in [0, 2**32) to fit the RNGs")]
+StudyName = Annotated[str, require(lambda n: bool(n.strip()) and "/" not in n and n.isprintable(),
+                                   "must be a non-empty string without '/' or control characters")]
+Step = Union[Annotated[int, _positive_step], Annotated[Finite, _positive_step], None]
 SeedCount = Annotated[int, _seed_count]
 SeedRange = Annotated[int, _seed_count, _seed_range]
 SeedList = Annotated[list[int], _seed_list]
@@ -237,7 +241,7 @@ class SearchParam:
     low: Union[int, Finite, None] = knob(None, "lower end of the range (inclusive)")
     high: Union[int, Finite, None] = knob(None, "upper end of the range (inclusive)")
     log: bool = knob(False, "sample on a log scale (needs low > 0)")
-    step: Union[int, Finite, None] = knob(None, "sample on the grid low, low+step, ... (not with log)")
+    step: Step = knob(None, "sample on the grid low, low+step, ... (not with log)")
     choices: Optional[Levels] = knob(None, "values to choose from, instead of a range")
 
     def __post_init__(self):
@@ -249,8 +253,6 @@ class SearchParam:
             raise ConfigError("", "needs low and high (or choices)")
         if not self.low < self.high:
             raise ConfigError("", f"low must be < high, got low={self.low}, high={self.high}")
-        if self.step is not None and self.step <= 0:
-            raise ConfigError("step", f"must be > 0, got {self.step}")
         if self.log and self.low <= 0:
             raise ConfigError("", f"log scale needs low > 0, got {self.low}")
         if self.log and self.step is not None:
@@ -383,7 +385,7 @@ class StudySpec:
     Built from the file by `load_spec` (base_config folded into base, the name defaulted to the file's),
     then `resolve`d: a profile applied, base a complete run config. `source` names the file in errors."""
 
-    name: Optional[str] = knob(None, "study name (default: the spec file's name)")
+    name: Optional[StudyName] = knob(None, "study name (default: the spec file's name)")
     description: str = knob("", "one line shown in reports")
     base_config: Optional[str] = knob(None, "run config YAML the base starts from (relative to the spec); "
                                             "load_spec folds it into base")
@@ -415,8 +417,6 @@ class StudySpec:
     source: ClassVar[str] = "<spec>"
 
     def __post_init__(self):
-        if self.name is not None and (not self.name.strip() or "/" in self.name or not self.name.isprintable()):
-            raise ConfigError("name", f"must be a non-empty string without '/' or control characters, got {short_repr(self.name)}")
         modes = [k for k in ("vary", "grid", "space") if getattr(self, k) is not None]
         if len(modes) != 1:
             what = " and ".join(modes) if modes else "none of them"
