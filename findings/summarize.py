@@ -182,7 +182,7 @@ def comparison_table(df, study: Study) -> list[str]:
 
 def planned_runs(study: Study) -> list:
     """The runs the study's profile plans (from studies/, beside findings/)."""
-    from vitlab.study.spec import expand
+    from vitlab.study.plan import expand
 
     return expand(study.spec_path, study.profile)
 

@@ -1,7 +1,7 @@
 """`vitlab demo`'s study: enough seeds for its first report to bound a mean."""
 from vitlab import stats
 from vitlab.demo import DEMO_SPEC
-from vitlab.study.spec import expand
+from vitlab.study.plan import expand
 
 
 def test_the_demo_runs_enough_seeds_to_bound_a_mean():

@@ -55,3 +55,11 @@ def test_api_reference_documents_the_study_object(site):
     page = (site / "reference-api" / "index.html").read_text()
     for name in ("vitlab.api.Study", "RunOptions", "run_study", "load_results", "analyze_run"):
         assert name in page, name
+
+
+def test_spec_keys_reference_has_every_spec_key(site):
+    from vitlab.study.spec import describe_spec_keys
+
+    page = (site / "reference-spec-keys" / "index.html").read_text()
+    missing = [key for key, _, _ in describe_spec_keys() if f"<code>{key}</code>" not in page]
+    assert not missing

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vitlab.study.spec import expand
+from vitlab.study.plan import expand
 
 ROOT = Path(__file__).resolve().parents[1]
 FINDINGS = ROOT / "findings"

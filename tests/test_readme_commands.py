@@ -17,6 +17,7 @@ import pytest
 
 from vitlab.cli import main, parse_args
 from vitlab.config import load_config
+from vitlab.study import plan as planmod
 from vitlab.study import spec as specmod
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,7 +117,7 @@ def test_documented_command_parses_and_resolves(source, command, monkeypatch):
             else (None, args.config)
         load_config(path, overrides)
     elif args.command == "study":
-        specmod.expand(args.spec, args.profile)
+        planmod.expand(args.spec, args.profile)
     elif args.command == "search":
         specmod.resolve(specmod.load_spec(args.spec), args.profile)
 

@@ -10,7 +10,7 @@ import pytest
 
 from vitlab.config import load_config
 from vitlab.schema import to_dict
-from vitlab.study.spec import data_shape, expand
+from vitlab.study.plan import data_shape, expand
 from vitlab.train import run_training
 from vitlab.train.flops import run_step_flops, steps_for_flops
 

@@ -13,8 +13,10 @@ from vitlab.config import RunConfig
 from vitlab.identity import config_hash
 from vitlab.schema import build
 from vitlab.errors import UserError
+from vitlab.study import plan as planmod
 from vitlab.study import spec as specmod
-from vitlab.study.spec import expand, load_spec, resolve
+from vitlab.study.plan import expand
+from vitlab.study.spec import load_spec, resolve
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
 
@@ -59,11 +61,11 @@ def test_vary_expands_one_factor_at_a_time_with_shared_base_runs(tmp_path):
 
 def test_run_id_ignores_execution_only_fields_but_not_others():
     cfg = build(RunConfig, TINY_BASE)
-    rid = specmod.run_id_of(cfg)
-    assert specmod.run_id_of(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=3, progress=False))) == rid
-    assert specmod.run_id_of(dataclasses.replace(cfg, seed=1)) != rid
-    assert specmod.run_id_of(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=3))) != rid
-    assert specmod.run_id_of(cfg, salt={"trial": 0}) != specmod.run_id_of(cfg, salt={"trial": 1})
+    rid = planmod.run_id_of(cfg)
+    assert planmod.run_id_of(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=3, progress=False))) == rid
+    assert planmod.run_id_of(dataclasses.replace(cfg, seed=1)) != rid
+    assert planmod.run_id_of(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=3))) != rid
+    assert planmod.run_id_of(cfg, salt={"trial": 0}) != planmod.run_id_of(cfg, salt={"trial": 1})
 
 
 def test_grid_is_the_cartesian_product(tmp_path):
@@ -75,7 +77,7 @@ def test_grid_is_the_cartesian_product(tmp_path):
     assert runs[0].level_label == "num_heads=1, lr=0.001" and runs[5].level_order == 5
     study = resolve(load_spec(write_spec(tmp_path, d)))
     # the reference cell is the base (2 heads, lr 1e-3), not the first cell
-    assert specmod.reference_labels(study) == {"grid": "num_heads=2, lr=0.001"}
+    assert planmod.reference_labels(study) == {"grid": "num_heads=2, lr=0.001"}
 
 
 def test_profiles_override_base_seeds_and_level_subsets(tmp_path):
@@ -89,15 +91,15 @@ def test_profiles_override_base_seeds_and_level_subsets(tmp_path):
     assert all(r.config.data.synthetic_test == 200 for r in quick)  # nested override merges, not replaces
     rq = resolve(load_spec(path), "quick")
     # the reference level 4 is not in the quick subset: back to the default (base value 2)
-    assert specmod.reference_labels(rq) == {"model.num_heads": "2"}
-    assert specmod.reference_labels(resolve(load_spec(path))) == {"model.num_heads": "4"}
+    assert planmod.reference_labels(rq) == {"model.num_heads": "2"}
+    assert planmod.reference_labels(resolve(load_spec(path))) == {"model.num_heads": "4"}
 
 
 def test_integer_and_float_spellings_are_the_same_level(tmp_path):
     base = dict(TINY_BASE, model={"name": "mobilevit_xxs", "expansion": 2, "width_mult": 0.25})
     d = spec_dict(base=base, vary={"model.expansion": [1, 2, 4]}, seeds=1)
     study = resolve(load_spec(write_spec(tmp_path, d)))
-    assert specmod.reference_labels(study) == {"model.expansion": "2"}  # base 2.0 matches level 2
+    assert planmod.reference_labels(study) == {"model.expansion": "2"}  # base 2.0 matches level 2
     with pytest.raises(UserError, match="level 2.0 is listed twice"):
         load_spec(write_spec(tmp_path, spec_dict(base=base, vary={"model.expansion": [2, 2.0]})))
 
@@ -203,7 +205,7 @@ def test_search_spec_is_refused_by_expand_and_checked_by_load(tmp_path):
                                                 "train.batch_size": {"low": 32, "high": 128, "step": 32}})
     spec = load_spec(write_spec(tmp_path, d))
     assert spec.kind == "search" and spec.space["train.batch_size"].kind == "int"
-    assert spec.space["optim.lr"].kind == "float" and spec.objective == "val_top1" and spec.direction == "maximize"
+    assert spec.space["optim.lr"].kind == "float" and spec.objective == specmod.Objective("val_top1", "maximize")
     with pytest.raises(UserError, match="search spec"):
         expand(spec)
 
@@ -258,7 +260,7 @@ def test_shipped_search_spec_checks_in_every_profile():
     from vitlab.study.search import check_space
 
     spec = load_spec(STUDIES / "search_vit.yaml")
-    assert spec.kind == "search" and spec.objective == "val_top1" and spec.direction == "maximize"
+    assert spec.kind == "search" and spec.objective == specmod.Objective("val_top1", "maximize")
     for profile in (None, "quick"):
         study = resolve(spec, profile)
         check_space(study)  # every end of every dimension builds a valid config and model

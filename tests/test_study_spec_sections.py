@@ -15,8 +15,11 @@ from vitlab.cli import main as cli_main
 from vitlab.errors import ConfigError, UserError
 from vitlab.identity import identity_dict
 from vitlab.schema import build, knob
+from vitlab.study.slurm_spec import SlurmSpec
+from vitlab.study import plan as planmod
 from vitlab.study import spec as specmod
-from vitlab.study.spec import count_runs, expand, load_spec, resolve, runs_for_level
+from vitlab.study.plan import count_runs, expand, runs_for_level
+from vitlab.study.spec import load_spec, resolve
 
 TINY_BASE = {
     "device": "cpu",
@@ -97,11 +100,36 @@ def test_build_coerces_dicts_unions_annotated_checks_and_list_choices():
         assert len(str(e.value)) < 200  # a huge value is shown briefly
 
 
-@pytest.mark.parametrize("cls", [specmod.SpecFile, specmod.ProfileFile, specmod.SeedsFile, specmod.ParamFile,
-                                 specmod.ObjectiveFile, specmod.PrunerFile, specmod.ReportSpec, specmod.OriginFile])
+@pytest.mark.parametrize("cls", [specmod.StudySpec, specmod.Profile, specmod.Seeds, specmod.SearchParam,
+                                 specmod.Objective, specmod.Pruner, specmod.ReportSpec, specmod.Origin])
 def test_every_spec_key_is_a_documented_knob(cls):
     for fl in dataclasses.fields(cls):
         assert fl.metadata.get("doc"), f"{cls.__name__}.{fl.name} has no doc"
+
+
+#: Where each section of the spec sits in the key reference.
+SECTIONS_AT = [(specmod.StudySpec, ""), (specmod.Seeds, "seeds."), (specmod.ReportSpec, "report."),
+               (specmod.SearchParam, "space.NAME."), (specmod.Objective, "objective."), (specmod.Pruner, "pruner."),
+               (specmod.Profile, "profiles.NAME."), (specmod.Seeds, "profiles.NAME.seeds."),
+               (specmod.SearchParam, "profiles.NAME.space.NAME."), (specmod.Origin, "origin."),
+               (SlurmSpec, "slurm.")]
+
+
+def test_the_spec_key_reference_has_every_field_of_every_section_with_its_doc(capsys):
+    rows = specmod.describe_spec_keys()
+    docs = {key: doc for key, _, doc in rows}
+    assert len(docs) == len(rows)  # no key twice
+    expected = {f"{at}{fl.name}": fl.metadata["doc"] for cls, at in SECTIONS_AT for fl in dataclasses.fields(cls)}
+    assert set(docs) == set(expected)
+    for key, doc in expected.items():
+        assert doc and docs[key].startswith(doc), key  # the field's doc (closed choices appended)
+    assert docs["report.ci"].endswith("{t|bootstrap|bca}")
+    # `vitlab config keys --spec` prints the same, one key a line; --spec means nothing elsewhere
+    assert cli_main(["config", "keys", "--spec"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == [key for key, _, _ in rows]
+    assert cli_main(["config", "show", "--spec"]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
 
 
 # ---------------------------------------------------------------------------------------------- size
@@ -147,7 +175,7 @@ def test_a_huge_study_is_refused_before_anything_is_expanded(tmp_path, capsys, o
 
 def test_a_count_of_seeds_stays_a_range():
     spec = load_spec(spec_dict(seeds=1_000_000_000))
-    assert spec.seeds == range(1_000_000_000) and count_runs(spec) == 2_000_000_000
+    assert spec.seed_list == range(1_000_000_000) and count_runs(spec) == 2_000_000_000
 
 
 # ---------------------------------------------------------------------------------------------- seeds
@@ -167,8 +195,8 @@ def test_seed_sources_expand_factorially_with_the_base_seed_for_the_rest(tmp_pat
             assert (r.config.seed_init, r.config.seed_split) == (r.seed_sources["init"], r.seed_sources["split"])
     assert len({r.run_id for r in runs}) == 8
     study = resolve(load_spec(path))
-    assert study.seeds == [7] and study.seed_sources == {"init": range(2), "split": [5, 9]}
-    assert specmod.spec_to_dict(study)["seeds"] == {"init": [0, 1], "split": [5, 9]}
+    assert study.seed_list == [7] and study.seed_sources == {"init": range(2), "split": [5, 9]}
+    assert specmod.spec_to_dict(study)["seeds"] == {"adaptive": False, "init": [0, 1], "split": [5, 9]}
     assert [r.run_id for r in expand(round_trip(tmp_path, study))] == [r.run_id for r in runs]
 
 
@@ -178,7 +206,7 @@ def test_plain_seeds_leave_the_seed_sources_unset_and_run_ids_unchanged(tmp_path
     assert runs[0].seed_sources == {} and (cfg.seed_init, cfg.seed_split, cfg.seed_order) == (None, None, None)
     # an unset source is not part of the run's identity: runs keep the IDs they had before these fields existed
     assert "seed_init" not in identity_dict(cfg)
-    assert specmod.run_id_of(dataclasses.replace(cfg, seed_init=3)) != runs[0].run_id
+    assert planmod.run_id_of(dataclasses.replace(cfg, seed_init=3)) != runs[0].run_id
 
 
 def test_adaptive_seeds_expand_to_min_and_runs_for_level_adds_one_seed(tmp_path):
@@ -187,7 +215,7 @@ def test_adaptive_seeds_expand_to_min_and_runs_for_level_adds_one_seed(tmp_path)
                   report={"target_delta": 0.5})
     path = write_spec(tmp_path, d)
     study = resolve(load_spec(path))
-    assert study.seeds == range(2) and study.adaptive == specmod.AdaptiveSeeds(2, 5, 0.5, "val_top1")
+    assert study.seed_list == range(2) and study.adaptive == specmod.Seeds(adaptive=True, min=2, max=5, target_delta=0.5, metric="val_top1")
     assert list(study.adaptive.extra_seeds) == [2, 3, 4]
     runs = expand(path)
     assert len(runs) == 4 * 2 and {r.seed for r in runs} == {0, 1}
@@ -208,7 +236,7 @@ def test_adaptive_seeds_expand_to_min_and_runs_for_level_adds_one_seed(tmp_path)
 def test_adaptive_defaults_and_runs_for_level_of_a_grid_cell_and_seed_sources(tmp_path):
     d = spec_dict(vary=None, grid={"model.num_heads": [1, 2], "optim.lr": [1e-3, 2e-3]}, seeds={"adaptive": True})
     study = resolve(load_spec(write_spec(tmp_path, d)))
-    assert study.adaptive == specmod.AdaptiveSeeds(3, 10, 1.0, "test_top1") and study.seeds == range(3)
+    assert study.adaptive == specmod.Seeds(adaptive=True, min=3, max=10, target_delta=1.0, metric="test_top1") and study.seed_list == range(3)
     full = expand(study, seeds=[4])
     cell = {"model.num_heads": 2, "optim.lr": 1e-3}
     (run,) = runs_for_level(study, "grid", cell, [4])
@@ -231,9 +259,9 @@ def test_profiles_override_seeds_report_and_analysis(tmp_path):
     full, quick, sources = resolve(spec), resolve(spec, "quick"), resolve(spec, "sources")
     assert full.report == specmod.ReportSpec("bca", 2.0) and full.analysis == ["attention", "efficiency"]
     assert full.adaptive.target_delta == 2.0  # from report.target_delta
-    assert quick.adaptive is None and quick.seeds == range(1) and quick.analysis == []
+    assert quick.adaptive is None and quick.seed_list == range(1) and quick.analysis == []
     assert quick.report == specmod.ReportSpec("bootstrap", 2.0)  # a profile replaces the keys it gives
-    assert sources.adaptive is None and sources.seed_sources == {"order": range(2)} and sources.seeds == [0]
+    assert sources.adaptive is None and sources.seed_sources == {"order": range(2)} and sources.seed_list == [0]
     assert [r.config.seed_order for r in expand(spec, "sources")] == [0, 1, 0, 1]
     for study in (full, quick):
         again = round_trip(tmp_path, study)

@@ -254,9 +254,10 @@ def test_publish_order_and_only_what_changed(tmp_path):
 
 
 def tiny_task(run_id: str, location: str | None, run_dir: Path) -> Task:
+    from vitlab.study import plan as planmod
     from vitlab.study import spec as specmod
 
-    runs = specmod.expand(specmod.resolve(specmod.load_spec(TINY)))
+    runs = planmod.expand(specmod.resolve(specmod.load_spec(TINY)))
     return Task(run_id=run_id, config=runs[0].config_dict(), run_dir=str(run_dir), storage=location)
 
 

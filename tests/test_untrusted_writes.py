@@ -23,6 +23,7 @@ from vitlab.config import load_config
 from vitlab.io import append_jsonl, atomic_write_json, atomic_write_text, read_json_object, read_jsonl
 from vitlab.safepath import UnsafePathError, check_tree, inside
 from vitlab.study import open_index, run_study
+from vitlab.study import plan as planmod
 from vitlab.study import spec as specmod
 from vitlab.study import storage as storagemod
 from vitlab.study.query import format_rows
@@ -58,7 +59,7 @@ def fake_trainer(cfg, out_dir, resume=True, on_epoch=None, progress=None, contex
 
 
 def run_ids(spec: dict = SPEC) -> list[str]:
-    return [r.run_id for r in specmod.expand(specmod.resolve(specmod.load_spec(spec)))]
+    return [r.run_id for r in planmod.expand(specmod.resolve(specmod.load_spec(spec)))]
 
 
 def victim(tmp_path: Path) -> tuple[Path, dict]:

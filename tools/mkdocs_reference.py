@@ -1,17 +1,16 @@
 """mkdocs hook: generates the reference pages from the code, so they cannot drift from it.
 
 - reference-cli.md: every `vitlab` command's `--help`, from the argparse parser `vitlab.cli.build_parser`;
-- reference-keys.md: every run-config key (`vitlab.config.describe_keys`, the source of `vitlab config
-  keys`) and every study-spec key (the same function over the spec's dataclasses, nested sections too).
+- reference-keys.md: every run-config key (`vitlab.config.describe_keys`, the source of `vitlab config keys`);
+- reference-spec-keys.md: every study-spec key, nested sections too (`vitlab.study.spec.describe_spec_keys`,
+  the source of `vitlab config keys --spec`).
 
 Registered in mkdocs.yml under `hooks:`; the pages exist only in the built site.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
-import typing
 
 from mkdocs.structure.files import File
 
@@ -20,6 +19,7 @@ HELP_COLUMNS = "100"
 #: The generated pages, by their path in the site.
 CLI_PAGE = "reference-cli.md"
 KEYS_PAGE = "reference-keys.md"
+SPEC_KEYS_PAGE = "reference-spec-keys.md"
 
 
 def cli_page() -> str:
@@ -47,42 +47,31 @@ def _table(rows: list[tuple[str, str, str]]) -> list[str]:
     return out + [""]
 
 
-def _nested(tp) -> tuple[type | None, str]:
-    """The dataclass a spec field holds (directly, optionally, or as a mapping's values) and the key
-    suffix that reaches it (`.NAME` for a mapping); (None, "") when it holds none."""
-    for arg in typing.get_args(tp) or (tp,):
-        if dataclasses.is_dataclass(arg):
-            return arg, ""
-        if typing.get_origin(arg) is dict:
-            inner, _ = _nested(typing.get_args(arg)[1])
-            if inner is not None:
-                return inner, ".NAME"
-    return None, ""
-
-
 def keys_page() -> str:
     from vitlab.config import RunConfig
     from vitlab.schema import describe_keys
-    from vitlab.study.spec import SpecFile
 
-    out = ["# Config and spec keys", "",
-           "Generated from the typed dataclasses that validate every config and spec; `vitlab config keys` "
-           "prints the run-config part. Prose: [Configuration](configuration.md), [Run a study](study.md).", "",
-           "## Run config", "", "Any of these is a `key=value` override of `vitlab train` and a key of a study's `base:`.",
+    out = ["# Config keys", "",
+           "Generated from the typed dataclasses that validate every run config; `vitlab config keys` prints the "
+           "same. Any of these is a `key=value` override of `vitlab train` and a key of a study's `base:`. "
+           "Prose: [Configuration](configuration.md); the keys of a study spec: [Spec keys](reference-spec-keys.md).",
            ""]
-    out += _table(describe_keys(RunConfig))
-    out += ["## Study spec", "", "The top-level keys of a study or search spec.", ""]
-    out += _table(describe_keys(SpecFile))
-    for fl in dataclasses.fields(SpecFile):
-        cls, suffix = _nested(typing.get_type_hints(SpecFile)[fl.name])
-        if cls is not None:
-            out += [f"### {fl.name}{suffix}", ""]
-            out += _table(describe_keys(cls, f"{fl.name}{suffix}."))
-    return "\n".join(out)
+    return "\n".join(out + _table(describe_keys(RunConfig)))
+
+
+def spec_keys_page() -> str:
+    from vitlab.study.spec import describe_spec_keys
+
+    out = ["# Spec keys", "",
+           "Generated from the one dataclass that validates every study and search spec (`vitlab.study.spec.StudySpec`"
+           " and its sections); `vitlab config keys --spec` prints the same. A section's keys follow it; `NAME` "
+           "stands for a profile's name or a search dimension's config key. Prose: [Run a study](study.md), "
+           "[Search](search.md); the keys of `base:`: [Config keys](reference-keys.md).", ""]
+    return "\n".join(out + _table(describe_spec_keys()))
 
 
 def on_files(files, config):
     """Add the generated pages to the site."""
-    for path, make in ((CLI_PAGE, cli_page), (KEYS_PAGE, keys_page)):
+    for path, make in ((CLI_PAGE, cli_page), (KEYS_PAGE, keys_page), (SPEC_KEYS_PAGE, spec_keys_page)):
         files.append(File.generated(config, path, content=make()))
     return files

@@ -32,7 +32,8 @@ from .study.index import SPEC_FILE, run_dir
 from .study.runner import RunOptions, StudyResult, prepare_study_dir, run_study, study_directory
 from .study.runsync import fetch_checkpoint, publish_analysis
 from .study.search import SearchResult, check_space, run_search
-from .study.spec import expand, spec_to_dict
+from .study.plan import expand
+from .study.spec import spec_to_dict
 from .study.status import study_status
 
 #: RunOptions fields a search has no use for: it trains on local workers into its own directory.

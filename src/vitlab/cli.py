@@ -203,9 +203,12 @@ def _runs_text(values: list) -> str:
 def cmd_config(a) -> int:
     from .config import RunConfig, dump_yaml, load_config
     from .schema import describe_keys
+    from .study.spec import describe_spec_keys
 
+    if a.spec and (a.action != "keys" or a.config):
+        raise UserError("--spec: only used with `vitlab config keys` (and no config)")
     if a.action == "keys":
-        for key, default, doc in describe_keys(RunConfig):
+        for key, default, doc in describe_spec_keys() if a.spec else describe_keys(RunConfig):
             print(f"{key:28s} {default:18s} {doc}")
     else:
         path, overrides = _split_config_args(a.config)
@@ -342,9 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--describe", action="store_true", help="print the resolved per-stage table")
     m.set_defaults(fn=cmd_models)
 
-    c = sub.add_parser("config", help="list config keys, or print a resolved config")
+    c = sub.add_parser("config", help="list config keys (or study spec keys), or print a resolved config")
     c.add_argument("action", choices=("keys", "show"))
     c.add_argument("config", nargs="*", metavar="[CONFIG.yaml] [key=value ...]")
+    c.add_argument("--spec", action="store_true", help="keys: list the keys of a study or search spec instead "
+                                                       "(NAME: a profile's or a search dimension's name)")
     c.set_defaults(fn=cmd_config)
 
     s = sub.add_parser("study", help="run a study spec (factors x seeds); rerun to resume")

@@ -9,7 +9,8 @@
 from .index import RunRecord, StudyIndex, open_index, rebuild_index
 from .query import format_rows, results_rows, summary_table
 from .runner import StudyResult, run_study
-from .spec import RunSpec, StudySpec, expand, load_spec, resolve
+from .plan import RunSpec, count_runs, expand, runs_for_level
+from .spec import StudySpec, load_spec, resolve
 
 
 def run_search(*args, **kwargs):
@@ -19,6 +20,6 @@ def run_search(*args, **kwargs):
     return _run_search(*args, **kwargs)
 
 
-__all__ = ["RunRecord", "RunSpec", "StudyIndex", "StudyResult", "StudySpec", "expand", "format_rows",
+__all__ = ["RunRecord", "RunSpec", "StudyIndex", "StudyResult", "StudySpec", "count_runs", "expand", "format_rows",
            "load_spec", "open_index", "rebuild_index", "resolve", "results_rows", "run_search", "run_study",
-           "summary_table"]
+           "runs_for_level", "summary_table"]

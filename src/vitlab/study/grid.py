@@ -17,6 +17,8 @@ from .. import stats
 from ..analysis import missing_sections
 from ..rundir import FINAL_STATUSES, MalformedFile, RunStatus, warn_damaged
 from . import spec as specmod
+from . import plan as planmod
+from .levels import combo_label, level_label, value_key
 from .calibration import StudyCalibration
 from .index import IndexWriter, run_dir
 from .query import PERCENT_SUFFIXES
@@ -24,18 +26,18 @@ from .schedule import reconcile
 from .worker import Task
 
 
-def unique_runs(study: specmod.StudySpec, runs: list[specmod.RunSpec]) -> list[specmod.RunSpec]:
+def unique_runs(study: specmod.StudySpec, runs: list[planmod.RunSpec]) -> list[planmod.RunSpec]:
     """Each run once (a level shared by factors is trained once), seed-major so that early results
     cover every level."""
-    factor_order = {f: i for i, f in enumerate(specmod.factor_labels(study))}
-    first: dict[str, specmod.RunSpec] = {}
+    factor_order = {f: i for i, f in enumerate(planmod.factor_labels(study))}
+    first: dict[str, planmod.RunSpec] = {}
     for r in runs:
         first.setdefault(r.run_id, r)
-    seed_order = {s: i for i, s in enumerate(study.seeds)}
+    seed_order = {s: i for i, s in enumerate(study.seed_list)}
     return sorted(first.values(), key=lambda r: (seed_order.get(r.seed, r.seed), factor_order[r.factor], r.level_order))
 
 
-def run_label(r: specmod.RunSpec) -> str:
+def run_label(r: planmod.RunSpec) -> str:
     return f"{r.factor}={r.level_label} seed={r.seed}" if r.factor != "grid" else f"[{r.level_label}] seed={r.seed}"
 
 
@@ -48,22 +50,22 @@ class GridSource:
     #: The study's time calibrations (calibration.py), set by the runner: what a time-budgeted run trains.
     calibration: StudyCalibration | None = None
 
-    def __init__(self, study: specmod.StudySpec, runs: list[specmod.RunSpec], out: Path, index: IndexWriter,
+    def __init__(self, study: specmod.StudySpec, runs: list[planmod.RunSpec], out: Path, index: IndexWriter,
                  max_retries: int, retrain_damaged: bool = False):
         self.study, self.out, self.index, self.max_retries = study, out, index, max_retries
         #: Train the runs whose files are malformed again (resuming from their checkpoint) instead of
         #: reporting and skipping them (`vitlab study --retrain-damaged`).
         self.retrain_damaged = retrain_damaged
         self.damaged: set[str] = set()  # run IDs re-trained because they were damaged
-        self.queue: deque[specmod.RunSpec] = deque()
-        self.by_id: dict[str, specmod.RunSpec] = {}
+        self.queue: deque[planmod.RunSpec] = deque()
+        self.by_id: dict[str, planmod.RunSpec] = {}
         self.trained: list[str] = []  # run IDs started (trained or resumed) in this session
         self.done = 0
         self.progress = None  # the runner's StudyProgress (an adaptive study's total grows)
         for r in runs:
             self.add(r)
 
-    def add(self, r: specmod.RunSpec) -> RunStatus:
+    def add(self, r: planmod.RunSpec) -> RunStatus:
         """Index a run (under its factor), reconcile it with its directory, queue it unless final."""
         self.index.add_run(r.run_id, r.factor, r.level, r.level_label, r.level_order, r.seed, r.varied,
                            r.config_dict())
@@ -129,36 +131,36 @@ class AdaptiveSource(GridSource):
     state of every level (seeds, why it stopped) goes into the index meta under "adaptive".
     """
 
-    def __init__(self, study: specmod.StudySpec, runs: list[specmod.RunSpec], out: Path, index: IndexWriter,
+    def __init__(self, study: specmod.StudySpec, runs: list[planmod.RunSpec], out: Path, index: IndexWriter,
                  max_retries: int, meta: dict, retrain_damaged: bool = False):
         self.adaptive = study.adaptive
         self.meta = meta
         super().__init__(study, runs, out, index, max_retries, retrain_damaged)
-        refs = specmod.reference_levels(study)
+        refs = planmod.reference_levels(study)
         self.levels: list[tuple[str, Any]] = []  # (factor, level) compared with refs[factor]
         for factor, levels in _factor_levels(study):
-            ref_key = specmod.value_key(refs[factor])
-            self.levels += [(factor, lv) for lv in levels if specmod.value_key(lv) != ref_key]
+            ref_key = value_key(refs[factor])
+            self.levels += [(factor, lv) for lv in levels if value_key(lv) != ref_key]
         self.refs = refs
         self.n: dict[tuple[str, str], int] = {}
         self.stopped: dict[tuple[str, str], str] = {}
-        self.runs_of: dict[tuple[str, str, int], specmod.RunSpec] = {}
+        self.runs_of: dict[tuple[str, str, int], planmod.RunSpec] = {}
         for r in runs:
-            self.runs_of[(r.factor, specmod.value_key(r.level), r.seed)] = r
+            self.runs_of[(r.factor, value_key(r.level), r.seed)] = r
         for factor, lv in self.levels:
-            self.n[(factor, specmod.value_key(lv))] = self.adaptive.min
+            self.n[(factor, value_key(lv))] = self.adaptive.min
         self.percent = self.adaptive.metric.endswith(PERCENT_SUFFIXES)
         self.advance()
 
-    def run_at(self, factor: str, level: Any, seed: int) -> specmod.RunSpec:
-        key = (factor, specmod.value_key(level), seed)
+    def run_at(self, factor: str, level: Any, seed: int) -> planmod.RunSpec:
+        key = (factor, value_key(level), seed)
         if key not in self.runs_of:
-            (run,) = specmod.runs_for_level(self.study, factor, level, [seed])
+            (run,) = planmod.runs_for_level(self.study, factor, level, [seed])
             self.runs_of[key] = run
             self.add(run)
         return self.runs_of[key]
 
-    def value(self, r: specmod.RunSpec) -> float | None:
+    def value(self, r: planmod.RunSpec) -> float | None:
         """The run's metric when it completed; None while it is not final; nan when it ended otherwise."""
         status = self.index.status(r.run_id)
         if status is None or not RunStatus(status[0]).final and not self._failed_for_good(r.run_id):
@@ -181,7 +183,7 @@ class AdaptiveSource(GridSource):
         while changed:
             changed = False
             for factor, lv in self.levels:
-                key = (factor, specmod.value_key(lv))
+                key = (factor, value_key(lv))
                 if key in self.stopped:
                     continue
                 n = self.n[key]
@@ -211,12 +213,12 @@ class AdaptiveSource(GridSource):
     def _write_meta(self) -> None:
         state: dict[str, dict] = {}
         for factor, lv in self.levels:
-            key = (factor, specmod.value_key(lv))
-            label = specmod.combo_label(lv) if factor == "grid" else specmod.level_label(lv)
+            key = (factor, value_key(lv))
+            label = combo_label(lv) if factor == "grid" else level_label(lv)
             state.setdefault(factor, {})[label] = {"seeds": self.n[key],
                                                    "stopped": self.stopped.get(key, "running")}
         for factor, ref in self.refs.items():
-            label = specmod.combo_label(ref) if factor == "grid" else specmod.level_label(ref)
+            label = combo_label(ref) if factor == "grid" else level_label(ref)
             seeds = max([self.n[(f, k)] for f, k in self.n if f == factor] or [self.adaptive.min])
             state.setdefault(factor, {})[label] = {"seeds": seeds, "stopped": "reference"}
         self.meta["adaptive"] = state

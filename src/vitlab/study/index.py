@@ -26,6 +26,7 @@ from ..jsonread import MalformedFile, parse_json
 from ..rundir import (FINAL_STATUSES, RUNS_DIR, TRIAL_FILE, RunStatus, check_metrics_row, check_summary, read_metrics,
                       read_summary, read_trial, warn_damaged)
 from . import spec as specmod
+from . import plan as planmod
 from .lock import STUDY_LOCK, DirLock
 from .runsync import fetch_study
 
@@ -390,9 +391,9 @@ def write_fresh_index(study_dir: Path, target: Path) -> None:
         if study.kind == "study":
             # An adaptive study's extra seeds are the runs of seeds >= min that have a directory.
             seeds = range(study.adaptive.max) if study.adaptive is not None else None
-            runs = specmod.expand(study, check_models=False, seeds=seeds, max_runs=None)
+            runs = planmod.expand(study, check_models=False, seeds=seeds, max_runs=None)
             rows = [(r.run_id, r.factor, r.level, r.level_label, r.level_order, r.seed, r.varied, r.config_dict())
-                    for r in runs if r.seed in study.seeds or run_dir(study_dir, r.run_id).is_dir()]
+                    for r in runs if r.seed in study.seed_list or run_dir(study_dir, r.run_id).is_dir()]
         else:
             rows = search_rows_from_dirs(study_dir)
             writer.set_meta({**study_meta(study), "factors": {"search": [r[3] for r in sorted(rows, key=lambda r: r[4])]}})
@@ -412,17 +413,18 @@ def study_meta(study) -> dict:
     """The meta table of a resolved StudySpec."""
     import dataclasses
 
+    spec = specmod.spec_to_dict(study)
     meta = {"name": study.name, "kind": study.kind, "description": study.description,
             "metrics": list(study.metrics), "profile": study.profile, "base": study.base,
-            "spec": specmod.spec_to_dict(study), "report": dataclasses.asdict(study.report),
+            "spec": spec, "report": dataclasses.asdict(study.report),
             "analysis": list(study.analysis)}
     if study.kind == "study":
-        meta.update(mode=study.mode, factors=specmod.factor_labels(study),
-                    reference=specmod.reference_labels(study), seeds=list(study.seeds),
+        meta.update(mode=study.mode, factors=planmod.factor_labels(study),
+                    reference=planmod.reference_labels(study), seeds=list(study.seed_list),
                     levels={f: lv for f, lv in study.factors.items()})
     else:
-        meta.update(factors={"search": []}, reference={}, objective=study.objective,
-                    direction=study.direction, space={k: p.to_dict() for k, p in study.space.items()})
+        meta.update(factors={"search": []}, reference={}, objective=study.objective.metric,
+                    direction=study.objective.direction, space=spec["space"])
     return meta
 
 

@@ -18,11 +18,13 @@ from typing import Any, Iterator
 
 import yaml
 
+from ..schema import suggest
 from ..yamlsafe import MAX_YAML_BYTES, read_yaml, yaml_load
 from ..errors import UserError
 from ..io import atomic_write_text
 from ..rundir import RunStatus
 from . import spec as specmod
+from . import plan as planmod
 from .backends import LocalPool, RayPool, local_threads_per_run
 from .calibration import StudyCalibration
 from .index import INDEX_FILE, RUNS_DIR, SPEC_FILE, IndexWriter, open_writer, study_meta
@@ -76,7 +78,7 @@ class RunOptions:
     #: Show the live progress display.
     progress: bool = True
     #: Refuse a study with more runs than this (counted before expansion); None: no limit.
-    max_runs: int | None = specmod.DEFAULT_MAX_RUNS
+    max_runs: int | None = planmod.DEFAULT_MAX_RUNS
     #: Where the run directories live (a path or an fsspec URL); None: the study directory.
     storage: str | None = None
     #: Train runs whose files are malformed again instead of reporting them as damaged.
@@ -114,7 +116,7 @@ def check_options(workers: Any, backend: str, max_retries: Any) -> None:
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise UserError(f"--workers: must be an integer >= 1, got {workers!r}")
     if backend not in BACKENDS:
-        raise UserError(f"--backend: must be one of {', '.join(BACKENDS)}, got {backend!r}" + specmod.suggest(str(backend), BACKENDS))
+        raise UserError(f"--backend: must be one of {', '.join(BACKENDS)}, got {backend!r}" + suggest(str(backend), BACKENDS))
     if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
         raise UserError(f"--max-retries: must be an integer >= 0, got {max_retries!r}")
 
@@ -248,7 +250,7 @@ def run_study(spec: str | Path | dict | specmod.StudySpec, out_dir: str | Path, 
               backend: str = "local", ray_address: str | None = None, profile: str | None = None,
               max_retries: int = 2, progress: bool = True, gpus_per_run: float | None = None,
               cpus_per_run: float | None = None, trainer: Trainer | None = None,
-              max_runs: int | None = specmod.DEFAULT_MAX_RUNS, storage: str | None = None,
+              max_runs: int | None = planmod.DEFAULT_MAX_RUNS, storage: str | None = None,
               ray_pip: bool = False, slurm: list[str] | None = None, detach: bool = False,
               retrain_damaged: bool = False) -> StudyResult:
     """Train every run of a study into `out_dir` (see the module doc); returns what it left.
@@ -269,7 +271,7 @@ def run_study(spec: str | Path | dict | specmod.StudySpec, out_dir: str | Path, 
     if study.kind != "study":
         raise UserError(f"{study.source}: space: this is a search spec; run it with `vitlab search`")
     study = specmod.resolve(study, profile)
-    runs = specmod.expand(study, max_runs=max_runs)
+    runs = planmod.expand(study, max_runs=max_runs)
     if backend != "local" and any(r.config.train.budget_minutes is not None for r in runs):
         raise UserError(f"train.budget_minutes: a study on --backend {backend} cannot calibrate its step counts on "
                         "the machines its runs use; use train.budget_flops (the same steps on any machine)")

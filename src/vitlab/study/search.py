@@ -10,14 +10,18 @@ a trial that failed with an error is retried the same way, up to `max_retries` t
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..schema import to_dict
 from ..errors import UserError
 from ..io import atomic_write_json
 from ..rundir import TRIAL_FILE, MalformedFile, RunStatus, read_trial
 from . import spec as specmod
+from . import plan as planmod
+from .levels import combo_label, level_label
 from .index import IndexWriter, open_writer, read_run_state, run_dir, study_meta
 from .optuna_glue import PruneHook, make_pruner, objective_value, open_storage, suggest_params
 from .progress import StudyProgress
@@ -58,7 +62,7 @@ class SearchResult:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
         lines = [f"search {self.name}: {self.finished}/{self.trials} trials finished ({counts})"]
         if self.best:
-            params = ", ".join(f"{k}={specmod.level_label(v)}" for k, v in self.best["params"].items())
+            params = ", ".join(f"{k}={level_label(v)}" for k, v in self.best["params"].items())
             lines.append(f"best: trial {self.best['number']} {self.objective}={self.best['value']:.4f} "
                          f"with {params} -> {self.study_dir / 'runs' / self.best['run_id']}")
         return "\n".join(lines)
@@ -69,9 +73,9 @@ def check_space(study: specmod.StudySpec) -> None:
     for key, p in study.space.items():
         values = p.choices if p.kind == "categorical" else [p.low, p.high]
         for v in values:
-            where = f"space.{key}={specmod.level_label(v)}"
-            cfg = specmod.build_run_config(study, {key: v}, None, where)
-            specmod.check_model(cfg, study.source, where)
+            where = f"space.{key}={level_label(v)}"
+            cfg = planmod.build_run_config(study, {key: v}, None, where)
+            planmod.check_model(cfg, study.source, where)
 
 
 def run_search(spec: str | Path | dict | specmod.StudySpec, out_dir: str | Path, trials: int, workers: int = 1,
@@ -93,9 +97,9 @@ def run_search(spec: str | Path | dict | specmod.StudySpec, out_dir: str | Path,
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = open_storage(out / JOURNAL_FILE)
         study = optuna.create_study(study_name=study_spec.name, storage=storage, load_if_exists=True,
-                                    direction=study_spec.direction,
+                                    direction=study_spec.objective.direction,
                                     sampler=optuna.samplers.TPESampler(seed=study_spec.sampler_seed),
-                                    pruner=make_pruner(study_spec.pruner))
+                                    pruner=make_pruner(dataclasses.asdict(study_spec.pruner)))
         with open_writer(out) as index:
             source = OptunaSource(study_spec, study, index, out, trials, max_retries)
             source.progress = StudyProgress(study_spec.name, trials, min(source.finished, trials), workers,
@@ -180,10 +184,10 @@ class OptunaSource:
         attrs = trial.user_attrs
         if ATTR_ATTEMPT not in attrs:
             trial.set_user_attr(ATTR_ATTEMPT, 1)
-        where = f"trial {trial.number} ({specmod.combo_label(params)})"
+        where = f"trial {trial.number} ({combo_label(params)})"
         try:
-            cfg = specmod.build_run_config(self.spec, params, None, where)
-            specmod.check_model(cfg, self.spec.source, where)
+            cfg = planmod.build_run_config(self.spec, params, None, where)
+            planmod.check_model(cfg, self.spec.source, where)
         except UserError as e:
             trial.set_user_attr(ATTR_OUTCOME, "invalid")
             trial.set_user_attr(ATTR_FINAL, True)
@@ -194,12 +198,12 @@ class OptunaSource:
                 self.progress.finished(f"trial{trial.number}", "failed", 0.0, detail=str(e)[:200])
             return None
         origin = attrs.get(ATTR_RETRY_OF, trial.number)
-        run_id = attrs.get(ATTR_RUN_ID) or specmod.run_id_of(cfg, salt={"trial": origin})
+        run_id = attrs.get(ATTR_RUN_ID) or planmod.run_id_of(cfg, salt={"trial": origin})
         trial.set_user_attr(ATTR_RUN_ID, run_id)
         if ATTR_RETRY_OF in attrs:
             self._inherit_reports(trial, run_id)
         path = run_dir(self.out, run_id)
-        cfg_dict = specmod.to_dict(cfg)
+        cfg_dict = to_dict(cfg)
         atomic_write_json(path / TRIAL_FILE, {"number": origin, "params": params,
                                               "optuna_trials": [*_read_numbers(path), trial.number],
                                               "config": cfg_dict})
@@ -209,18 +213,18 @@ class OptunaSource:
         self.index.add_run(run_id, "search", params, label, origin, cfg.seed, params, cfg_dict)
         self.inflight[run_id] = trial
         return Task(run_id=run_id, config=cfg_dict, run_dir=str(path),
-                    label=f"{label} {specmod.combo_label(params)}",
+                    label=f"{label} {combo_label(params)}",
                     context={"study": self.spec.name, "factor": "search", "level": label, "seed": cfg.seed,
                              "run_id": run_id},
                     epoch_hook=PruneHook(storage=str(self.out / JOURNAL_FILE), study_name=self.spec.name,
-                                         trial_id=trial._trial_id, metric=self.spec.objective,
-                                         pruner=self.spec.pruner))
+                                         trial_id=trial._trial_id, metric=self.spec.objective.metric,
+                                         pruner=dataclasses.asdict(self.spec.pruner)))
 
     def _inherit_reports(self, trial, run_id: str) -> None:
         """A retry resumes its run directory, so its curve so far is the run's metrics.jsonl (every
         epoch there is checkpointed, or redone identically on resume): report it to the new trial
         so that the pruner sees the whole curve. The worker skips steps already reported."""
-        metric = self.spec.objective
+        metric = self.spec.objective.metric
         for row in read_run_state(run_dir(self.out, run_id))[1]:  # [] when damaged
             if row.get(metric) is not None:
                 trial.report(float(row[metric]), int(row["epoch"]))
@@ -240,13 +244,13 @@ class OptunaSource:
         trial = self.inflight.pop(task.run_id)
         self.finished += 1
         if status == RunStatus.COMPLETED:
-            value = objective_value(summary, read_run_state(task.run_dir)[1], self.spec.objective)
+            value = objective_value(summary, read_run_state(task.run_dir)[1], self.spec.objective.metric)
             if value is not None:
                 trial.set_user_attr(ATTR_OUTCOME, "completed")
                 self.study.tell(trial, value)
                 return
             status = RunStatus.FAILED
-            summary = {**summary, "error": f"no finite {self.spec.objective} in the summary"}
+            summary = {**summary, "error": f"no finite {self.spec.objective.metric} in the summary"}
         if status == RunStatus.PRUNED:
             trial.set_user_attr(ATTR_OUTCOME, "pruned")
             self.study.tell(trial, state=_state("PRUNED"))
@@ -261,7 +265,7 @@ class OptunaSource:
         from optuna.trial import TrialState
 
         res = SearchResult(study_dir=self.out, name=self.spec.name, trials=self.trials,
-                           objective=self.spec.objective)
+                           objective=self.spec.objective.metric)
         for t in self.study.get_trials(deepcopy=False):
             if t.state == TrialState.FAIL and not t.user_attrs.get(ATTR_FINAL) \
                     and t.user_attrs.get(ATTR_ATTEMPT, 1) <= self.max_retries:
