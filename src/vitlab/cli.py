@@ -8,6 +8,8 @@ import threading
 
 from .config import DATASETS
 from .errors import RunError, UserError, one_line
+from .metrics import HEADLINE_METRICS
+from .stats import CI_METHODS
 from .rundir import RunStatus
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
@@ -106,9 +108,7 @@ def _print_summary(s: dict, out) -> None:
     t = Table(title=f"{out}  [{s['status']}]" + ("  (synthetic data)" if s.get("synthetic") else ""))
     t.add_column("metric")
     t.add_column("value", justify="right")
-    for key in ("epochs_run", "best_epoch", "params", "flops", "train_time_s", "throughput_img_s", "train_loss",
-                "train_top1", "val_top1", "test_loss", "test_top1", "test_top5", "test_precision_macro",
-                "test_recall_macro", "test_f1_macro", "test_ece"):
+    for key in HEADLINE_METRICS:
         if key in s and s[key] is not None:
             v = s[key]
             t.add_row(key, f"{v:,.4f}" if isinstance(v, float) else f"{v:,}")
@@ -393,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="tables, figures and one self-contained HTML report")
     rp.add_argument("dir", help="a study directory, or one run directory")
     rp.add_argument("-o", "--output", help="HTML file (default DIR/report/report.html)")
-    rp.add_argument("--ci", choices=("t", "bootstrap", "bca"), default=None,
+    rp.add_argument("--ci", choices=CI_METHODS, default=None,
                     help="interval of a mean over seeds: Student t (default), percentile bootstrap or BCa "
                          "(default: the spec's report.ci, else t)")
     rp.add_argument("--target-delta", type=float, default=None, metavar="PP",

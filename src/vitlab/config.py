@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional
 import yaml
 
 from .errors import ConfigError, UserError, one_line, short_repr
+from .metrics import MONITOR_METRICS
 
 
 def knob(default: Any, doc: str, *, choices: tuple | None = None, finite: bool = True) -> Any:
@@ -251,7 +252,7 @@ class TrainConfig:
     ema_decay: float = knob(0.999, "EMA decay per step")
     patience: int = knob(0, "early stopping: epochs without improvement of `monitor` (0 disables)")
     monitor: str = knob("val_top1", "validation metric for best checkpoint and early stopping",
-                     choices=("val_top1", "val_top5", "val_loss", "val_f1_macro", "val_ece"))
+                     choices=MONITOR_METRICS)
     test_every_epoch: bool = knob(False, "also evaluate the test set every epoch (test_ curves; selection still uses val)")
     threads: Optional[int] = knob(None, "CPU threads for torch (default: torch's choice)")
     progress: bool = knob(True, "show a progress bar (plain lines when not a TTY)")

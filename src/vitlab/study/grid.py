@@ -15,11 +15,12 @@ from typing import Any
 
 from .. import stats
 from ..analysis import missing_sections
+from ..metrics import metric_info
 from ..rundir import FINAL_STATUSES, MalformedFile, RunStatus, warn_damaged
 from . import spec as specmod
 from .calibration import StudyCalibration
 from .index import IndexWriter, run_dir
-from .query import PERCENT_SUFFIXES
+from .labels import combo_label, level_label
 from .schedule import reconcile
 from .worker import Task
 
@@ -136,9 +137,9 @@ class AdaptiveSource(GridSource):
         super().__init__(study, runs, out, index, max_retries, retrain_damaged)
         refs = specmod.reference_levels(study)
         self.levels: list[tuple[str, Any]] = []  # (factor, level) compared with refs[factor]
-        for factor, levels in _factor_levels(study):
+        for factor, levels in specmod.factor_levels(study):
             ref_key = specmod.value_key(refs[factor])
-            self.levels += [(factor, lv) for lv in levels if specmod.value_key(lv) != ref_key]
+            self.levels += [(factor, lv) for lv, _ in levels if specmod.value_key(lv) != ref_key]
         self.refs = refs
         self.n: dict[tuple[str, str], int] = {}
         self.stopped: dict[tuple[str, str], str] = {}
@@ -147,7 +148,7 @@ class AdaptiveSource(GridSource):
             self.runs_of[(r.factor, specmod.value_key(r.level), r.seed)] = r
         for factor, lv in self.levels:
             self.n[(factor, specmod.value_key(lv))] = self.adaptive.min
-        self.percent = self.adaptive.metric.endswith(PERCENT_SUFFIXES)
+        self.percent = metric_info(self.adaptive.metric).unit == "%"
         self.advance()
 
     def run_at(self, factor: str, level: Any, seed: int) -> specmod.RunSpec:
@@ -212,11 +213,11 @@ class AdaptiveSource(GridSource):
         state: dict[str, dict] = {}
         for factor, lv in self.levels:
             key = (factor, specmod.value_key(lv))
-            label = specmod.combo_label(lv) if factor == "grid" else specmod.level_label(lv)
+            label = combo_label(lv) if factor == "grid" else level_label(lv)
             state.setdefault(factor, {})[label] = {"seeds": self.n[key],
                                                    "stopped": self.stopped.get(key, "running")}
         for factor, ref in self.refs.items():
-            label = specmod.combo_label(ref) if factor == "grid" else specmod.level_label(ref)
+            label = combo_label(ref) if factor == "grid" else level_label(ref)
             seeds = max([self.n[(f, k)] for f, k in self.n if f == factor] or [self.adaptive.min])
             state.setdefault(factor, {})[label] = {"seeds": seeds, "stopped": "reference"}
         self.meta["adaptive"] = state
@@ -227,13 +228,3 @@ class AdaptiveSource(GridSource):
 
     def finish(self, task: Task, status: RunStatus, summary: dict) -> None:
         self.advance()
-
-
-def _factor_levels(study: specmod.StudySpec) -> list[tuple[str, list]]:
-    """[(factor, [level, ...])]: each `vary:` factor's levels, or a grid's cells under "grid"."""
-    if study.mode == "vary":
-        return [(k, list(v)) for k, v in study.factors.items()]
-    import itertools
-
-    keys = list(study.factors)
-    return [("grid", [dict(zip(keys, combo)) for combo in itertools.product(*study.factors.values())])]

@@ -15,6 +15,7 @@ from ..errors import UserError, short_repr
 from .. import stats
 from ..stats import FEW_SEEDS_MARK
 from ..io import csv_text
+from ..metrics import PCT_DECIMALS, RANGE_NONNEGATIVE, RANGE_PERCENT, metric_info
 from ..rundir import RunStatus
 from .index import RunRecord, open_index
 
@@ -23,10 +24,6 @@ FORMATS = ("table", "csv", "json", "md")
 TABLE_WIDTH = 200
 #: Significant decimals of floats in the table and md formats (csv and json keep full precision).
 FLOAT_DECIMALS = 4
-#: Metrics shown as percentages by `summary_table`.
-PERCENT_SUFFIXES = ("_top1", "_top5", "_macro", "_ece")
-PCT_DECIMALS = 2
-"""Decimals of a percentage in `vitlab results` tables (as in the report's)."""
 
 #: Deepest nesting a --where expression may have (`not not ...`, `- - ...`, brackets), and its length:
 #: the interpreter recurses over the tree, so both are bounded before it runs.
@@ -231,7 +228,7 @@ def format_rows(rows: list[dict], fmt: str = "table") -> str:
         return "(no runs match)"
     # for reading, accuracies in % as in the report's tables (CSV and JSON keep the stored fractions,
     # which --where compares against)
-    title = {c: c + " %" if c.endswith(PERCENT_SUFFIXES) else c for c in cols}
+    title = {c: c + " %" if _percent(c) else c for c in cols}
     if fmt == "md":
         lines = ["| " + " | ".join(title[c] for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
         lines += ["| " + " | ".join(_shown(c, r.get(c)).replace("|", "\\|") for c in cols) + " |" for r in rows]
@@ -246,9 +243,14 @@ def format_rows(rows: list[dict], fmt: str = "table") -> str:
     return _render(t)
 
 
+def _percent(column: str) -> bool:
+    """Whether a column is a metric stored as a fraction and printed in % (`vitlab.metrics`)."""
+    return metric_info(column).unit == "%"
+
+
 def _shown(column: str, v: Any) -> str:
     """A cell as `results` prints it for reading: percentage metrics (a fraction stored) in %."""
-    if column.endswith(PERCENT_SUFFIXES) and isinstance(v, float) and math.isfinite(v):
+    if isinstance(v, float) and math.isfinite(v) and _percent(column):
         return f"{100 * v:.{PCT_DECIMALS}f}"
     return _fmt(v)
 
@@ -273,13 +275,13 @@ def _cell(values: list[float], metric: str) -> str:
     """`mean [lo, hi]` of one metric over seeds (just the mean for one seed): the Student-t interval."""
     if not values:
         return "-"
-    pct = metric.endswith(PERCENT_SUFFIXES)
+    pct = _percent(metric)
     ci = stats.mean_ci([v * 100.0 if pct else v for v in values])
-    num = (lambda x: f"{x:.2f}") if pct else _fmt
+    num = (lambda x: f"{x:.{PCT_DECIMALS}f}") if pct else _fmt
     if math.isnan(ci.lo) or ci.lo == ci.hi:  # one seed, or the same value for every seed (params, flops)
         return num(ci.mean)
     # summary metrics are accuracies in [0, 100]% or losses, times, counts >= 0: a mean cannot leave that
-    lo, hi = stats.clip_interval(ci.lo, ci.hi, stats.RANGE_PERCENT if pct else stats.RANGE_NONNEGATIVE)
+    lo, hi = stats.clip_interval(ci.lo, ci.hi, RANGE_PERCENT if pct else RANGE_NONNEGATIVE)
     few = FEW_SEEDS_MARK if len(values) < stats.MIN_SEEDS_TO_BOUND else ""
     return f"{num(ci.mean)} [{num(lo)}, {num(hi)}]{few}"
 
@@ -305,7 +307,7 @@ def summary_table(study_dir: str | Path, warn_damaged: bool = True) -> str:
         t.add_column("level")
         t.add_column("runs", justify="right")
         for m in metrics:
-            t.add_column(m + (" %" if m.endswith(PERCENT_SUFFIXES) else ""), justify="right")
+            t.add_column(m + (" %" if _percent(m) else ""), justify="right")
         for label in labels:
             recs = [r for r in records if r.factor == factor and r.level_label == label]
             done = [r for r in recs if r.status == RunStatus.COMPLETED]

@@ -19,6 +19,7 @@ from ..io import atomic_write_json
 from ..rundir import TRIAL_FILE, MalformedFile, RunStatus, read_trial
 from . import spec as specmod
 from .index import IndexWriter, open_writer, read_run_state, run_dir, study_meta
+from .labels import combo_label, level_label
 from .optuna_glue import PruneHook, make_pruner, objective_value, open_storage, suggest_params
 from .progress import StudyProgress
 from .runner import check_options, make_pool, prepare_study_dir, study_directory
@@ -58,7 +59,7 @@ class SearchResult:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
         lines = [f"search {self.name}: {self.finished}/{self.trials} trials finished ({counts})"]
         if self.best:
-            params = ", ".join(f"{k}={specmod.level_label(v)}" for k, v in self.best["params"].items())
+            params = ", ".join(f"{k}={level_label(v)}" for k, v in self.best["params"].items())
             lines.append(f"best: trial {self.best['number']} {self.objective}={self.best['value']:.4f} "
                          f"with {params} -> {self.study_dir / 'runs' / self.best['run_id']}")
         return "\n".join(lines)
@@ -69,7 +70,7 @@ def check_space(study: specmod.StudySpec) -> None:
     for key, p in study.space.items():
         values = p.choices if p.kind == "categorical" else [p.low, p.high]
         for v in values:
-            where = f"space.{key}={specmod.level_label(v)}"
+            where = f"space.{key}={level_label(v)}"
             cfg = specmod.build_run_config(study, {key: v}, None, where)
             specmod.check_model(cfg, study.source, where)
 
@@ -180,7 +181,7 @@ class OptunaSource:
         attrs = trial.user_attrs
         if ATTR_ATTEMPT not in attrs:
             trial.set_user_attr(ATTR_ATTEMPT, 1)
-        where = f"trial {trial.number} ({specmod.combo_label(params)})"
+        where = f"trial {trial.number} ({combo_label(params)})"
         try:
             cfg = specmod.build_run_config(self.spec, params, None, where)
             specmod.check_model(cfg, self.spec.source, where)
@@ -209,7 +210,7 @@ class OptunaSource:
         self.index.add_run(run_id, "search", params, label, origin, cfg.seed, params, cfg_dict)
         self.inflight[run_id] = trial
         return Task(run_id=run_id, config=cfg_dict, run_dir=str(path),
-                    label=f"{label} {specmod.combo_label(params)}",
+                    label=f"{label} {combo_label(params)}",
                     context={"study": self.spec.name, "factor": "search", "level": label, "seed": cfg.seed,
                              "run_id": run_id},
                     epoch_hook=PruneHook(storage=str(self.out / JOURNAL_FILE), study_name=self.spec.name,

@@ -11,7 +11,7 @@ its resolved config. Every problem is a `UserError` of one line that names the s
 
 Seeds (`seeds:`, default 3):
 - a count n (seeds 0 .. n-1) or a list of distinct seeds. Each is the run config's `seed`, which drives
-  every source of randomness. Seeds must fit the RNGs: 0 <= seed < 2**32.
+  every source of randomness. Seeds must fit the RNGs: 0 <= seed <= config.MAX_SEED (2**32 - 1).
 - adaptive, `{adaptive: true, min: 3, max: 10, target_delta: 1.0}`: the study expands to seeds
   0 .. min-1 (`spec.seeds`), and the runner adds seed k = min, min+1, ... (`runs_for_level`) to each level
   whose paired comparison with the reference on `metric` (default: the first of `metrics:`) is still
@@ -40,11 +40,14 @@ from typing import Annotated, Any, Optional, Union
 
 import yaml
 
-from ..config import (EXECUTION_ONLY, SEED_SOURCES, BoundedSafeLoader, build, canonical_json, check_key_path,
+from ..config import (EXECUTION_ONLY, MAX_SEED, SEED_SOURCES, BoundedSafeLoader, build, canonical_json, check_key_path,
                       config_hash, identity_dict, knob, read_yaml, require, RunConfig, suggest, to_dict, yaml_load)
 from ..analysis.metrics import SCALAR_METRICS, is_analysis_metric
 from ..analysis.options import SECTIONS
 from ..errors import ConfigError, UserError, short_repr
+from ..metrics import DEFAULT_COLUMNS, METRICS, OBJECTIVE_METRICS, optimize_direction
+from ..stats import CI_METHODS
+from .labels import brief_label, combo_label, level_label
 from .slurm_spec import SlurmSpec
 
 #: Hex digits of a run ID (48 bits: a collision among a study's runs is negligible).
@@ -55,33 +58,12 @@ EXECUTION_ONLY_KEYS = tuple(sorted(f"{section}.{key}" for section, key in EXECUT
 DEFAULT_SEED_COUNT = 3
 #: Adaptive seeding: seeds every level starts with / may grow to, when the spec does not say.
 ADAPTIVE_MIN_SEEDS, ADAPTIVE_MAX_SEEDS = 3, 10
-#: Seeds must be below this to fit the RNGs (numpy's seeds are 32-bit).
-SEED_LIMIT = 2**32
 #: Runs a study may have unless the caller raises the limit (`--max-runs`).
 DEFAULT_MAX_RUNS = 10_000
 #: Sources of randomness a spec can vary factorially: `seeds: {init: 3}` sets the config's `seed_init`.
 SEED_SOURCES = tuple(f.removeprefix("seed_") for f in SEED_SOURCES)
-#: Columns a study tabulates when `metrics:` is not given.
-DEFAULT_METRICS = ("test_top1", "test_top5", "val_top1", "test_f1_macro", "test_ece", "train_loss",
-                   "params", "flops", "train_time_s")
-#: Names `metrics:` and `objective:` may use: the numeric fields of RUN/summary.json.
-SUMMARY_METRICS = (
-    "test_top1", "test_top5", "test_loss", "test_precision_macro", "test_recall_macro", "test_f1_macro",
-    "test_ece", "val_top1", "val_top5", "val_loss", "val_precision_macro", "val_recall_macro",
-    "val_f1_macro", "val_ece", "train_loss", "train_top1", "params", "flops", "train_time_s",
-    "throughput_img_s", "epochs_run", "best_epoch", "steps", "train_cpu_s", "train_flops",
-)
 #: Analyses a spec can ask for on every completed run (`analysis:`), owned by the analysis package.
 ANALYSES = SECTIONS
-#: Metrics the analyses add to a run's summary (plus per-layer ones such as `attn_entropy_norm_l<i>`).
-ANALYSIS_METRICS = tuple(SCALAR_METRICS)
-#: Validation metrics an Optuna search may optimise (test metrics must never select a configuration).
-OBJECTIVE_METRICS = ("val_top1", "val_top5", "val_loss", "val_f1_macro", "val_precision_macro",
-                     "val_recall_macro", "val_ece")
-#: Objectives where smaller is better.
-MINIMIZED_METRICS = ("val_loss", "val_ece")
-#: Interval of a mean over seeds in reports: Student t, percentile bootstrap, BCa bootstrap.
-CI_METHODS = ("t", "bootstrap", "bca")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -90,12 +72,12 @@ CI_METHODS = ("t", "bootstrap", "bca")
 
 def is_metric(name: str) -> bool:
     """Whether `name` is a metric a run reports (summary.json or an analysis)."""
-    return name in SUMMARY_METRICS or is_analysis_metric(name)
+    return name in METRICS or is_analysis_metric(name)
 
 
 def _metric(name: str, path: str) -> str:
     if not is_metric(name):
-        raise ConfigError(path, f"unknown metric {short_repr(name)}" + suggest(name, SUMMARY_METRICS + ANALYSIS_METRICS))
+        raise ConfigError(path, f"unknown metric {short_repr(name)}" + suggest(name, (*METRICS, *SCALAR_METRICS)))
     return name
 
 
@@ -113,8 +95,8 @@ _distinct = require(lambda items: len(set(items)) == len(items), "an entry is li
 def _seed_count(n: int, path: str) -> int:
     if n < 1:
         raise ConfigError(path, f"must be a count >= 1 or a list of seeds, got {n}")
-    if n > SEED_LIMIT:
-        raise ConfigError(path, f"a count of {n} seeds does not fit the RNGs (seeds must be < 2**32)")
+    if n > MAX_SEED + 1:
+        raise ConfigError(path, f"a count of {n} seeds does not fit the RNGs (seeds must be <= {MAX_SEED})")
     return n
 
 
@@ -123,8 +105,8 @@ def _seed_list(seeds: list[int], path: str) -> list[int]:
         raise ConfigError(path, "must be a count >= 1 or a non-empty list of seeds")
     if any(s < 0 for s in seeds):
         raise ConfigError(path, f"seeds must be integers >= 0, got {short_repr(seeds)}")
-    if any(s >= SEED_LIMIT for s in seeds):
-        raise ConfigError(path, f"seeds must be < 2**32 to fit the RNGs, got {max(seeds)}")
+    if any(s > MAX_SEED for s in seeds):
+        raise ConfigError(path, f"seeds must be <= {MAX_SEED} to fit the RNGs, got {max(seeds)}")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(path, f"seeds must be distinct, got {short_repr(seeds)}")
     return seeds
@@ -195,7 +177,7 @@ def _analysis_options(options: dict, path: str) -> dict:
 Finite = Annotated[float, require(math.isfinite, "must be a finite number")]
 Positive = Annotated[float, require(lambda v: math.isfinite(v) and v > 0, "must be a finite number > 0")]
 NonNegInt = Annotated[int, require(lambda v: v >= 0, "must be an integer >= 0")]
-Seed = Annotated[int, require(lambda v: 0 <= v < SEED_LIMIT, "must be in [0, 2**32) to fit the RNGs")]
+Seed = Annotated[int, require(lambda v: 0 <= v <= MAX_SEED, f"must be in [0, {MAX_SEED}] to fit the RNGs")]
 SeedCount = Annotated[int, _seed_count]
 SeedList = Annotated[list[int], _seed_list]
 Factors = Annotated[dict[str, Levels], _nonempty, _config_keys]
@@ -243,7 +225,7 @@ class ObjectiveFile:
 
     def __post_init__(self):
         if self.direction is None:
-            self.direction = "minimize" if self.metric in MINIMIZED_METRICS else "maximize"
+            self.direction = optimize_direction(self.metric)
 
 
 @dataclass
@@ -444,7 +426,7 @@ class StudySpec:
     mode: str | None = None  # "vary" | "grid" (study), None (search)
     factors: dict[str, list] = field(default_factory=dict)  # dotted key -> levels
     seeds: Sequence[int] = field(default_factory=lambda: range(DEFAULT_SEED_COUNT))  # a range for a count
-    metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
+    metrics: list[str] = field(default_factory=lambda: list(DEFAULT_COLUMNS))
     reference: dict[str, Any] = field(default_factory=dict)  # dotted key -> reference level
     profiles: dict[str, Profile] = field(default_factory=dict)
     space: dict[str, SearchParam] = field(default_factory=dict)
@@ -505,32 +487,6 @@ def run_id_of(config: RunConfig | dict, salt: dict | None = None) -> str:
         return config_hash(cfg, RUN_ID_HEX)
     text = canonical_json({"config": identity_dict(cfg), "salt": salt})
     return hashlib.sha256(text.encode()).hexdigest()[:RUN_ID_HEX]
-
-
-def level_label(value: Any) -> str:
-    """How a level is shown in tables: `4`, `0.5`, `softmax`, `none`, `[1, 2]`."""
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(level_label(v) for v in value) + "]"
-    return str(value)
-
-
-def brief_label(value: Any) -> str:
-    """`level_label` capped for an error message."""
-    text = level_label(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def combo_label(combo: dict) -> str:
-    """Label of a grid cell or search trial: `num_heads=4, dim=64` (full keys when short ones clash)."""
-    short = [k.split(".")[-1] for k in combo]
-    names = short if len(set(short)) == len(short) else list(combo)
-    return ", ".join(f"{n}={level_label(v)}" for n, v in zip(names, combo.values()))
 
 
 def set_dotted(tree: dict, key: str, value: Any) -> None:
@@ -688,7 +644,7 @@ def _study_spec(f: SpecFile, source: str, root: Path, default_name: str) -> Stud
         spec.objective, spec.direction = objective.metric, objective.direction
         spec.pruner = dataclasses.asdict(f.pruner or PrunerFile())
         spec.sampler_seed = f.sampler_seed or 0
-    spec.metrics = f.metrics or list(DEFAULT_METRICS)
+    spec.metrics = f.metrics or list(DEFAULT_COLUMNS)
     spec.report = f.report or ReportSpec()
     spec.analysis = f.analysis or []
     spec.analysis_options = dict(f.analysis_options or {})
@@ -824,7 +780,7 @@ def reference_levels(spec: StudySpec) -> dict[str, Any]:
     return refs
 
 
-def _factor_levels(spec: StudySpec) -> Iterator[tuple[str, Iterable[tuple[Any, dict]]]]:
+def factor_levels(spec: StudySpec) -> Iterator[tuple[str, Iterable[tuple[Any, dict]]]]:
     """(factor name, iterable of (level, varied dict)) in spec order; a grid's cells are generated lazily."""
     if spec.mode == "vary":
         for key, levels in spec.factors.items():
@@ -838,7 +794,7 @@ def _factor_levels(spec: StudySpec) -> Iterator[tuple[str, Iterable[tuple[Any, d
 def factor_labels(spec: StudySpec) -> dict[str, list[str]]:
     """{factor: [level_label, ...]} in level order (what the index's meta lists)."""
     out = {}
-    for factor, levels in _factor_levels(spec):
+    for factor, levels in factor_levels(spec):
         out[factor] = [combo_label(lv) if factor == "grid" else level_label(lv) for lv, _ in levels]
     return out
 
@@ -933,7 +889,7 @@ def _level_runs(spec: StudySpec, factor: str, order: int, level: Any, varied: di
 def iter_runs(spec: StudySpec, check_models: bool = True) -> Iterator[RunSpec]:
     """The runs of a resolved study, lazily, in expansion order (no size check: see `expand`)."""
     checked: set[str] = set()
-    for factor, levels in _factor_levels(_study_only(spec)):
+    for factor, levels in factor_levels(_study_only(spec)):
         for order, (level, varied) in enumerate(levels):
             yield from _level_runs(spec, factor, order, level, varied, spec.seeds, check_models, checked)
 

@@ -34,7 +34,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path, PurePosixPath
 from typing import Callable, TypeVar
 
-from ..errors import UserError, short_repr, warn
+from ..errors import UserError, one_line, short_repr, warn
 from ..io import NOFOLLOW, atomic_write_bytes
 from ..safepath import UnsafePathError, inside, walk_files
 
@@ -54,6 +54,9 @@ CLAIM_SETTLE_S = 0.5
 #: Errors that retrying cannot fix (a bug, or a permanent refusal); all else is treated as transient.
 PERMANENT_ERRORS = (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError, FileNotFoundError,
                     TypeError, ValueError, AttributeError, KeyError, NotImplementedError, ImportError)
+
+#: Characters of an underlying error's message quoted in a storage error.
+ERROR_CHARS = 300
 
 T = TypeVar("T")
 
@@ -232,8 +235,9 @@ class Storage(ABC):
 
 
 def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
+    """An exception as `Type: message` on one line (`errors.one_line`), the type alone without a message."""
+    text = one_line(e, ERROR_CHARS)
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 class LocalStorage(Storage):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ..metrics import HEADLINE_METRICS
 from ..rundir import CONFUSION_FILE, TENSORBOARD_DIR
 from ..safepath import check_tree, inside, writable_run_dir
 from .base import FINAL_PREFIX, RunInfo, epoch_metrics, final_metrics, require
@@ -25,10 +26,8 @@ from .images import confusion_figure, figure_rgb, read_confusion
 SPLITS = ("train", "val", "test")
 #: Group of the per-epoch fields that belong to no split (lr, throughput_img_s, epoch_time_s, ...).
 OTHER_GROUP = "epoch"
-#: Summary metrics declared to the HParams view (each shown when the run has it), plus the live
-#: validation accuracy so that runs in progress compare too.
-HPARAM_METRICS = ("test_top1", "test_top5", "test_loss", "test_f1_macro", "test_ece", "val_top1", "val_loss",
-                  "train_loss", "params", "flops", "train_time_s", "epochs_run")
+#: Per-epoch metrics declared to the HParams view beside the headline summary metrics
+#: (`vitlab.metrics.HEADLINE_METRICS`, each shown when the run has it), so that runs in progress compare too.
 LIVE_METRICS = ("val/top1", "val/loss")
 CONFUSION_TAG = "test/confusion_matrix"
 #: vitlab run status -> hparams plugin session status.
@@ -108,7 +107,7 @@ class TensorBoardTracker:
                     f.unlink()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=1)
-        metrics = {FINAL_PREFIX + m: 0.0 for m in HPARAM_METRICS}
+        metrics = {FINAL_PREFIX + m: 0.0 for m in HEADLINE_METRICS}
         metrics.update({m: 0.0 for m in LIVE_METRICS})
         exp, ssi, _ = hparams(hparam_values(self.info), metrics)
         fw = self.writer._get_file_writer()  # the public add_hparams would open a sub-run of its own

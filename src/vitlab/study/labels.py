@@ -1,0 +1,36 @@
+"""How a study's levels are named in tables, indexes and messages: `4`, `0.5`, `softmax`, `none`,
+`[1, 2]`, and a grid cell or trial as `num_heads=4, dim=64`. The one definition the spec, the index,
+the search and the report all use."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+BRIEF_LABEL_CHARS = 80
+"""Longest level label quoted in an error message (longer ones are cut, with "...")."""
+
+
+def level_label(value: Any) -> str:
+    """How a level is shown in tables: `4`, `0.5`, `softmax`, `none`, `[1, 2]`."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(level_label(v) for v in value) + "]"
+    return str(value)
+
+
+def brief_label(value: Any) -> str:
+    """`level_label` capped for an error message."""
+    text = level_label(value)
+    return text if len(text) <= BRIEF_LABEL_CHARS else text[:BRIEF_LABEL_CHARS - 3] + "..."
+
+
+def combo_label(combo: Mapping) -> str:
+    """Label of a grid cell or search trial: `num_heads=4, dim=64` (full keys when short ones clash)."""
+    short = [k.split(".")[-1] for k in combo]
+    names = short if len(set(short)) == len(short) else list(combo)
+    return ", ".join(f"{n}={level_label(v)}" for n, v in zip(names, combo.values()))
