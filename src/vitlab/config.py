@@ -6,8 +6,11 @@ values, its `choices`. Unknown keys are rejected with a did-you-mean suggestion;
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import hashlib
+import json
 import math
 import re
 import types
@@ -600,8 +603,6 @@ def parse_value(text: str) -> Any:
 
 def apply_overrides(data: dict, overrides: list[str], cls=None) -> dict:
     """Apply dotted `a.b=value` overrides to a nested dict (copied). Checks the keys against `cls`."""
-    import copy
-
     out = copy.deepcopy(data) if data else {}
     for item in overrides:
         if "=" not in item:
@@ -806,13 +807,9 @@ def identity_dict(cfg: RunConfig) -> dict:
 
 def config_hash(cfg: RunConfig, length: int = 12) -> str:
     """Deterministic run ID: hash of the canonical JSON of the identity dict (seed included)."""
-    import hashlib
-
     return hashlib.sha256(canonical_json(identity_dict(cfg)).encode()).hexdigest()[:length]
 
 
 def canonical_json(obj: Any) -> str:
     """The JSON text that run IDs hash: sorted keys, no whitespace, ASCII."""
-    import json
-
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)

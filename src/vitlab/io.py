@@ -16,6 +16,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from .errors import UserError
 from .rundir import SUMMARY_FILE, RunStatus, read_summary
 from .safepath import inside
@@ -112,8 +115,6 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, root: str | os.PathLike
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
-    import torch
-
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
@@ -205,13 +206,8 @@ def csv_text(header: list, rows: Iterable[list]) -> str:
 
 
 def _json_default(o: Any):
-    try:
-        import numpy as np
-
-        if isinstance(o, np.generic):
-            return o.item()
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(o, np.generic):
+        return o.item()
     if isinstance(o, Path):
         return str(o)
     if isinstance(o, tuple):

@@ -7,16 +7,20 @@ import io
 import json
 import math
 import operator
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+from rich.console import Console
+from rich.table import Table
+
+from .. import stats
 from ..config import flatten, suggest
 from ..errors import UserError, short_repr
-from .. import stats
-from ..stats import FEW_SEEDS_MARK
 from ..io import csv_text
 from ..metrics import PCT_DECIMALS, RANGE_NONNEGATIVE, RANGE_PERCENT, metric_info
 from ..rundir import RunStatus
+from ..stats import FEW_SEEDS_MARK
 from .index import RunRecord, open_index
 
 FORMATS = ("table", "csv", "json", "md")
@@ -233,7 +237,6 @@ def format_rows(rows: list[dict], fmt: str = "table") -> str:
         lines = ["| " + " | ".join(title[c] for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
         lines += ["| " + " | ".join(_shown(c, r.get(c)).replace("|", "\\|") for c in cols) + " |" for r in rows]
         return "\n".join(lines)
-    from rich.table import Table
 
     t = Table(show_edge=False, pad_edge=False)
     for c in cols:
@@ -257,10 +260,6 @@ def _shown(column: str, v: Any) -> str:
 
 def _render(renderable) -> str:
     """Plain text of a rich renderable, as wide as the terminal (or TABLE_WIDTH when not a terminal)."""
-    import shutil
-
-    from rich.console import Console
-
     buf = io.StringIO()
     width = shutil.get_terminal_size((TABLE_WIDTH, 24)).columns
     Console(file=buf, width=width, force_terminal=False, color_system=None).print(renderable)
@@ -290,8 +289,6 @@ def summary_table(study_dir: str | Path, warn_damaged: bool = True) -> str:
     """Per factor and level: completed seeds and the mean [95% t interval] over seeds of each of
     the spec's metrics (accuracies, macro scores and ECE in %). A search lists its best trials.
     `warn_damaged` False: the caller (a coordinator) has warned about damaged runs already."""
-    from rich.table import Table
-
     with open_index(study_dir, warn_damaged=warn_damaged) as index:
         meta = index.meta()
         records = index.runs()
@@ -335,8 +332,6 @@ def _synthetic(records: list[RunRecord]) -> bool:
 
 
 def _search_table(meta: dict, records: list[RunRecord]) -> str:
-    from rich.table import Table
-
     obj, maximize = meta.get("objective", "val_top1"), meta.get("direction", "maximize") == "maximize"
     done = [r for r in records if r.status == RunStatus.COMPLETED and isinstance(r.summary.get(obj), (int, float))]
     done.sort(key=lambda r: r.summary[obj], reverse=maximize)

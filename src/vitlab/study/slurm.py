@@ -38,7 +38,7 @@ from ..rundir import SLURM_JOB_FILE, check_summary, read_metrics
 from .lease import pid_alive, release_active
 from .runsync import StudyStore
 from .slurm_spec import SlurmSpec
-from .worker import Outcome, Task, Trainer, execute
+from .worker import Outcome, Task, TrainFn, execute
 
 #: Directory of the study that holds submitit's job files and logs (shared with the compute nodes).
 SLURM_DIR = "slurm"
@@ -68,7 +68,7 @@ class Detached(Exception):
 class SlurmRun:
     """What an array task runs: one study run. Pickled to the task by submitit."""
 
-    def __init__(self, task: Task, trainer: Trainer | None = None):
+    def __init__(self, task: Task, trainer: TrainFn | None = None):
         self.task, self.trainer = task, trainer
 
     def __call__(self) -> None:
@@ -168,7 +168,7 @@ class SlurmPool:
     machine (no arrays there: the pool itself keeps at most `workers` in flight)."""
 
     def __init__(self, workers: int, resources: SlurmSpec, study_dir: str | Path, name: str,
-                 trainer: Trainer | None = None, store: StudyStore | None = None, detach: bool = False):
+                 trainer: TrainFn | None = None, store: StudyStore | None = None, detach: bool = False):
         check_cluster(resources)
         import submitit
 

@@ -38,13 +38,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Optional, Union
 
+import torch
 import yaml
 
 from ..config import (EXECUTION_ONLY, MAX_SEED, SEED_SOURCES, BoundedSafeLoader, build, canonical_json, check_key_path,
                       config_hash, identity_dict, knob, read_yaml, require, RunConfig, suggest, to_dict, yaml_load)
 from ..analysis.metrics import SCALAR_METRICS, is_analysis_metric
-from ..analysis.options import SECTIONS
+from ..analysis.options import SECTIONS, AnalysisOptions
+from ..data import cifar, fashion_mnist, synthetic
 from ..errors import ConfigError, UserError, short_repr
+from ..models import build_model
 from ..metrics import DEFAULT_COLUMNS, METRICS, OBJECTIVE_METRICS, optimize_direction
 from ..stats import CI_METHODS
 from .labels import brief_label, combo_label, level_label
@@ -161,15 +164,13 @@ _nonempty = require(bool, "must be a non-empty mapping of dotted config key -> l
 _validation_metric = require(lambda name: not name.startswith("test_"),
                              "must be a validation metric (a search must never select on the test set)")
 Levels = Annotated[list[Any], _levels]
-Metric = Annotated[str, _metric]
-Metrics = Annotated[list[str], _metrics]
+MetricName = Annotated[str, _metric]
+MetricNames = Annotated[list[str], _metrics]
 Analyses = Annotated[list[str], _distinct]
 
 
 def _analysis_options(options: dict, path: str) -> dict:
     """`analysis_options:` are AnalysisOptions fields (not `sections`: that is `analysis:`)."""
-    from ..analysis.options import AnalysisOptions
-
     if "sections" in options:
         raise ConfigError(f"{path}.sections", "list the analyses in analysis:, not here")
     build(AnalysisOptions, options, f"{path}.")
@@ -256,7 +257,7 @@ class SeedsFile:
     max: Optional[SeedCount] = knob(None, f"adaptive: most seeds a level gets (default {ADAPTIVE_MAX_SEEDS})")
     target_delta: Optional[Positive] = knob(None, "adaptive: a comparison is decided when its interval is "
                                                   "narrower than this (default report.target_delta)")
-    metric: Optional[Metric] = knob(None, "adaptive: metric compared (default: the first of metrics:)")
+    metric: Optional[MetricName] = knob(None, "adaptive: metric compared (default: the first of metrics:)")
     init: Union[SeedCount, SeedList, None] = knob(None, "seeds of the weight initialization (seed_init)")
     split: Union[SeedCount, SeedList, None] = knob(None, "seeds of the train/validation split (seed_split)")
     order: Union[SeedCount, SeedList, None] = knob(None, "seeds of the data order and augmentation (seed_order)")
@@ -316,7 +317,7 @@ class SpecFile:
     seeds: Optional[SeedsValue] = knob(None, f"study: a count (default {DEFAULT_SEED_COUNT}), a list, "
                                              "{adaptive: true, min, max, target_delta} or {init, split, order}")
     reference: Optional[dict[str, Any]] = knob(None, "study: factor -> the level comparisons are against")
-    metrics: Optional[Metrics] = knob(None, "metrics the study tabulates, the first is the primary one")
+    metrics: Optional[MetricNames] = knob(None, "metrics the study tabulates, the first is the primary one")
     report: Optional[ReportSpec] = knob(None, "how reports compute intervals and seeds needed")
     analysis: Optional[Analyses] = knob(None, "analyses of every completed run", choices=ANALYSES)
     analysis_options: Optional[Annotated[dict[str, Any], _analysis_options]] = knob(
@@ -949,8 +950,6 @@ def _locate(spec: StudySpec, factor: str, level: Any) -> tuple[int, Any, dict]:
 
 def data_shape(cfg: RunConfig) -> tuple[int, int]:
     """(channels, image size) of a run's dataset, known without reading it."""
-    from ..data import cifar, fashion_mnist, synthetic
-
     name = cfg.data.name
     if name == "synthetic":
         return 3, synthetic.IMAGE_SIZE
@@ -968,10 +967,6 @@ CHECK_CLASSES = 10
 def check_model(cfg: RunConfig, source: str, where: str) -> None:
     """Construct the run's model on the meta device (no memory, no compute), so that a level the
     architecture rejects (heads not dividing a width, a knob the model lacks) fails at expansion."""
-    import torch
-
-    from ..models import build_model
-
     in_chans, image_size = data_shape(cfg)
     try:
         with torch.device("meta"):

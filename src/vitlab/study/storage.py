@@ -34,6 +34,9 @@ from abc import ABC, abstractmethod
 from pathlib import Path, PurePosixPath
 from typing import Callable, TypeVar
 
+import fsspec
+import fsspec.core
+
 from ..errors import UserError, one_line, short_repr, warn
 from ..io import NOFOLLOW, atomic_write_bytes
 from ..safepath import UnsafePathError, inside, walk_files
@@ -270,8 +273,6 @@ class FsspecStorage(Storage):
     """Any fsspec filesystem URL (s3://, gs://, az://, file://, memory://, …)."""
 
     def __init__(self, url: str):
-        import fsspec.core
-
         self.url = url.rstrip("/")
         self.protocol = url.split("://", 1)[0].lower()
         self.fs, root = fsspec.core.url_to_fs(self.url)
@@ -357,8 +358,6 @@ def open_storage(location: str | os.PathLike) -> Storage:
     if not is_url(text):
         return LocalStorage(Path(text).expanduser())
     protocol = text.split("://", 1)[0].lower()
-    import fsspec
-
     try:
         fsspec.get_filesystem_class(protocol)
     except ImportError as e:

@@ -35,7 +35,9 @@ ORPHAN_EXIT = 75
 #: prctl option (linux/prctl.h): the signal the kernel sends this process when its parent dies.
 PR_SET_PDEATHSIG = 1
 
-Trainer = Callable[..., dict]
+TrainFn = Callable[..., dict]
+"""What trains one run: `(config, run_dir, **kwargs) -> summary`, as `vitlab.train.run_training` (the
+default) or a test's stand-in. Not the class `vitlab.train.loop.Trainer`, which it builds."""
 
 
 class EpochHook(Protocol):
@@ -75,7 +77,7 @@ class Outcome:
     wall_s: float = 0.0
 
 
-def default_trainer() -> Trainer:
+def default_trainer() -> TrainFn:
     return run_training
 
 
@@ -90,7 +92,7 @@ def run_config(task: Task) -> RunConfig:
     return cfg
 
 
-def execute(task: Task, trainer: Trainer | None = None,
+def execute(task: Task, trainer: TrainFn | None = None,
             on_epoch: Callable[[int, dict], Any] | None = None) -> Outcome:
     """Train one run (resuming from its checkpoint) and return its outcome; never raises for the
     run's own errors."""
@@ -184,7 +186,7 @@ def _thread_only_tqdm_lock() -> None:
     tqdm.set_lock(threading.RLock())
 
 
-def worker_main(conn, parent_pid: int, trainer: Trainer | None) -> None:
+def worker_main(conn, parent_pid: int, trainer: TrainFn | None) -> None:
     """Entry point of a local worker process: runs tasks received on `conn` until told to stop.
 
     Messages sent: ("ready", pid), ("epoch", run_id, row), ("outcome", Outcome).

@@ -14,6 +14,7 @@ on (or whose events a crash lost) are filled in.
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -47,8 +48,6 @@ def scalar_tag(key: str) -> str:
 def hparam_values(info: RunInfo) -> dict:
     """The run's hyperparameters as the hparams plugin takes them: numbers, strings, bools (lists as
     JSON text); unset (None) knobs are left out."""
-    import json
-
     values = {k: info.context[k] for k in ("study", "factor", "level") if info.context.get(k) is not None}
     for k, v in info.params().items():
         if v is None:
