@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional
 import yaml
 
 from .errors import ConfigError, UserError, one_line, short_repr
+from .jsonread import MAX_INT
 from .metrics import MONITOR_METRICS
 
 
@@ -38,8 +39,6 @@ def knob(default: Any, doc: str, *, choices: tuple | None = None, finite: bool =
 #: Seeds must fit every RNG they seed (numpy's legacy seed takes 32 bits): 0 <= seed <= MAX_SEED.
 MAX_SEED = 2**32 - 1
 
-#: Largest integer any field takes (int64, what torch and numpy index with); larger is an error, not an overflow.
-MAX_INT = 2**63 - 1
 #: Sanity bounds on sizes that allocate memory or threads in proportion (far above any real use).
 MAX_IMAGE_SIZE = 4096
 MAX_SYNTHETIC_IMAGES = 1_000_000

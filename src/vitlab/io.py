@@ -82,7 +82,7 @@ def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
         return removed
     for p in entries:
         head, mark, pid = p.name.rpartition(TEMP_MARK)
-        if not (mark and head.startswith(".") and pid.isdigit()) or _pid_alive(int(pid)):
+        if not (mark and head.startswith(".") and pid.isdigit()) or pid_alive(int(pid)):
             continue
         try:
             p.unlink()
@@ -92,7 +92,9 @@ def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` on this machine runs: this process does; a zombie (killed, not yet reaped)
+    and a number no process can have do not; another user's process does."""
     if pid == os.getpid():
         return True
     try:
@@ -103,7 +105,11 @@ def _pid_alive(pid: int) -> bool:
         return True
     except (OverflowError, ValueError):  # not a possible pid
         return False
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2] != "Z"
+    except (OSError, ValueError, IndexError):  # no /proc (not Linux), or the process just ended
+        return True
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, root: str | os.PathLike | None = None) -> None:

@@ -24,7 +24,9 @@ RANGE_PERCENT = (0.0, 100.0)
 RANGE_UNIT = (0.0, 1.0)
 """Valid range of probabilities and normalized quantities (normalized entropy, attention weights)."""
 
-SPLITS = ("train", "val", "test", "run", "analysis")
+DATA_SPLITS = ("train", "val", "test")
+"""The data splits a run measures its metrics on (the prefix of their names: `val_top1`, `test_loss`)."""
+SPLITS = (*DATA_SPLITS, "run", "analysis")
 """What a metric is measured on: a data split, the run itself (its size, cost and length), or an analysis."""
 DIRECTIONS = ("higher", "lower", "none")
 """Which values are better; "none" for counts that describe a run (epochs run, best epoch, steps)."""

@@ -39,9 +39,8 @@ from ..study.index import run_dir as study_run_dir
 from ..version import __version__
 from .. import stats
 from .page import CSS, HTML_NAME, slug
-from .tables import FEW_SEEDS_MARK
+from .tables import COMPLETED, FEW_SEEDS_MARK
 
-COMPLETED = "completed"
 ROLLOUT_IMAGES = 2
 """How many of the analysed test images get a levels × layers rollout grid in a study report."""
 BAND_ALPHA = 0.18

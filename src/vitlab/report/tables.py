@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .. import stats
+from ..config import SEED_SOURCES
 from ..metrics import PCT_DECIMALS, metric_info
 from ..rundir import RunStatus
 from .formats import Grid, to_csv
@@ -46,8 +47,6 @@ DEGENERATE_MARK = "§"
 SEEDS_NEEDED_SHOWN = 100
 """'Seeds for Δ' above this many pairs prints as '> 100': the spread is then too large (or, at 2
 seeds, too poorly known) for seeds to be the remedy, and a four-digit count reads as a plan."""
-SEED_SOURCES = ("seed_init", "seed_split", "seed_order")
-"""Config fields that override `seed` for one source of randomness each (None: use `seed`)."""
 
 MISSING = "—"
 

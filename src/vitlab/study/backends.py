@@ -18,10 +18,9 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
-from ..rundir import read_metrics
 from .runsync import StudyStore, remove_scratch
 from .storage import PROTOCOL_PACKAGES
-from .worker import Outcome, Task, TrainFn, execute, worker_main
+from .worker import Outcome, Task, TrainFn, execute, task_epochs, worker_main
 
 #: Seconds a worker is given to exit after "stop" before it is killed.
 STOP_GRACE_S = 5.0
@@ -261,12 +260,6 @@ class RayPool:
         ref = self.remote.remote(task, self.trainer)
         self.inflight[ref] = (task, time.monotonic(), 0)
 
-    def _epochs(self, task: Task) -> list[dict]:
-        """The run's metric rows as they are now (in its run directory, or in the study's storage)."""
-        if task.storage is None or self.store is None:
-            return read_metrics(task.run_dir)
-        return self.store.epochs(task.run_id)
-
     def poll(self, timeout: float) -> list[tuple]:
         events: list[tuple] = []
         if not self.inflight:
@@ -280,7 +273,7 @@ class RayPool:
             if task.storage is not None and not remote_due:
                 continue
             try:
-                rows = self._epochs(task)
+                rows = task_epochs(task, self.store)
             except UserError:  # storage briefly away: progress only, the outcome will tell
                 continue
             for row in rows[seen:]:

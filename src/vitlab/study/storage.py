@@ -37,7 +37,7 @@ from typing import Callable, TypeVar
 import fsspec
 import fsspec.core
 
-from ..errors import UserError, one_line, short_repr, warn
+from ..errors import QUOTED_ERROR_CHARS, UserError, one_line, short_repr, warn
 from ..io import NOFOLLOW, atomic_write_bytes
 from ..safepath import UnsafePathError, inside, walk_files
 
@@ -57,9 +57,6 @@ CLAIM_SETTLE_S = 0.5
 #: Errors that retrying cannot fix (a bug, or a permanent refusal); all else is treated as transient.
 PERMANENT_ERRORS = (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError, FileNotFoundError,
                     TypeError, ValueError, AttributeError, KeyError, NotImplementedError, ImportError)
-
-#: Characters of an underlying error's message quoted in a storage error.
-ERROR_CHARS = 300
 
 T = TypeVar("T")
 
@@ -239,7 +236,7 @@ class Storage(ABC):
 
 def _one_line(e: BaseException) -> str:
     """An exception as `Type: message` on one line (`errors.one_line`), the type alone without a message."""
-    text = one_line(e, ERROR_CHARS)
+    text = one_line(e, QUOTED_ERROR_CHARS)
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 

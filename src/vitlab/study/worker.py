@@ -22,10 +22,10 @@ from typing import Any, Callable, Protocol
 from ..analysis import analyze_run
 from ..config import RunConfig, build
 from ..errors import UserError
-from ..rundir import SUMMARY_FILE, RunStatus, read_summary
+from ..rundir import SUMMARY_FILE, RunStatus, read_metrics, read_summary
 from ..train import run_training
 from .lease import release_active
-from .runsync import Workspace, remove_scratch
+from .runsync import StudyStore, Workspace, remove_scratch
 from .storage import StorageError
 
 #: How often a local worker checks that its coordinator is still alive.
@@ -75,6 +75,13 @@ class Outcome:
     error: str | None = None
     user_error: bool = False
     wall_s: float = 0.0
+
+
+def task_epochs(task: Task, store: StudyStore | None) -> list[dict]:
+    """The task's metric rows as they are now: in its run directory, or in the study's storage `store`."""
+    if task.storage is None or store is None:
+        return read_metrics(task.run_dir)
+    return store.epochs(task.run_id)
 
 
 def default_trainer() -> TrainFn:

@@ -18,13 +18,12 @@ import json
 import time
 from pathlib import Path
 
-from ..metrics import HEADLINE_METRICS
+from ..metrics import DATA_SPLITS, HEADLINE_METRICS
 from ..rundir import CONFUSION_FILE, TENSORBOARD_DIR
 from ..safepath import check_tree, inside, writable_run_dir
 from .base import FINAL_PREFIX, RunInfo, epoch_metrics, final_metrics, require
 from .images import confusion_figure, figure_rgb, read_confusion
 
-SPLITS = ("train", "val", "test")
 #: Group of the per-epoch fields that belong to no split (lr, throughput_img_s, epoch_time_s, ...).
 OTHER_GROUP = "epoch"
 #: Per-epoch metrics declared to the HParams view beside the headline summary metrics
@@ -40,7 +39,7 @@ EVENT_FILE_GLOB = "events.out.tfevents.*"
 def scalar_tag(key: str) -> str:
     """A metrics.jsonl key as a TensorBoard tag: `val_top1` -> `val/top1`, `lr` -> `epoch/lr`."""
     split, _, rest = key.partition("_")
-    if split in SPLITS and rest:
+    if split in DATA_SPLITS and rest:
         return f"{split}/{rest}"
     return f"{OTHER_GROUP}/{key}"
 
