@@ -12,7 +12,7 @@ import pytest
 from vitlab.cli import main
 from vitlab.config import (MAX_SEED, DataConfig, OptimConfig, RunConfig, build, load_config, knob)
 from vitlab.errors import ConfigError, UserError
-from vitlab.train import run_training
+from vitlab.training import run_training
 
 
 def float_fields(cls=RunConfig, prefix=""):

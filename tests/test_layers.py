@@ -1,5 +1,5 @@
 """The import-linter contracts in .importlinter hold: every module imports only from the layers below it
-(cli -> api/demo -> report/notebook -> study -> analysis -> train -> track/models/data -> config/io/stats
+(cli -> api/demo -> report/notebook -> study -> analysis -> training -> track/models/data -> config/io/stats
 -> metrics -> safepath -> rundir -> jsonread -> errors/version), counting imports inside functions too;
 and imports stand at the top of their module, where the order of the layers can be read, except those
 of optional extras.

@@ -7,7 +7,7 @@ import torch
 
 from vitlab.config import RunConfig, config_hash, identity_dict, load_config
 from vitlab.errors import ConfigError
-from vitlab.train.loop import Trainer
+from vitlab.training.loop import Trainer
 
 TINY = ["model.name=vit_nano", "model.dim=32", "model.depth=1", "data.name=synthetic", "data.synthetic_train=200",
         "data.synthetic_test=50", "data.val_fraction=0.2", "train.threads=1", "device=cpu"]

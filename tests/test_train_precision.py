@@ -6,7 +6,7 @@ from vitlab.analysis.loading import load_run
 from vitlab.config import config_hash, load_config
 from vitlab.errors import UserError
 from vitlab.io import read_jsonl
-from vitlab.train import precision, run_training
+from vitlab.training import precision, run_training
 
 from test_train_run import TINY, strip_timing
 

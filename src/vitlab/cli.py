@@ -29,8 +29,8 @@ from .study.query import format_rows, results_rows
 from .study.runsync import fetch_checkpoint
 from .study.search import run_search
 from .study.status import study_status
-from .train import run_training
-from .train.resume import resume_config
+from .training import run_training
+from .training.resume import resume_config
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
 #: Exit status after Ctrl-C (SIGINT) and after SIGTERM: 128 + the signal number, as shells report it.

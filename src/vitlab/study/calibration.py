@@ -32,8 +32,8 @@ import torch
 from ..config import SEED_SOURCES, RunConfig, canonical_json, identity_dict
 from ..errors import UserError
 from ..io import atomic_write_json, read_json_object
-from ..train.budget import plan_budget
-from ..train.loop import Trainer
+from ..training.budget import plan_budget
+from ..training.loop import Trainer
 
 CALIBRATION_FILE = "calibration.json"
 """The study's time calibrations, beside its spec.yaml."""

@@ -93,7 +93,7 @@ class RunOptions:
     slurm: tuple[str, ...] | None = None
     #: backend slurm: submit the runs and return without waiting for them.
     detach: bool = False
-    #: Replaces `vitlab.train.run_training` (tests only).
+    #: Replaces `vitlab.training.run_training` (tests only).
     trainer: TrainFn | None = None
 
     def __post_init__(self) -> None:
@@ -260,7 +260,7 @@ def run_study(spec: str | Path | dict | specmod.StudySpec, out_dir: str | Path, 
     tasks and return without waiting (a rerun attaches to them, see study/slurm.py).
     `retrain_damaged`: train runs whose files are malformed again (resuming from their checkpoint); by
     default they are reported as `damaged` (one warning each) and skipped.
-    `trainer` replaces `vitlab.train.run_training` (tests only). Raises UserError on bad input before
+    `trainer` replaces `vitlab.training.run_training` (tests only). Raises UserError on bad input before
     anything is written.
     """
     check_options(workers, backend, max_retries)

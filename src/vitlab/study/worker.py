@@ -23,7 +23,7 @@ from ..analysis import analyze_run
 from ..config import RunConfig, build
 from ..errors import UserError
 from ..rundir import SUMMARY_FILE, RunStatus, read_metrics, read_summary
-from ..train import run_training
+from ..training import run_training
 from .lease import release_active
 from .runsync import StudyStore, Workspace, remove_scratch
 from .storage import StorageError
@@ -36,8 +36,8 @@ ORPHAN_EXIT = 75
 PR_SET_PDEATHSIG = 1
 
 TrainFn = Callable[..., dict]
-"""What trains one run: `(config, run_dir, **kwargs) -> summary`, as `vitlab.train.run_training` (the
-default) or a test's stand-in. Not the class `vitlab.train.loop.Trainer`, which it builds."""
+"""What trains one run: `(config, run_dir, **kwargs) -> summary`, as `vitlab.training.run_training` (the
+default) or a test's stand-in. Not the class `vitlab.training.loop.Trainer`, which it builds."""
 
 
 class EpochHook(Protocol):
