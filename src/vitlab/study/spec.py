@@ -47,8 +47,8 @@ from ..analysis.metrics import SCALAR_METRICS, is_analysis_metric
 from ..analysis.options import SECTIONS, AnalysisOptions
 from ..data import cifar, fashion_mnist, synthetic
 from ..errors import ConfigError, UserError, short_repr
-from ..models import build_model
 from ..metrics import DEFAULT_COLUMNS, METRICS, OBJECTIVE_METRICS, optimize_direction
+from ..models import build_model
 from ..stats import CI_METHODS
 from .labels import brief_label, combo_label, level_label
 from .slurm_spec import SlurmSpec
