@@ -27,8 +27,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from vitlab.models import create_model  # noqa: E402
-from vitlab.train.loop import param_groups, soft_cross_entropy  # noqa: E402
-from vitlab.train.precision import autocast, cpu_has_bf16_units  # noqa: E402
+from vitlab.training.loop import param_groups, soft_cross_entropy  # noqa: E402
+from vitlab.training.precision import autocast, cpu_has_bf16_units  # noqa: E402
 
 MODELS = {"vit_study_b": {}, "mobilevit_xxs": {"strides": "cifar"}}
 PRECISIONS = ("none", "bf16")

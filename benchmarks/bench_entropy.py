@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from vitlab.config import load_config
-from vitlab.train.loop import ENTROPY_IMAGES, Trainer
-from vitlab.train.progress import EpochProgress
+from vitlab.training.loop import ENTROPY_IMAGES, Trainer
+from vitlab.training.progress import EpochProgress
 
 CIFAR_TRAIN = 45_000
 """Training images per epoch of the CIFAR studies (50,000 minus 10% validation)."""

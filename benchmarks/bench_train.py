@@ -38,7 +38,7 @@ def measure(overrides: list[str], epochs: int) -> dict:
         t0 = time.perf_counter()
         s = vitlab.train(cfg, d)
         wall = time.perf_counter() - t0
-        rows = vitlab.train.read_metrics(d)
+        rows = vitlab.training.read_metrics(d)
     last = rows[-1]  # the first epoch includes warm-up effects (allocator, compile)
     return {"img_s": last["throughput_img_s"], "data_frac": last.get("data_time_frac"), "wall_s": wall,
             "params": s["params"]}

@@ -65,7 +65,7 @@ def test_op_named_in_export_errors(monkeypatch):
 def test_cli_export_writes_a_checked_model(tmp_path, capsys):
     from test_analysis_run import TINY
     from vitlab.config import load_config
-    from vitlab.train import run_training
+    from vitlab.training import run_training
 
     run = tmp_path / "run"
     run_training(load_config(None, TINY), run)

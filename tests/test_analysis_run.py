@@ -21,7 +21,7 @@ from vitlab.config import load_config
 from vitlab.errors import UserError
 from vitlab.io import read_json_object, read_jsonl
 from vitlab.models import create_model
-from vitlab.train import run_training
+from vitlab.training import run_training
 
 TINY = [
     "data.name=synthetic", "data.synthetic_train=320", "data.synthetic_test=60", "data.val_fraction=0.25",

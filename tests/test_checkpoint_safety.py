@@ -18,8 +18,8 @@ from vitlab.cli import main
 from vitlab.config import load_config
 from vitlab.errors import UserError
 from vitlab.rundir import SUMMARY_FILE, checkpoint_path
-from vitlab.train import run_training
-from vitlab.train.checkpoint import (CHECKPOINT_FORMAT, LAST_KEYS, capture_rng, check_plain, load_checkpoint,
+from vitlab.training import run_training
+from vitlab.training.checkpoint import (CHECKPOINT_FORMAT, LAST_KEYS, capture_rng, check_plain, load_checkpoint,
                                      restore_rng, save_checkpoint)
 
 TINY = [

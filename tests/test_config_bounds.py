@@ -14,7 +14,7 @@ from vitlab.config import DataConfig, MAX_SEED, OptimConfig, RunConfig, load_con
 from vitlab.schema import build, knob, variants
 from vitlab.errors import ConfigError, UserError
 from vitlab.models import knobs_of, list_models
-from vitlab.train import run_training
+from vitlab.training import run_training
 
 
 def float_fields(cls=RunConfig, prefix=""):

@@ -9,7 +9,7 @@ from vitlab.data import dataset_info, load_dataset
 from vitlab.data.registry import READERS
 from vitlab.datasets import DATASET_NAMES, DATASETS
 from vitlab.errors import ConfigError
-from vitlab.train.environment import data_root_hint
+from vitlab.training.environment import data_root_hint
 
 
 def test_every_dataset_has_a_reader_and_is_a_config_choice():

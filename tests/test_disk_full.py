@@ -21,7 +21,7 @@ from vitlab.config import load_config
 from vitlab.errors import RunError
 from vitlab.io import atomic_write_bytes, remove_stale_temp_files
 from vitlab.rundir import SUMMARY_FILE, checkpoint_path
-from vitlab.train import run_training
+from vitlab.training import run_training
 
 TINY = ["data.synthetic_train=100", "data.synthetic_test=20", "data.val_fraction=0.2", "model.name=vit_nano",
         "model.dim=16", "model.depth=1", "model.num_heads=2", "train.epochs=3", "train.batch_size=40",
@@ -91,7 +91,7 @@ def test_disk_full_mid_run_keeps_the_last_checkpoint_and_resumes(tmp_path, monke
 
 
 def test_cli_exits_1_with_one_line(tmp_path, monkeypatch, capsys):
-    import vitlab.train.checkpoint as ck
+    import vitlab.training.checkpoint as ck
 
     monkeypatch.setattr(ck, "atomic_torch_save", enospc)
     assert main(["train", "--out", str(tmp_path / "run"), *TINY]) == 1

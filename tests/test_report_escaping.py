@@ -110,4 +110,4 @@ def test_figures_survive_mathtext_labels(report):
 def test_escape_functions():
     assert formats.tex_escape("a\nb\r\\input{x}") == r"a b \textbackslash{}input\{x\}"
     assert formats.md_escape("<b>|x|\n*y*") == r"&lt;b&gt;\|x\| \*y\*"
-    assert formats.one_line("a\u2028b\x00c\u0085d") == "a b c d"
+    assert formats.controls_to_spaces("a\u2028b\x00c\u0085d") == "a b c d"

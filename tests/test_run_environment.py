@@ -10,7 +10,7 @@ from vitlab.analysis.loading import load_run
 from vitlab.config import load_config
 from vitlab.data.files import ROOT_ENV
 from vitlab.errors import DataError
-from vitlab.train import run_training
+from vitlab.training import run_training
 
 SMALL = ["data.name=fashion_mnist", "data.download=false", "data.val_fraction=0.2", "model.name=vit_nano",
          "model.dim=16", "model.depth=1", "model.num_heads=2", "model.image_size=32", "train.batch_size=20",

@@ -8,7 +8,7 @@ import torch
 from vitlab.config import RunConfig, load_config
 from vitlab.identity import config_hash, identity_dict
 from vitlab.errors import ConfigError
-from vitlab.train.loop import Trainer
+from vitlab.training.loop import Trainer
 
 TINY = ["model.name=vit_nano", "model.dim=32", "model.depth=1", "data.name=synthetic", "data.synthetic_train=200",
         "data.synthetic_test=50", "data.val_fraction=0.2", "train.threads=1", "device=cpu"]

@@ -14,7 +14,7 @@ from vitlab.report.compute import UNEQUAL, compute_rows
 from vitlab.report.html import report_main
 from vitlab.study import calibration, run_study
 from vitlab.study.plan import expand
-from vitlab.train import budget
+from vitlab.training import budget
 
 from test_study_runner import TINY, write_spec
 

@@ -11,8 +11,8 @@ import pytest
 from vitlab.config import load_config
 from vitlab.schema import to_dict
 from vitlab.study.plan import data_shape, expand
-from vitlab.train import run_training
-from vitlab.train.flops import run_step_flops, steps_for_flops
+from vitlab.training import run_training
+from vitlab.training.flops import run_step_flops, steps_for_flops
 
 from realdata import real_data_root
 

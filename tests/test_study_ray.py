@@ -154,7 +154,7 @@ def pause_after_first_epoch(cfg, out, resume=True, on_epoch=None, progress=None,
     import os as _os
     import time as _time
 
-    from vitlab.train import run_training
+    from vitlab.training import run_training
 
     def hook(epoch, row):
         stop = on_epoch(epoch, row) if on_epoch is not None else False

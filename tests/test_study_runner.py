@@ -255,7 +255,7 @@ def test_sigkill_coordinator_loop_loses_nothing(reference, tmp_path):
 def flaky_trainer(cfg, out_dir, resume=True, on_epoch=None, progress=None, context=None):
     """The real trainer, made to fail once right after epoch 2 was checkpointed: by an exception
     (softmax runs) or by SIGKILL of its own worker process (cosine runs)."""
-    from vitlab.train import run_training
+    from vitlab.training import run_training
 
     marker = Path(out_dir) / "failed-once"
 
@@ -286,7 +286,7 @@ def broken_small_lr_trainer(cfg, out_dir, resume=True, on_epoch=None, progress=N
     """Always raises for lr < 1; trains for real otherwise (lr 1e8 diverges)."""
     if cfg.optim.lr < 1:
         raise RuntimeError("injected failure")
-    from vitlab.train import run_training
+    from vitlab.training import run_training
 
     return run_training(cfg, out_dir, resume=resume, on_epoch=on_epoch, progress=progress)
 

@@ -40,7 +40,7 @@ SPEC = {
 def kill_coordinator_once(cfg, out_dir, resume=True, on_epoch=None, progress=None, context=None):
     """The real trainer; the first time any trial of the study reaches epoch 2, it SIGKILLs the
     coordinator (its parent process) - a deterministic mid-run crash."""
-    from vitlab.train import run_training
+    from vitlab.training import run_training
 
     marker = Path(out_dir).parent.parent / "killed-once"
 

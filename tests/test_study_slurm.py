@@ -17,7 +17,7 @@ import yaml
 from vitlab.cli import main
 from vitlab.io import read_jsonl
 from vitlab.study import open_index, run_study, slurm
-from vitlab.study.lease import pid_alive
+from vitlab.io import pid_alive
 from vitlab.study.status import study_status
 
 pytest.importorskip("submitit")

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from vitlab.cli import main as cli_main
+from vitlab.config import MAX_SEED
 from vitlab.errors import ConfigError, UserError
 from vitlab.identity import identity_dict
 from vitlab.schema import build, knob
@@ -246,7 +247,7 @@ def test_adaptive_defaults_and_runs_for_level_of_a_grid_cell_and_seed_sources(tm
     for factor, level in (("model.attn_norm", "zscore"), ("model.dim", 32), ("grid", {"x": 1})):
         with pytest.raises(UserError, match="is not a level of this study"):
             runs_for_level(study2, factor, level, [1])
-    with pytest.raises(UserError, match="seeds must be < 2"):
+    with pytest.raises(UserError, match=f"seeds must be <= {MAX_SEED}"):
         runs_for_level(study2, "model.attn_norm", "cosine", [2**32])
 
 
@@ -286,7 +287,7 @@ def test_analysis_metrics_are_accepted_and_defaults_are_empty(tmp_path):
 
 BAD = [
     (spec_dict(seeds=2**32 + 1), "seeds: a count of 4294967297 seeds does not fit the RNGs"),
-    (spec_dict(seeds=[1, 2**32]), "seeds: seeds must be < 2**32 to fit the RNGs, got 4294967296"),
+    (spec_dict(seeds=[1, 2**32]), f"seeds: seeds must be <= {MAX_SEED} to fit the RNGs, got 4294967296"),
     (spec_dict(seeds="three"), "seeds: must be an integer, a list or a mapping, got 'three'"),
     (spec_dict(seeds={}), "seeds: a mapping needs adaptive: true or seed sources (init, split, order)"),
     (spec_dict(seeds={"adaptiv": True}), "seeds.adaptiv: unknown key (did you mean 'adaptive'?)"),
@@ -317,7 +318,7 @@ BAD = [
                profiles={"quick": {"seeds": 2}}), "profiles.quick.seeds: not used in search mode"),
     (spec_dict(vary=None, seeds=None, space={"train.epochs": {"low": 1, "high": 5.5}}), "space.train.epochs.high: must be an integer"),
     (spec_dict(vary=None, seeds=None, space={"optim.lr": {"low": 1e-4, "high": 1e-2}}, sampler_seed=2**32),
-     "sampler_seed: must be in [0, 2**32)"),
+     f"sampler_seed: must be in [0, {MAX_SEED}]"),
     (spec_dict(vary=None, seeds=None, space={"optim.lr": {"low": 1e-4, "high": 1e-2}}, pruner="median"),
      "pruner: must be a mapping {name, startup_trials, warmup_epochs} or none"),
     (spec_dict(vary=None, seeds=None, space={"optim.lr": {"low": 1e-4, "high": 1e-2}}, pruner={"warmup_epochs": -1}),

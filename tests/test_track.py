@@ -23,7 +23,7 @@ from vitlab.track import TrackerWarning
 from vitlab.track.base import flatten
 from vitlab.track.mlflow import EPOCHS_TAG, MlflowTracker, tracking_uri
 from vitlab.track.tensorboard import CONFUSION_TAG, TensorBoardTracker, scalar_tag
-from vitlab.train import run_training
+from vitlab.training import run_training
 
 TINY = [
     "data.name=synthetic", "data.synthetic_train=320", "data.synthetic_test=120", "data.val_fraction=0.25",
@@ -257,7 +257,7 @@ class RecordingTracker:
 
 def test_trackers_see_every_call_in_order_and_their_failures_are_warnings(tmp_path, monkeypatch):
     from vitlab.track import Trackers
-    from vitlab.train import loop
+    from vitlab.training import loop
 
     good, bad = RecordingTracker(), RecordingTracker(fail={"log_epoch", "finish"})
     monkeypatch.setattr(loop, "open_trackers", lambda cfg, out, context: Trackers([good, bad]))

@@ -15,7 +15,7 @@ from vitlab.io import read_jsonl
 from vitlab.rundir import METRICS_FILE, SUMMARY_FILE, TENSORBOARD_DIR, WANDB_RUN_FILE
 from vitlab.track import TrackerWarning
 from vitlab.track.wandb import offline_runs
-from vitlab.train import run_training
+from vitlab.training import run_training
 
 from test_track import CONTEXT, TINY, close, tb_scalars
 

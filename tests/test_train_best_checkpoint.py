@@ -7,7 +7,7 @@ import torch
 
 from vitlab.config import load_config
 from vitlab.rundir import BEST_CHECKPOINT, checkpoint_path
-from vitlab.train import loop, run_training
+from vitlab.training import loop, run_training
 
 TINY = ["data.synthetic_train=200", "data.synthetic_test=100", "data.val_fraction=0.2", "model.name=vit_nano",
         "model.dim=16", "model.depth=1", "model.num_heads=2", "train.epochs=3", "train.batch_size=40",

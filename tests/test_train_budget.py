@@ -9,9 +9,9 @@ from vitlab.cli import main
 from vitlab.config import ScheduleConfig, load_config
 from vitlab.errors import ConfigError
 from vitlab.io import read_jsonl
-from vitlab.train import budget, loop, run_training
-from vitlab.train.checkpoint import capture_rng
-from vitlab.train.schedules import make_scheduler
+from vitlab.training import budget, loop, run_training
+from vitlab.training.checkpoint import capture_rng
+from vitlab.training.schedules import make_scheduler
 
 from test_train_run import SUMMARY_KEYS, TIMING, TINY, strip_timing, tiny
 

@@ -15,8 +15,8 @@ from vitlab.config import load_config
 from vitlab.identity import config_hash, identity_dict
 from vitlab.errors import ConfigError, UserError
 from vitlab.io import read_jsonl
-from vitlab.train import loop, run_training
-from vitlab.train.flops import run_step_flops, steps_for_flops, train_step_flops
+from vitlab.training import loop, run_training
+from vitlab.training.flops import run_step_flops, steps_for_flops, train_step_flops
 
 from realdata import real_data_root
 from test_train_budget import RESULT_KEYS

@@ -7,7 +7,7 @@ from vitlab.config import load_config
 from vitlab.identity import config_hash
 from vitlab.errors import UserError
 from vitlab.io import read_jsonl
-from vitlab.train import precision, run_training
+from vitlab.training import precision, run_training
 
 from test_train_run import TINY, strip_timing
 

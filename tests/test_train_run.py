@@ -11,7 +11,7 @@ from vitlab.config import load_config
 from vitlab.errors import UserError
 from vitlab.rundir import RunStatus
 from vitlab.io import read_jsonl
-from vitlab.train import loop, run_training
+from vitlab.training import loop, run_training
 
 TINY = [
     "data.name=synthetic", "data.synthetic_train=320", "data.synthetic_test=120", "data.val_fraction=0.25",

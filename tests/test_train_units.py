@@ -8,10 +8,10 @@ import torch
 import torch.nn as nn
 
 from vitlab.config import ScheduleConfig
-from vitlab.train.checkpoint import capture_rng, restore_rng
-from vitlab.train.loop import param_groups, soft_cross_entropy
-from vitlab.train.metrics import ECE_BINS, SplitMetrics
-from vitlab.train.schedules import LRMultiplier, make_scheduler
+from vitlab.training.checkpoint import capture_rng, restore_rng
+from vitlab.training.loop import param_groups, soft_cross_entropy
+from vitlab.training.metrics import ECE_BINS, SplitMetrics
+from vitlab.training.schedules import LRMultiplier, make_scheduler
 
 
 def naive_lr(step, base, epochs, spe, name, warmup_epochs, min_lr=0.0, milestones=(), gamma=0.1):

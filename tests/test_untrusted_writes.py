@@ -29,8 +29,8 @@ from vitlab.study import storage as storagemod
 from vitlab.study.query import format_rows
 from vitlab.study.runsync import StudyStore
 from vitlab.study.storage import open_storage
-from vitlab.train import run_training
-from vitlab.train.loop import write_confusion
+from vitlab.training import run_training
+from vitlab.training.loop import write_confusion
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 SPEC = {

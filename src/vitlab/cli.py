@@ -2,13 +2,38 @@
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import threading
 
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from .analysis.analyze import analyze_run, describe
+from .analysis.export import ExportError, export_run
+from .api import publish_run_analysis
+from .config import ModelConfig, RunConfig, dump_yaml, load_config
+from .data import dataset_info, download_dataset, verify_dataset
 from .datasets import DATASETS
+from .demo import run_demo
+from .schema import apply_overrides, build, describe_keys, suggest
 from .errors import RunError, UserError, one_line
+from .metrics import HEADLINE_METRICS
+from .models import describe_model, model_table
+from .notebook import export_dir
+from .report import report_main
 from .rundir import RunStatus
+from .stats import CI_METHODS
+from .study import run_study, summary_table
+from .study.query import format_rows, results_rows
+from .study.runsync import fetch_checkpoint
+from .study.search import run_search
+from .study.spec import describe_spec_keys
+from .study.status import study_status
+from .training import run_training
+from .training.resume import resume_config
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
 #: Exit status after Ctrl-C (SIGINT) and after SIGTERM: 128 + the signal number, as shells report it.
@@ -70,8 +95,6 @@ def _split_config_args(items: list[str]) -> tuple[str | None, list[str]]:
 
 def _dataset_name(name: str) -> str:
     """A dataset name of the registry, or a usage error with a did-you-mean (FashionMNIST -> fashion_mnist)."""
-    from .schema import suggest
-
     if name not in DATASETS:
         raise argparse.ArgumentTypeError(f"unknown dataset {name!r}; one of {', '.join(DATASETS)}"
                                          + suggest(name, DATASETS))
@@ -82,13 +105,8 @@ def _dataset_name(name: str) -> str:
 
 
 def cmd_train(a) -> int:
-    from .config import load_config
-    from .train import run_training
-
     path, overrides = _split_config_args(a.config)
     if a.resume:
-        from .train.resume import resume_config
-
         cfg = resume_config(a.out, path, overrides)
     else:
         cfg = load_config(path, overrides)
@@ -100,15 +118,10 @@ def cmd_train(a) -> int:
 
 
 def _print_summary(s: dict, out) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     t = Table(title=f"{out}  [{s['status']}]" + ("  (synthetic data)" if s.get("synthetic") else ""))
     t.add_column("metric")
     t.add_column("value", justify="right")
-    for key in ("epochs_run", "best_epoch", "params", "flops", "train_time_s", "throughput_img_s", "train_loss",
-                "train_top1", "val_top1", "test_loss", "test_top1", "test_top5", "test_precision_macro",
-                "test_recall_macro", "test_f1_macro", "test_ece"):
+    for key in HEADLINE_METRICS:
         if key in s and s[key] is not None:
             v = s[key]
             t.add_row(key, f"{v:,.4f}" if isinstance(v, float) else f"{v:,}")
@@ -118,10 +131,6 @@ def _print_summary(s: dict, out) -> None:
 
 
 def cmd_data(a) -> int:
-    import json
-
-    from .data import dataset_info, download_dataset, verify_dataset
-
     if a.action == "info":
         print(json.dumps(dataset_info(a.name, a.root), indent=2, default=str))
     elif a.action == "verify":
@@ -133,13 +142,6 @@ def cmd_data(a) -> int:
 
 
 def cmd_models(a) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    from .config import ModelConfig
-    from .schema import apply_overrides, build
-    from .models import describe_model, model_table
-
     console = Console()
     if a.name is None:
         if a.overrides or a.describe:
@@ -150,7 +152,6 @@ def cmd_models(a) -> int:
         rows = describe_model(a.name, **knobs) if a.describe else model_table([a.name], **knobs)
     if not rows:
         return EXIT_OK
-    from rich import box
 
     # narrow terminals get the descriptions below the table, so no column is squeezed into a sliver
     below = console.width < MODELS_TABLE_WIDTH and "description" in rows[0]
@@ -201,10 +202,6 @@ def _runs_text(values: list) -> str:
 
 
 def cmd_config(a) -> int:
-    from .config import RunConfig, dump_yaml, load_config
-    from .schema import describe_keys
-    from .study.spec import describe_spec_keys
-
     if a.spec and (a.action != "keys" or a.config):
         raise UserError("--spec: only used with `vitlab config keys` (and no config)")
     if a.action == "keys":
@@ -217,8 +214,6 @@ def cmd_config(a) -> int:
 
 
 def cmd_study(a) -> int:
-    from .study import run_study
-
     result = run_study(a.spec, a.out, workers=a.workers, backend=a.backend, ray_address=a.ray_address,
                        profile=a.profile, gpus_per_run=a.gpus_per_run, cpus_per_run=a.cpus_per_run,
                        max_retries=a.max_retries, max_runs=a.max_runs or None, storage=a.storage,
@@ -228,52 +223,38 @@ def cmd_study(a) -> int:
         print(f"{a.out}: SLURM has the study's unfinished runs ({result.detached}); "
               f"see progress with `vitlab status {a.out}`, collect the results by running this command again")
         return EXIT_OK if result.ok else EXIT_INTERNAL
-    from .study import summary_table
 
     print(summary_table(a.out, warn_damaged=False))  # run_study warned
     return EXIT_OK if result.ok else EXIT_INTERNAL
 
 
 def cmd_status(a) -> int:
-    from .study.status import study_status
-
     print(study_status(a.dir))
     return EXIT_OK
 
 
 def cmd_search(a) -> int:
-    from .study.search import run_search
-
     result = run_search(a.spec, a.out, trials=a.trials, workers=a.workers, profile=a.profile)
     print(result.describe())
     return EXIT_OK if result.ok else EXIT_INTERNAL
 
 
 def cmd_results(a) -> int:
-    from .study.query import format_rows, results_rows
-
     print(format_rows(results_rows(a.dir, where=a.where), a.format))
     return EXIT_OK
 
 
 def cmd_report(a) -> int:
-    from .report import report_main
-
     print(report_main(a.dir, a.output, ci=a.ci, target_delta=a.target_delta))
     return EXIT_OK
 
 
 def cmd_track(a) -> int:
-    from .notebook import export_dir
-
     print(export_dir(a.dir, a.to, a.uri).describe())
     return EXIT_OK
 
 
 def cmd_analyze(a) -> int:
-    from .analysis.analyze import analyze_run, describe
-    from .study.runsync import fetch_checkpoint
-
     fetch_checkpoint(a.run_dir)  # a run of a study kept in another storage (--storage): its best.pt
 
     analysis = analyze_run(a.run_dir, sections=a.sections, force=a.force, samples=a.samples, device=a.device,
@@ -287,15 +268,10 @@ def cmd_analyze(a) -> int:
 
 def _publish_analysis(run_dir) -> None:
     """A run of a study kept in another storage: its new analysis goes to storage, which a rerun mirrors."""
-    from .api import publish_run_analysis
-
     publish_run_analysis(run_dir)
 
 
 def cmd_export(a) -> int:
-    from .analysis.export import ExportError, export_run
-    from .study.runsync import fetch_checkpoint
-
     fetch_checkpoint(a.run_dir)  # a run of a study kept in another storage (--storage): its best.pt
 
     try:
@@ -308,8 +284,6 @@ def cmd_export(a) -> int:
 
 
 def cmd_demo(a) -> int:
-    from .demo import run_demo
-
     return EXIT_OK if run_demo(a.out, workers=a.workers) else EXIT_INTERNAL
 
 
@@ -400,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="tables, figures and one self-contained HTML report")
     rp.add_argument("dir", help="a study directory, or one run directory")
     rp.add_argument("-o", "--output", help="HTML file (default DIR/report/report.html)")
-    rp.add_argument("--ci", choices=("t", "bootstrap", "bca"), default=None,
+    rp.add_argument("--ci", choices=CI_METHODS, default=None,
                     help="interval of a mean over seeds: Student t (default), percentile bootstrap or BCa "
                          "(default: the spec's report.ci, else t)")
     rp.add_argument("--target-delta", type=float, default=None, metavar="PP",

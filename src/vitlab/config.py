@@ -20,6 +20,7 @@ import yaml
 from .datasets import DATASET_NAMES, DATASETS
 from .errors import ConfigError, UserError, short_repr
 from .families import FAMILIES, family_of
+from .metrics import MONITOR_METRICS
 from .schema import Section, apply_overrides, build, knob, require, to_dict
 from .yamlsafe import read_yaml
 
@@ -247,7 +248,7 @@ class TrainConfig(Section):
     ema_decay: float = knob(0.999, "EMA decay per step", ge=0.0, lt=1.0)
     patience: int = knob(0, "early stopping: epochs without improvement of `monitor` (0 disables)", ge=0)
     monitor: str = knob("val_top1", "validation metric for best checkpoint and early stopping",
-                     choices=("val_top1", "val_top5", "val_loss", "val_f1_macro", "val_ece"))
+                     choices=MONITOR_METRICS)
     test_every_epoch: bool = knob(False, "also evaluate the test set every epoch (test_ curves; selection still uses val)")
     threads: Optional[int] = knob(None, "CPU threads for torch (default: torch's choice)", ge=1, le=MAX_THREADS, identity="never")
     progress: bool = knob(True, "show a progress bar (plain lines when not a TTY)", identity="never")

@@ -52,6 +52,10 @@ def warn(message: object) -> None:
     print(f"warning: {one_line(message, 2000)}", file=sys.stderr)
 
 
+QUOTED_ERROR_CHARS = 300
+"""Characters of an underlying error's message quoted inside one of ours (a storage error, a failed job)."""
+
+
 def one_line(text: str, limit: int = 200) -> str:
     """`text` on one line, at most `limit` characters (an ellipsis marks a cut)."""
     text = " ".join(str(text).split())

@@ -16,6 +16,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from .errors import UserError
 from .rundir import SUMMARY_FILE, RunStatus, read_summary
 from .safepath import inside
@@ -79,7 +82,7 @@ def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
         return removed
     for p in entries:
         head, mark, pid = p.name.rpartition(TEMP_MARK)
-        if not (mark and head.startswith(".") and pid.isdigit()) or _pid_alive(int(pid)):
+        if not (mark and head.startswith(".") and pid.isdigit()) or pid_alive(int(pid)):
             continue
         try:
             p.unlink()
@@ -89,7 +92,9 @@ def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` on this machine runs: this process does; a zombie (killed, not yet reaped)
+    and a number no process can have do not; another user's process does."""
     if pid == os.getpid():
         return True
     try:
@@ -100,7 +105,11 @@ def _pid_alive(pid: int) -> bool:
         return True
     except (OverflowError, ValueError):  # not a possible pid
         return False
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2] != "Z"
+    except (OSError, ValueError, IndexError):  # no /proc (not Linux), or the process just ended
+        return True
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, root: str | os.PathLike | None = None) -> None:
@@ -117,8 +126,6 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, root: str | os.PathLike
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
-    import torch
-
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
@@ -210,13 +217,8 @@ def csv_text(header: list, rows: Iterable[list]) -> str:
 
 
 def _json_default(o: Any):
-    try:
-        import numpy as np
-
-        if isinstance(o, np.generic):
-            return o.item()
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(o, np.generic):
+        return o.item()
     if isinstance(o, Path):
         return str(o)
     if isinstance(o, tuple):

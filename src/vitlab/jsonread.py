@@ -30,7 +30,8 @@ MAX_JSON_DEPTH = 16
 MAX_STRING_CHARS = 65_536
 """Longest string (value or key) accepted; an error message or a path is far shorter."""
 MAX_INT = 2 ** 63 - 1
-"""Largest integer magnitude accepted: every count, size or seed vitlab writes fits in 64 bits."""
+"""Largest integer magnitude accepted, in a file and in a config field alike (int64, what torch and numpy
+index with): every count, size or seed vitlab writes fits; larger is an error, not an overflow."""
 MAX_JSON_BYTES = 16 * 2 ** 20
 """Default cap on a JSON file's size (callers with larger or smaller files pass their own)."""
 

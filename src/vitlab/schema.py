@@ -20,10 +20,8 @@ from typing import Any, Callable
 import yaml
 
 from .errors import ConfigError, UserError, short_repr
+from .jsonread import MAX_INT
 from .yamlsafe import yaml_load
-
-#: Largest integer any field takes (int64, what torch and numpy index with); larger is an error, not an overflow.
-MAX_INT = 2**63 - 1
 
 #: `knob(identity=...)`: how a field enters a run's identity (`vitlab.identity`). "always": as is;
 #: "omit_unset": left out while None or [] (a field added after run IDs were first issued, so configs

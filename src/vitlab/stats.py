@@ -1,6 +1,6 @@
 """Statistics over seeds: intervals, paired tests, power, variance sources, aggregates across datasets.
 
-A leaf module (numpy and scipy only): the report builds its tables from it, and the study engine
+A leaf module (numpy, scipy and the metrics table): the report builds its tables from it, and the study engine
 calls `seeding_decision` to decide whether a level needs more seeds. Every formula is one small
 function whose docstring names its source; the tests check each against a naive implementation.
 
@@ -36,6 +36,8 @@ import numpy as np
 from scipy import optimize as _opt
 from scipy import special as _sp
 from scipy import stats as _st
+
+from .metrics import RANGE_ANY
 
 CONFIDENCE = 0.95
 """Default confidence level of every interval (1 - ALPHA)."""
@@ -96,15 +98,6 @@ MIN_SEEDS_TO_BOUND = 3
 Student-t interval spans +-12.7 standard errors (its coverage holds, its width says nothing)."""
 FEW_SEEDS_MARK = "‡"
 """Marks such an interval, in the report's tables and the terminal's summary table alike."""
-
-RANGE_ANY = (-math.inf, math.inf)
-"""Valid range of a metric with no bound (a signed quantity, a logit)."""
-RANGE_NONNEGATIVE = (0.0, math.inf)
-"""Valid range of losses, times, rates and counts."""
-RANGE_PERCENT = (0.0, 100.0)
-"""Valid range of accuracies, macro scores and ECE printed in %."""
-RANGE_UNIT = (0.0, 1.0)
-"""Valid range of probabilities and normalized quantities (normalized entropy, attention weights)."""
 
 VERDICT_BETTER, VERDICT_WORSE, VERDICT_NONE = "better", "worse", "no detectable difference"
 """The three verdict words of a paired comparison."""

@@ -22,7 +22,7 @@ import time
 import torch
 
 from ..models import count_flops, count_params
-from ..train.precision import COMPUTE_DTYPE_NAMES
+from ..training.precision import COMPUTE_DTYPE_NAMES
 
 
 def load_average() -> float | None:

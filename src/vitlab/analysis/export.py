@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import statistics
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -25,8 +26,8 @@ from ..rundir import ANALYSIS_DIR, ONNX_FILE
 from ..safepath import writable_run_dir
 from .analyze import analysis_path, merge_summary, read_analysis
 from .efficiency import busy_warning, load_average
-from .options import AnalysisOptions
 from .loading import check_run_dir, load_run
+from .options import AnalysisOptions
 
 FORMATS = ("onnx",)
 ONNX_OPSET = 18
@@ -66,8 +67,6 @@ def _require(module: str) -> None:
 def onnx_bytes(model: torch.nn.Module, sample: torch.Tensor, opset: int = ONNX_OPSET) -> bytes:
     """Serialized ONNX model of `model` with a dynamic batch dimension; ExportError naming the
     operator when the exporter cannot convert one."""
-    import warnings
-
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     try:
         with warnings.catch_warnings():

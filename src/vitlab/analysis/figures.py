@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -147,8 +148,6 @@ def entropy_epochs_figure(rows: list[dict]) -> Figure | None:
 
 
 def _layer_color(i: int, n: int):
-    from matplotlib import colormaps
-
     return colormaps["viridis"](i / max(n - 1, 1))
 
 

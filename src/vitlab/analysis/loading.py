@@ -17,9 +17,9 @@ from ..data.files import ROOT_ENV
 from ..errors import UserError
 from ..models import build_model
 from ..rundir import BEST_CHECKPOINT, CONFIG_FILE, checkpoint_path, read_summary
-from ..train.checkpoint import BEST_KEYS, load_checkpoint
-from ..train.loop import resolve_device
-from ..train.precision import autocast, check_recorded, legacy_amp
+from ..training.checkpoint import BEST_KEYS, load_checkpoint
+from ..training.loop import resolve_device
+from ..training.precision import autocast, check_recorded, legacy_amp
 
 
 @dataclass

@@ -1,10 +1,12 @@
 """Where dataset files live, how they are checked (md5) and fetched (official URL, atomic write)."""
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 
 from ..errors import DataError
@@ -63,9 +65,6 @@ def read_bytes(path: Path, max_bytes: int | None = None) -> bytes:
 def gunzip_file(path: Path, max_bytes: int) -> bytes:
     """Decompress gzip file `path` as a stream, refusing output past `max_bytes` (the size of the
     official decompressed file): a gzip bomb stops at the cap instead of filling memory."""
-    import gzip
-    import zlib
-
     try:
         with gzip.open(path, "rb") as f:
             data = f.read(max_bytes + 1)  # GzipFile.read(n) decompresses only what n needs

@@ -6,10 +6,12 @@ with a fixed seed, so every run of a study is scored on the same images.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError, one_line
 from .bundle import RawSplits
@@ -71,10 +73,6 @@ def layout(path: Path) -> tuple[list[str], dict[str, list[tuple[Path, str]]]]:
 
 def read_image(path: Path, size: int) -> np.ndarray:
     """(3, size, size) uint8: RGB, centre-cropped to a square, resized with antialiasing."""
-    import warnings
-
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with warnings.catch_warnings():
             # Past Image.MAX_IMAGE_PIXELS PIL only warns (and errors at twice that): refuse it outright.

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.utils.flop_counter import conv_flop_count, FlopCounterMode, sdpa_flop_count
 
 from .attention import Attention
 
@@ -99,8 +100,6 @@ def conv_backward_flops(grad_out_shape, x_shape, w_shape, *args, output_mask=(Tr
     """FLOPs of a convolution's backward: each requested gradient (input, weight) costs what the forward
     costs, 2 · N · C_out · (C_in / groups) · k² · output pixels. torch's own formula counts the weight
     gradient of a grouped convolution as if it were dense (C_in times too much for a depthwise one)."""
-    from torch.utils.flop_counter import conv_flop_count
-
     forward = conv_flop_count(list(x_shape), list(w_shape), list(grad_out_shape), transposed=transposed)
     return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
 
@@ -109,8 +108,6 @@ def flop_counter():
     """A FlopCounterMode that also counts the CPU flash-attention kernel behind
     `scaled_dot_product_attention` (torch registers formulas only for the CUDA kernels) and counts the
     backward of grouped (depthwise) convolutions right (`conv_backward_flops`)."""
-    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
-
     def cpu_sdpa(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
         return sdpa_flop_count(query_shape, key_shape, value_shape)
 

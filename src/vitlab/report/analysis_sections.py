@@ -26,6 +26,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from ..metrics import RANGE_ANY, RANGE_NONNEGATIVE, RANGE_PERCENT, RANGE_UNIT
 from ..analysis import figures as afig
 from ..analysis.analyze import read_analysis, read_maps
 from ..analysis.corruptions import CORRUPTIONS, ordered
@@ -39,9 +40,8 @@ from ..study.index import run_dir as study_run_dir
 from ..version import __version__
 from .. import stats
 from .page import CSS, HTML_NAME, slug
-from .tables import FEW_SEEDS_MARK
+from .tables import COMPLETED, FEW_SEEDS_MARK
 
-COMPLETED = "completed"
 ROLLOUT_IMAGES = 2
 """How many of the analysed test images get a levels × layers rollout grid in a study report."""
 BAND_ALPHA = 0.18
@@ -121,7 +121,7 @@ def img_html(png: bytes, caption: str) -> str:
 
 
 def ci_text(values: list[float], scale: float = 1.0, decimals: int = 2, expected: int | None = None,
-            method: str = stats.DEFAULT_CI, valid: tuple[float, float] = stats.RANGE_NONNEGATIVE) -> str:
+            method: str = stats.DEFAULT_CI, valid: tuple[float, float] = RANGE_NONNEGATIVE) -> str:
     """'mean [lo, hi]' over seeds (scaled; `vitlab.stats.mean_ci` with `method`, cut to the valid range
     `valid` in the printed unit), '—' without values, 'n=k/K' when seeds are missing; an interval over
     too few seeds to bound the mean is marked as in the factor tables."""
@@ -315,12 +315,12 @@ def attention_html(factor: str, levels: list[LevelData], expected: int, sink: Fi
             return ci_text(lev.values(fn), scale, decimals, expected, method=sink.ci, valid=valid)
 
         rows.append([lev.label, f"{len(lev.analyses)}",
-                     cell(_mean_layer("entropy_norm"), 1, 3, stats.RANGE_UNIT),
-                     cell(_mean_layer("max_weight"), 1, 3, stats.RANGE_UNIT),
-                     cell(_mean_layer("distance_px"), 1, 2, stats.RANGE_NONNEGATIVE),
+                     cell(_mean_layer("entropy_norm"), 1, 3, RANGE_UNIT),
+                     cell(_mean_layer("max_weight"), 1, 3, RANGE_UNIT),
+                     cell(_mean_layer("distance_px"), 1, 2, RANGE_NONNEGATIVE),
                      cell(lambda a, _: max(x["max_logit"] for x in layers(a) if x["max_logit"] is not None), 1, 2,
-                          stats.RANGE_ANY),
-                     cell(lambda a, _: layers(a)[-1]["rank_residual"], 1, 3, stats.RANGE_UNIT),
+                          RANGE_ANY),
+                     cell(lambda a, _: layers(a)[-1]["rank_residual"], 1, 3, RANGE_UNIT),
                      cell(lambda a, _: layers(a)[-1]["token_cosine"], 1, 3, TOKEN_COSINE_RANGE)])
     samples = next(lev for lev in levels if lev.analyses).analyses[0]["attention"]["samples"]
     parts = [table_html(f"{factor}: attention statistics on {samples} fixed test images (mean over layers; "
@@ -355,12 +355,12 @@ def robustness_html(factor: str, levels: list[LevelData], reference: str | None,
     ref_profile = mean_profile([error_profile(a["robustness"]) for a in ref.analyses])
     rows = []
     for lev in levels:
-        def cell(fn, scale, decimals, valid=stats.RANGE_NONNEGATIVE):
+        def cell(fn, scale, decimals, valid=RANGE_NONNEGATIVE):
             return ci_text(lev.values(fn), scale, decimals, expected, method=sink.ci, valid=valid)
 
         rows.append([lev.label, f"{len(lev.analyses)}",
-                     cell(lambda a, _: a["robustness"]["clean_top1"], 100, 2, stats.RANGE_PERCENT),
-                     cell(lambda a, _: a["robustness"]["mean_top1"], 100, 2, stats.RANGE_PERCENT),
+                     cell(lambda a, _: a["robustness"]["clean_top1"], 100, 2, RANGE_PERCENT),
+                     cell(lambda a, _: a["robustness"]["mean_top1"], 100, 2, RANGE_PERCENT),
                      cell(lambda a, _: mce(a["robustness"], ref_profile), 100, 1),
                      cell(lambda a, _: mce(a["robustness"], ref_profile, relative=True), 100, 1)])
     first = ref.analyses[0]["robustness"]
@@ -389,7 +389,7 @@ def efficiency_html(factor: str, levels: list[LevelData], expected: int, sink: F
     s = slug(factor)
     rows = []
     for lev in levels:
-        def cell(fn, scale, decimals, seeds=expected, valid=stats.RANGE_NONNEGATIVE):
+        def cell(fn, scale, decimals, seeds=expected, valid=RANGE_NONNEGATIVE):
             return ci_text(lev.values(fn), scale, decimals, seeds, method=sink.ci, valid=valid)
 
         rows.append([lev.label, f"{len(lev.analyses)}",
@@ -398,7 +398,7 @@ def efficiency_html(factor: str, levels: list[LevelData], expected: int, sink: F
                      cell(lambda a, _: a["efficiency"]["throughput_img_s_b256"], 1, 0),
                      cell(lambda a, _: a["efficiency"]["params"], 1e-6, 3, None),
                      cell(lambda a, _: a["efficiency"]["flops"], 1e-6, 1, None),
-                     cell(lambda a, s_: s_["test_top1"], 100, 2, valid=stats.RANGE_PERCENT)])
+                     cell(lambda a, s_: s_["test_top1"], 100, 2, valid=RANGE_PERCENT)])
     eff = next(lev for lev in levels if lev.analyses).analyses[0]["efficiency"]
     threads = eff["threads"]
     parts = [table_html(f"{factor}: efficiency on {eff['device']} ({threads} thread{'s' if threads != 1 else ''}, "

@@ -21,6 +21,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .. import stats
+from ..study.levels import combo_label
 from .formats import Grid, mpl_escape, to_csv
 from .tables import COMPLETED, MISSING, Metric, levels_of, num
 
@@ -51,21 +52,7 @@ def method_label(rec) -> str:
     rest = {k: v for k, v in level.items() if k != DATA_KEY}
     if not rest:
         return "all"
-    short = [k.split(".")[-1] for k in rest]
-    names = short if len(set(short)) == len(short) else list(rest)
-    return ", ".join(f"{n}={_value_label(v)}" for n, v in zip(names, rest.values()))
-
-
-def _value_label(v) -> str:
-    if v is None:
-        return "none"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float):
-        return repr(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_value_label(x) for x in v) + "]"
-    return str(v)
+    return combo_label(rest)
 
 
 @dataclass

@@ -36,7 +36,7 @@ class Grid:
 _BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
-def one_line(s: str) -> str:
+def controls_to_spaces(s: str) -> str:
     """`s` with every line break and control character replaced by a space."""
     return _BREAKS.sub(" ", str(s))
 
@@ -47,7 +47,7 @@ _MD_SPECIAL = {"\\": "\\\\", "|": "\\|", "`": "\\`", "*": "\\*", "_": "\\_", "["
 
 def md_escape(s: str) -> str:
     """Text safe inside a Markdown table cell (see the module docstring)."""
-    return "".join(_MD_SPECIAL.get(ch, ch) for ch in one_line(s))
+    return "".join(_MD_SPECIAL.get(ch, ch) for ch in controls_to_spaces(s))
 
 
 def to_markdown(g: Grid) -> str:
@@ -68,7 +68,7 @@ _TEX_SPECIAL = {
 
 def tex_escape(s: str) -> str:
     """Text safe anywhere in a LaTeX document, comments included (see the module docstring)."""
-    return "".join(_TEX_SPECIAL.get(ch, ch) for ch in one_line(s))
+    return "".join(_TEX_SPECIAL.get(ch, ch) for ch in controls_to_spaces(s))
 
 
 def to_latex(g: Grid) -> str:
@@ -99,4 +99,4 @@ def to_csv(header: list[str], rows: Iterable[list]) -> str:
 def mpl_escape(s: str) -> str:
     """A label safe for matplotlib text: '$' would start mathtext (and a malformed formula is an
     error at draw time), so it is escaped; line breaks become spaces."""
-    return one_line(s).replace("$", r"\$")
+    return controls_to_spaces(s).replace("$", r"\$")

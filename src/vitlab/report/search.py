@@ -7,6 +7,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import optuna
+
 from ..errors import UserError
 from ..study.search import JOURNAL_FILE, open_storage
 from .tables import TrialRow, trial_rows
@@ -30,8 +32,6 @@ class SearchData:
 
 def load_study(study_dir: str | Path, name: str | None):
     """The Optuna study in DIR/optuna.journal: the one called `name`, else the only one there."""
-    import optuna
-
     path = Path(study_dir) / JOURNAL_FILE
     if not path.is_file():  # checked first: JournalFileBackend would create an empty file
         raise UserError(f"{path}: no Optuna journal; has the search started?")
@@ -46,8 +46,6 @@ def load_study(study_dir: str | Path, name: str | None):
 
 def param_importances(study, min_trials: int = MIN_TRIALS_FOR_IMPORTANCE) -> tuple[dict[str, float], str]:
     """(importances, note): PED-ANOVA importances over the completed trials, or ({}, reason)."""
-    import optuna
-
     done = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE
             and t.value is not None and math.isfinite(t.value)]
     if len(done) < min_trials:
@@ -70,7 +68,6 @@ def search_data(study_dir: str | Path, name: str | None) -> SearchData:
     study = load_study(study_dir, name)
     if len(study.directions) != 1:
         raise UserError(f"{study_dir}: multi-objective searches are not supported by the report")
-    import optuna
 
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     imp, note = param_importances(study)

@@ -21,19 +21,13 @@ from typing import Any
 import numpy as np
 
 from .. import stats
+from ..config import SEED_SOURCES
+from ..metrics import PCT_DECIMALS, metric_info
 from ..rundir import RunStatus
 from .formats import Grid, to_csv
 
 COMPLETED = RunStatus.COMPLETED.value
 
-PCT_DECIMALS = 2
-"""Decimals of percentages (accuracies, macro scores, ECE) in rendered tables."""
-LOSS_DECIMALS = 3
-"""Decimals of losses in rendered tables."""
-PARAMS_DECIMALS = 2
-"""Decimals of parameter counts, printed in millions (M)."""
-MINUTES_DECIMALS = 1
-"""Decimals of training time, printed in minutes."""
 EPOCHS_DECIMALS = 1
 """Decimals of epoch counts (a mean over seeds need not be whole)."""
 P_DECIMALS = 2
@@ -53,8 +47,6 @@ DEGENERATE_MARK = "§"
 SEEDS_NEEDED_SHOWN = 100
 """'Seeds for Δ' above this many pairs prints as '> 100': the spread is then too large (or, at 2
 seeds, too poorly known) for seeds to be the remedy, and a four-digit count reads as a plan."""
-SEED_SOURCES = ("seed_init", "seed_split", "seed_order")
-"""Config fields that override `seed` for one source of randomness each (None: use `seed`)."""
 
 MISSING = "—"
 
@@ -65,7 +57,8 @@ MISSING = "—"
 
 @dataclass(frozen=True)
 class Metric:
-    """One table row: how to read a number from a run, and how to print it.
+    """One table row: how to read a number from a run, and how to print it (for a summary metric,
+    its facts from `vitlab.metrics`: see `metric_for`).
 
     `scale` converts the stored unit into the printed one (fractions -> %, seconds -> minutes, ...);
     the statistics are computed on scaled values (exact for means and intervals, which are
@@ -111,26 +104,23 @@ def curve(rec, key: str) -> tuple[np.ndarray, np.ndarray]:
     return epochs, np.array([by_epoch[e] for e in epochs], dtype=float)
 
 
-def _pct(key: str, label: str, higher: bool = True) -> Metric:
-    return Metric(key, label, "%", 100.0, PCT_DECIMALS, higher, _summary_value(key), stats.RANGE_PERCENT)
+def summary_metric(name: str, key: str | None = None) -> Metric:
+    """The row of the summary metric `name` as `vitlab.metrics` describes it (`key`: the row's own
+    name where it differs, e.g. train_minutes for train_time_s printed in minutes)."""
+    m = metric_info(name)
+    return Metric(key or name, m.label, m.unit, m.scale, m.decimals, m.higher_is_better, _summary_value(name), m.valid)
+
+
+#: Summary metrics of a factor table, in row order (the stability rows follow them).
+TABLE_SUMMARY_METRICS = ("train_loss", "train_top1", "val_top1", "test_loss", "test_top1", "test_top5",
+                         "test_precision_macro", "test_recall_macro", "test_f1_macro", "test_ece", "params")
 
 
 def table_metrics(fraction: float = stats.FRACTION_OF_BEST, k: int = stats.LAST_K) -> list[Metric]:
     """The rows of a factor table, in order. `fraction` and `k` parametrize the stability rows."""
     return [
-        Metric("train_loss", "Train loss", "", 1.0, LOSS_DECIMALS, False, _summary_value("train_loss")),
-        _pct("train_top1", "Train top-1"),
-        _pct("val_top1", "Val top-1"),
-        Metric("test_loss", "Test loss", "", 1.0, LOSS_DECIMALS, False, _summary_value("test_loss")),
-        _pct("test_top1", "Test top-1"),
-        _pct("test_top5", "Test top-5"),
-        _pct("test_precision_macro", "Test precision (macro)"),
-        _pct("test_recall_macro", "Test recall (macro)"),
-        _pct("test_f1_macro", "Test F1 (macro)"),
-        _pct("test_ece", "Test ECE", higher=False),
-        Metric("params", "Parameters", "M", 1e-6, PARAMS_DECIMALS, False, _summary_value("params")),
-        Metric("train_minutes", "Training time", "min", 1 / 60, MINUTES_DECIMALS, False,
-               _summary_value("train_time_s")),
+        *(summary_metric(name) for name in TABLE_SUMMARY_METRICS),
+        summary_metric("train_time_s", key="train_minutes"),
         Metric(f"epochs_to_{round(fraction * 100)}pct_best_val",
                f"Epochs to {round(fraction * 100)}% of best val top-1", "", 1.0, EPOCHS_DECIMALS, False,
                lambda rec: stats.epochs_to_fraction(curve(rec, "val_top1")[1], fraction)),
@@ -140,15 +130,11 @@ def table_metrics(fraction: float = stats.FRACTION_OF_BEST, k: int = stats.LAST_
 
 
 def metric_for(key: str, metrics: Sequence[Metric] | None = None) -> Metric:
-    """The table metric named `key`, or a plain summary metric for another summary key
-    (accuracy-like keys print as %, `*loss` and `*ece` count as lower-is-better)."""
+    """The table metric named `key`, or the row of another summary key (`vitlab.metrics.metric_info`)."""
     for m in metrics if metrics is not None else table_metrics():
         if m.key == key:
             return m
-    lower = key.endswith(("loss", "ece"))
-    if key.endswith(("top1", "top5", "precision_macro", "recall_macro", "f1_macro", "ece")):
-        return _pct(key, key, higher=not lower)
-    return Metric(key, key, "", 1.0, LOSS_DECIMALS, not lower, _summary_value(key))
+    return summary_metric(key)
 
 
 # ----------------------------------------------------------------------------------------------

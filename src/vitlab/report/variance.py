@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import stats
+from ..config import SEED_SOURCES
 from .formats import Grid, to_csv
-from .tables import COMPLETED, MISSING, SEED_SOURCES, Metric, levels_of, num, seed_sources
+from .tables import COMPLETED, MISSING, Metric, levels_of, num, seed_sources
 
 RESIDUAL = "residual"
 SOURCE_NAMES = {"seed_init": "init", "seed_split": "split", "seed_order": "order", RESIDUAL: "residual"}

@@ -10,14 +10,8 @@ from .index import RunRecord, StudyIndex, open_index, rebuild_index
 from .query import format_rows, results_rows, summary_table
 from .runner import StudyResult, run_study
 from .plan import RunSpec, count_runs, expand, runs_for_level
+from .search import run_search
 from .spec import StudySpec, load_spec, resolve
-
-
-def run_search(*args, **kwargs):
-    """See `vitlab.study.search.run_search` (imported lazily: it needs optuna)."""
-    from .search import run_search as _run_search
-
-    return _run_search(*args, **kwargs)
 
 
 __all__ = ["RunRecord", "RunSpec", "StudyIndex", "StudyResult", "StudySpec", "count_runs", "expand", "format_rows",

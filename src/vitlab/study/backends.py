@@ -11,14 +11,16 @@ import multiprocessing as mp
 import os
 import re
 import time
+from importlib import metadata
 from multiprocessing.connection import wait
 from pathlib import Path
 
+import torch
+
 from ..errors import UserError
-from ..rundir import read_metrics
 from .runsync import StudyStore, remove_scratch
 from .storage import PROTOCOL_PACKAGES
-from .worker import Outcome, Task, Trainer, execute, worker_main
+from .worker import Outcome, Task, TrainFn, execute, task_epochs, worker_main
 
 #: Seconds a worker is given to exit after "stop" before it is killed.
 STOP_GRACE_S = 5.0
@@ -37,12 +39,7 @@ def cpu_count() -> int:
 
 
 def cuda_available() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except ImportError:  # pragma: no cover
-        return False
+    return bool(torch.cuda.is_available())
 
 
 def local_threads_per_run(workers: int) -> int:
@@ -57,7 +54,7 @@ def uses_cpu(config: dict) -> bool:
 
 
 class _Worker:
-    def __init__(self, ctx, trainer: Trainer | None):
+    def __init__(self, ctx, trainer: TrainFn | None):
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=worker_main, args=(child, os.getpid(), trainer), daemon=True,
                                 name="vitlab-worker")
@@ -75,7 +72,7 @@ class LocalPool:
     On a GPU the workers share the device; on a CPU each run gets `cpu_count() // K` threads.
     """
 
-    def __init__(self, workers: int, trainer: Trainer | None = None):
+    def __init__(self, workers: int, trainer: TrainFn | None = None):
         self.k = workers
         self.trainer = trainer
         self.ctx = mp.get_context("spawn")
@@ -168,7 +165,7 @@ class LocalPool:
 # Ray
 
 
-def _ray_task(task: Task, trainer: Trainer | None) -> Outcome:
+def _ray_task(task: Task, trainer: TrainFn | None) -> Outcome:
     """Body of one Ray task (runs in a Ray worker process)."""
     return execute(task, trainer)
 
@@ -176,8 +173,6 @@ def _ray_task(task: Task, trainer: Trainer | None) -> Outcome:
 def vitlab_requirements(extra_packages: list[str] | None = None) -> list[str]:
     """vitlab's run-time requirements for a Ray worker: its declared dependencies except torch (the
     cluster's own) plus `extra_packages` (e.g. s3fs for an s3:// storage)."""
-    from importlib import metadata
-
     try:
         declared = metadata.requires("vitlab") or []
     except metadata.PackageNotFoundError:  # running from a source tree
@@ -218,7 +213,7 @@ class RayPool:
     """
 
     def __init__(self, workers: int, address: str | None = None, cpus_per_run: float | None = None,
-                 gpus_per_run: float | None = None, trainer: Trainer | None = None, store: StudyStore | None = None,
+                 gpus_per_run: float | None = None, trainer: TrainFn | None = None, store: StudyStore | None = None,
                  pip: bool = False):
         try:
             import ray
@@ -265,12 +260,6 @@ class RayPool:
         ref = self.remote.remote(task, self.trainer)
         self.inflight[ref] = (task, time.monotonic(), 0)
 
-    def _epochs(self, task: Task) -> list[dict]:
-        """The run's metric rows as they are now (in its run directory, or in the study's storage)."""
-        if task.storage is None or self.store is None:
-            return read_metrics(task.run_dir)
-        return self.store.epochs(task.run_id)
-
     def poll(self, timeout: float) -> list[tuple]:
         events: list[tuple] = []
         if not self.inflight:
@@ -284,7 +273,7 @@ class RayPool:
             if task.storage is not None and not remote_due:
                 continue
             try:
-                rows = self._epochs(task)
+                rows = task_epochs(task, self.store)
             except UserError:  # storage briefly away: progress only, the outcome will tell
                 continue
             for row in rows[seen:]:

@@ -33,6 +33,8 @@ from ..config import RunConfig, SEED_SOURCES
 from ..identity import canonical_json, identity_dict
 from ..errors import UserError
 from ..io import atomic_write_json, read_json_object
+from ..training.budget import plan_budget
+from ..training.loop import Trainer
 
 CALIBRATION_FILE = "calibration.json"
 """The study's time calibrations, beside its spec.yaml."""
@@ -75,9 +77,6 @@ def _isolated_process_state() -> Iterator[None]:
 
 def calibrate_config(cfg: RunConfig, scratch: Path, threads: int | None) -> dict:
     """{"steps": N, "budget": record} of a train.budget_minutes config, measured in this process."""
-    from ..train.budget import plan_budget
-    from ..train.loop import Trainer
-
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, progress=False,
                                                              threads=cfg.train.threads or threads))
     with _isolated_process_state():

@@ -15,13 +15,13 @@ from typing import Any
 
 from .. import stats
 from ..analysis import missing_sections
+from ..metrics import metric_info
 from ..rundir import FINAL_STATUSES, MalformedFile, RunStatus, warn_damaged
 from . import spec as specmod
 from . import plan as planmod
 from .levels import combo_label, level_label, value_key
 from .calibration import StudyCalibration
 from .index import IndexWriter, run_dir
-from .query import PERCENT_SUFFIXES
 from .schedule import reconcile
 from .worker import Task
 
@@ -138,9 +138,9 @@ class AdaptiveSource(GridSource):
         super().__init__(study, runs, out, index, max_retries, retrain_damaged)
         refs = planmod.reference_levels(study)
         self.levels: list[tuple[str, Any]] = []  # (factor, level) compared with refs[factor]
-        for factor, levels in _factor_levels(study):
+        for factor, levels in planmod.factor_levels(study):
             ref_key = value_key(refs[factor])
-            self.levels += [(factor, lv) for lv in levels if value_key(lv) != ref_key]
+            self.levels += [(factor, lv) for lv, _ in levels if value_key(lv) != ref_key]
         self.refs = refs
         self.n: dict[tuple[str, str], int] = {}
         self.stopped: dict[tuple[str, str], str] = {}
@@ -149,7 +149,7 @@ class AdaptiveSource(GridSource):
             self.runs_of[(r.factor, value_key(r.level), r.seed)] = r
         for factor, lv in self.levels:
             self.n[(factor, value_key(lv))] = self.adaptive.min
-        self.percent = self.adaptive.metric.endswith(PERCENT_SUFFIXES)
+        self.percent = metric_info(self.adaptive.metric).unit == "%"
         self.advance()
 
     def run_at(self, factor: str, level: Any, seed: int) -> planmod.RunSpec:
@@ -229,13 +229,3 @@ class AdaptiveSource(GridSource):
 
     def finish(self, task: Task, status: RunStatus, summary: dict) -> None:
         self.advance()
-
-
-def _factor_levels(study: specmod.StudySpec) -> list[tuple[str, list]]:
-    """[(factor, [level, ...])]: each `vary:` factor's levels, or a grid's cells under "grid"."""
-    if study.mode == "vary":
-        return [(k, list(v)) for k, v in study.factors.items()]
-    import itertools
-
-    keys = list(study.factors)
-    return [("grid", [dict(zip(keys, combo)) for combo in itertools.product(*study.factors.values())])]

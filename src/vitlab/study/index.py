@@ -12,6 +12,7 @@ rundir.check_summary), and a row that is not what the writer puts there is a `Co
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -19,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
+
+import yaml
 
 from ..yamlsafe import yaml_load
 from ..errors import UserError, warn
@@ -411,8 +414,6 @@ def write_fresh_index(study_dir: Path, target: Path) -> None:
 
 def study_meta(study) -> dict:
     """The meta table of a resolved StudySpec."""
-    import dataclasses
-
     spec = specmod.spec_to_dict(study)
     meta = {"name": study.name, "kind": study.kind, "description": study.description,
             "metrics": list(study.metrics), "profile": study.profile, "base": study.base,
@@ -430,8 +431,6 @@ def study_meta(study) -> dict:
 
 def search_rows_from_dirs(study_dir: Path) -> list[tuple]:
     """Index rows of a search's trials from their run directories (trial.json + config.yaml)."""
-    import yaml
-
     rows = []
     for path in sorted((study_dir / RUNS_DIR).glob(f"*/{TRIAL_FILE}")):
         try:

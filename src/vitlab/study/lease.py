@@ -28,6 +28,7 @@ import time
 import uuid
 from pathlib import Path
 
+from ..io import pid_alive
 from ..jsonread import MalformedFile, parse_json
 from .lock import RUN_LOCK, DirLock
 from .storage import Storage
@@ -56,21 +57,6 @@ def machine_id() -> str:
     except OSError:
         return ""
     return f"{socket.gethostname()}|{boot}|{pidns}"
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process `pid` runs (a zombie, killed but not reaped, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat[stat.rindex(")") + 2] != "Z"
-    except (OSError, ValueError, IndexError):
-        return True
 
 
 class Lease:

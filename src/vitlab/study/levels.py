@@ -5,9 +5,13 @@ runs to find a level again, the index and the reports to label rows.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ..identity import canonical_json
+
+BRIEF_LABEL_CHARS = 80
+"""Longest level label quoted in an error message (longer ones are cut, with "...")."""
 
 
 def value_key(v: Any) -> str:
@@ -39,10 +43,10 @@ def level_label(value: Any) -> str:
 def brief_label(value: Any) -> str:
     """`level_label` capped for an error message."""
     text = level_label(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return text if len(text) <= BRIEF_LABEL_CHARS else text[:BRIEF_LABEL_CHARS - 3] + "..."
 
 
-def combo_label(combo: dict) -> str:
+def combo_label(combo: Mapping) -> str:
     """Label of a grid cell or search trial: `num_heads=4, dim=64` (full keys when short ones clash)."""
     short = [k.split(".")[-1] for k in combo]
     names = short if len(set(short)) == len(short) else list(combo)

@@ -10,18 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import optuna
+from optuna.storages.journal import JournalFileBackend
+
 
 def open_storage(path: str | Path):
     """Optuna's JournalStorage on a file: safe for several processes."""
-    import optuna
-    from optuna.storages.journal import JournalFileBackend
-
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
 
 def make_pruner(cfg: dict):
-    import optuna
-
     if cfg.get("name", "median") == "none":
         return optuna.pruners.NopPruner()
     return optuna.pruners.MedianPruner(n_startup_trials=cfg.get("startup_trials", 5),
@@ -64,8 +62,6 @@ class PruneHook:
     pruner: dict
 
     def open(self) -> Callable[[int, dict], bool]:
-        import optuna
-
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.load_study(study_name=self.study_name, storage=open_storage(self.storage),
                                   pruner=make_pruner(self.pruner))

@@ -18,10 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..config import RunConfig
 from ..identity import canonical_json, config_hash, identity_dict
 from ..schema import build, to_dict
 from ..errors import ConfigError, UserError, short_repr
+from ..models import build_model
 from .levels import combo_label, level_label, value_key
 from .spec import StudySpec, _seed_list, get_dotted, load_spec, resolve, set_dotted, spec_error
 
@@ -73,7 +76,7 @@ def reference_levels(spec: StudySpec) -> dict[str, Any]:
     return refs
 
 
-def _factor_levels(spec: StudySpec) -> Iterator[tuple[str, Iterable[tuple[Any, dict]]]]:
+def factor_levels(spec: StudySpec) -> Iterator[tuple[str, Iterable[tuple[Any, dict]]]]:
     """(factor name, iterable of (level, varied dict)) in spec order; a grid's cells are generated lazily."""
     if spec.mode == "vary":
         for key, levels in spec.factors.items():
@@ -87,7 +90,7 @@ def _factor_levels(spec: StudySpec) -> Iterator[tuple[str, Iterable[tuple[Any, d
 def factor_labels(spec: StudySpec) -> dict[str, list[str]]:
     """{factor: [level_label, ...]} in level order (what the index's meta lists)."""
     out = {}
-    for factor, levels in _factor_levels(spec):
+    for factor, levels in factor_levels(spec):
         out[factor] = [combo_label(lv) if factor == "grid" else level_label(lv) for lv, _ in levels]
     return out
 
@@ -186,7 +189,7 @@ def iter_runs(spec: StudySpec, check_models: bool = True, seeds: Iterable[int] |
     """The runs of a resolved study, lazily, in expansion order, at the spec's seeds or `seeds` (no
     size check: see `expand`)."""
     checked: set[str] = set()
-    for factor, levels in _factor_levels(_study_only(spec)):
+    for factor, levels in factor_levels(_study_only(spec)):
         for order, (level, varied) in enumerate(levels):
             yield from _level_runs(spec, factor, order, level, varied, spec.seed_list if seeds is None else seeds,
                                    check_models, checked)
@@ -257,10 +260,6 @@ CHECK_CLASSES = 10
 def check_model(cfg: RunConfig, source: str, where: str) -> None:
     """Construct the run's model on the meta device (no memory, no compute), so that a level the
     architecture rejects (heads not dividing a width, a knob the model lacks) fails at expansion."""
-    import torch
-
-    from ..models import build_model
-
     in_chans, image_size = data_shape(cfg)
     try:
         with torch.device("meta"):

@@ -5,6 +5,10 @@ from __future__ import annotations
 import sys
 import time
 
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
 from ..rundir import RunStatus
 
 
@@ -32,9 +36,6 @@ class StudyProgress:
         self.live = None
         self.t0 = time.monotonic()
         if enabled and getattr(self.stream, "isatty", lambda: False)():
-            from rich.console import Console
-            from rich.live import Live
-
             self.live = Live(self._render(), console=Console(file=self.stream), refresh_per_second=4, transient=False)
             self.live.start()
         elif enabled:
@@ -51,8 +52,6 @@ class StudyProgress:
                 f"{self.failed} failed, elapsed {_fmt_s(time.monotonic() - self.t0)}, ETA {_fmt_s(self.eta_s())}")
 
     def _render(self):
-        from rich.table import Table
-
         t = Table.grid(padding=(0, 2))
         t.add_row(f"[bold]{self.status_line()}[/bold]")
         for rid, label in list(self.running.items())[:16]:

@@ -7,15 +7,20 @@ import io
 import json
 import math
 import operator
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+from rich.console import Console
+from rich.table import Table
+
+from .. import stats
 from ..schema import flatten, suggest
 from ..errors import UserError, short_repr
-from .. import stats
-from ..stats import FEW_SEEDS_MARK
 from ..io import csv_text
+from ..metrics import PCT_DECIMALS, RANGE_NONNEGATIVE, RANGE_PERCENT, metric_info
 from ..rundir import RunStatus
+from ..stats import FEW_SEEDS_MARK
 from .index import RunRecord, open_index
 
 FORMATS = ("table", "csv", "json", "md")
@@ -23,10 +28,6 @@ FORMATS = ("table", "csv", "json", "md")
 TABLE_WIDTH = 200
 #: Significant decimals of floats in the table and md formats (csv and json keep full precision).
 FLOAT_DECIMALS = 4
-#: Metrics shown as percentages by `summary_table`.
-PERCENT_SUFFIXES = ("_top1", "_top5", "_macro", "_ece")
-PCT_DECIMALS = 2
-"""Decimals of a percentage in `vitlab results` tables (as in the report's)."""
 
 #: Deepest nesting a --where expression may have (`not not ...`, `- - ...`, brackets), and its length:
 #: the interpreter recurses over the tree, so both are bounded before it runs.
@@ -231,12 +232,11 @@ def format_rows(rows: list[dict], fmt: str = "table") -> str:
         return "(no runs match)"
     # for reading, accuracies in % as in the report's tables (CSV and JSON keep the stored fractions,
     # which --where compares against)
-    title = {c: c + " %" if c.endswith(PERCENT_SUFFIXES) else c for c in cols}
+    title = {c: c + " %" if _percent(c) else c for c in cols}
     if fmt == "md":
         lines = ["| " + " | ".join(title[c] for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
         lines += ["| " + " | ".join(_shown(c, r.get(c)).replace("|", "\\|") for c in cols) + " |" for r in rows]
         return "\n".join(lines)
-    from rich.table import Table
 
     t = Table(show_edge=False, pad_edge=False)
     for c in cols:
@@ -246,19 +246,20 @@ def format_rows(rows: list[dict], fmt: str = "table") -> str:
     return _render(t)
 
 
+def _percent(column: str) -> bool:
+    """Whether a column is a metric stored as a fraction and printed in % (`vitlab.metrics`)."""
+    return metric_info(column).unit == "%"
+
+
 def _shown(column: str, v: Any) -> str:
     """A cell as `results` prints it for reading: percentage metrics (a fraction stored) in %."""
-    if column.endswith(PERCENT_SUFFIXES) and isinstance(v, float) and math.isfinite(v):
+    if isinstance(v, float) and math.isfinite(v) and _percent(column):
         return f"{100 * v:.{PCT_DECIMALS}f}"
     return _fmt(v)
 
 
 def _render(renderable) -> str:
     """Plain text of a rich renderable, as wide as the terminal (or TABLE_WIDTH when not a terminal)."""
-    import shutil
-
-    from rich.console import Console
-
     buf = io.StringIO()
     width = shutil.get_terminal_size((TABLE_WIDTH, 24)).columns
     Console(file=buf, width=width, force_terminal=False, color_system=None).print(renderable)
@@ -273,13 +274,13 @@ def _cell(values: list[float], metric: str) -> str:
     """`mean [lo, hi]` of one metric over seeds (just the mean for one seed): the Student-t interval."""
     if not values:
         return "-"
-    pct = metric.endswith(PERCENT_SUFFIXES)
+    pct = _percent(metric)
     ci = stats.mean_ci([v * 100.0 if pct else v for v in values])
-    num = (lambda x: f"{x:.2f}") if pct else _fmt
+    num = (lambda x: f"{x:.{PCT_DECIMALS}f}") if pct else _fmt
     if math.isnan(ci.lo) or ci.lo == ci.hi:  # one seed, or the same value for every seed (params, flops)
         return num(ci.mean)
     # summary metrics are accuracies in [0, 100]% or losses, times, counts >= 0: a mean cannot leave that
-    lo, hi = stats.clip_interval(ci.lo, ci.hi, stats.RANGE_PERCENT if pct else stats.RANGE_NONNEGATIVE)
+    lo, hi = stats.clip_interval(ci.lo, ci.hi, RANGE_PERCENT if pct else RANGE_NONNEGATIVE)
     few = FEW_SEEDS_MARK if len(values) < stats.MIN_SEEDS_TO_BOUND else ""
     return f"{num(ci.mean)} [{num(lo)}, {num(hi)}]{few}"
 
@@ -288,8 +289,6 @@ def summary_table(study_dir: str | Path, warn_damaged: bool = True) -> str:
     """Per factor and level: completed seeds and the mean [95% t interval] over seeds of each of
     the spec's metrics (accuracies, macro scores and ECE in %). A search lists its best trials.
     `warn_damaged` False: the caller (a coordinator) has warned about damaged runs already."""
-    from rich.table import Table
-
     with open_index(study_dir, warn_damaged=warn_damaged) as index:
         meta = index.meta()
         records = index.runs()
@@ -305,7 +304,7 @@ def summary_table(study_dir: str | Path, warn_damaged: bool = True) -> str:
         t.add_column("level")
         t.add_column("runs", justify="right")
         for m in metrics:
-            t.add_column(m + (" %" if m.endswith(PERCENT_SUFFIXES) else ""), justify="right")
+            t.add_column(m + (" %" if _percent(m) else ""), justify="right")
         for label in labels:
             recs = [r for r in records if r.factor == factor and r.level_label == label]
             done = [r for r in recs if r.status == RunStatus.COMPLETED]
@@ -333,8 +332,6 @@ def _synthetic(records: list[RunRecord]) -> bool:
 
 
 def _search_table(meta: dict, records: list[RunRecord]) -> str:
-    from rich.table import Table
-
     obj, maximize = meta.get("objective", "val_top1"), meta.get("direction", "maximize") == "maximize"
     done = [r for r in records if r.status == RunStatus.COMPLETED and isinstance(r.summary.get(obj), (int, float))]
     done.sort(key=lambda r: r.summary[obj], reverse=maximize)

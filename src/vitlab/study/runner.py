@@ -35,7 +35,7 @@ from .runsync import STORAGE_FILE, StudyStore, resolve_store
 from .schedule import drive
 from .slurm import Detached, SlurmPool, check_cluster
 from .slurm_spec import slurm_resources
-from .worker import Trainer
+from .worker import TrainFn
 
 BACKENDS = ("local", "ray", "slurm")
 
@@ -95,8 +95,8 @@ class RunOptions:
     slurm: tuple[str, ...] | None = None
     #: backend slurm: submit the runs and return without waiting for them.
     detach: bool = False
-    #: Replaces `vitlab.train.run_training` (tests only).
-    trainer: Trainer | None = None
+    #: Replaces `vitlab.training.run_training` (tests only).
+    trainer: TrainFn | None = None
 
     def __post_init__(self) -> None:
         if self.slurm is not None:
@@ -162,7 +162,7 @@ def check_backend_options(backend: str, ray_address: str | None, gpus_per_run: f
 
 
 def make_pool(backend: str, workers: int, ray_address: str | None, gpus_per_run: float | None,
-              cpus_per_run: float | None, trainer: Trainer | None, store: StudyStore | None = None,
+              cpus_per_run: float | None, trainer: TrainFn | None, store: StudyStore | None = None,
               ray_pip: bool = False):
     if backend == "ray":
         return RayPool(workers, address=ray_address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
@@ -249,7 +249,7 @@ def study_directory(out_dir: str | Path) -> Iterator[Path]:
 def run_study(spec: str | Path | dict | specmod.StudySpec, out_dir: str | Path, workers: int = 1,
               backend: str = "local", ray_address: str | None = None, profile: str | None = None,
               max_retries: int = 2, progress: bool = True, gpus_per_run: float | None = None,
-              cpus_per_run: float | None = None, trainer: Trainer | None = None,
+              cpus_per_run: float | None = None, trainer: TrainFn | None = None,
               max_runs: int | None = planmod.DEFAULT_MAX_RUNS, storage: str | None = None,
               ray_pip: bool = False, slurm: list[str] | None = None, detach: bool = False,
               retrain_damaged: bool = False) -> StudyResult:
@@ -262,7 +262,7 @@ def run_study(spec: str | Path | dict | specmod.StudySpec, out_dir: str | Path, 
     tasks and return without waiting (a rerun attaches to them, see study/slurm.py).
     `retrain_damaged`: train runs whose files are malformed again (resuming from their checkpoint); by
     default they are reported as `damaged` (one warning each) and skipped.
-    `trainer` replaces `vitlab.train.run_training` (tests only). Raises UserError on bad input before
+    `trainer` replaces `vitlab.training.run_training` (tests only). Raises UserError on bad input before
     anything is written.
     """
     check_options(workers, backend, max_retries)

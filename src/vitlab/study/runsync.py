@@ -417,13 +417,21 @@ def resolve_store(study_dir: str | Path, requested: str | os.PathLike | None) ->
         raise UserError(f"{study_dir / STORAGE_FILE}: {e}" if requested is None else str(e)) from None
 
 
+def _stored_study(run_dir: Path) -> Path | None:
+    """The study directory of STUDY/runs/<id> when that study keeps its runs in another storage, else None."""
+    study_dir = run_dir.parent.parent
+    if run_dir.parent.name != RUNS_DIR or not (study_dir / STORAGE_FILE).is_file():
+        return None
+    return study_dir
+
+
 def fetch_checkpoint(run_dir: str | Path, which: str = BEST_CHECKPOINT) -> Path | None:
     """For STUDY/runs/<id> of a study that keeps its runs in another storage: download the run's
     checkpoint `which` when it is not here (`vitlab analyze` / `export` need it). Its path, or None
     when the directory is not such a run."""
     run_dir = Path(run_dir)
-    study_dir = run_dir.parent.parent
-    if run_dir.parent.name != RUNS_DIR or not (study_dir / STORAGE_FILE).is_file():
+    study_dir = _stored_study(run_dir)
+    if study_dir is None:
         return None
     location = recorded_location(study_dir)
     return StudyStore(study_dir, location).fetch_file(run_dir.name, f"{CHECKPOINTS_DIR}/{which}")
@@ -439,8 +447,8 @@ def publish_analysis(run_dir: str | Path, scalars: dict) -> list[str] | None:
     UserError (one line) when a worker holds the run's lease: the analysis stays local and a rerun of
     the command, which skips the sections already computed, publishes it."""
     run_dir = Path(run_dir)
-    study_dir = run_dir.parent.parent
-    if run_dir.parent.name != RUNS_DIR or not (study_dir / STORAGE_FILE).is_file():
+    study_dir = _stored_study(run_dir)
+    if study_dir is None:
         return None
     store = StudyStore(study_dir, recorded_location(study_dir))
     if store.storage is None:

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import optuna
+from optuna.trial import TrialState
+
 from ..schema import to_dict
 from ..errors import UserError
 from ..io import atomic_write_json
@@ -27,7 +30,7 @@ from .optuna_glue import PruneHook, make_pruner, objective_value, open_storage, 
 from .progress import StudyProgress
 from .runner import check_options, make_pool, prepare_study_dir, study_directory
 from .schedule import drive
-from .worker import Task, Trainer
+from .worker import Task, TrainFn
 
 JOURNAL_FILE = "optuna.journal"
 # Trial user attributes written by the coordinator.
@@ -80,10 +83,8 @@ def check_space(study: specmod.StudySpec) -> None:
 
 def run_search(spec: str | Path | dict | specmod.StudySpec, out_dir: str | Path, trials: int, workers: int = 1,
                profile: str | None = None, max_retries: int = 2, progress: bool = True,
-               trainer: Trainer | None = None) -> SearchResult:
+               trainer: TrainFn | None = None) -> SearchResult:
     """Run (or continue) an Optuna search until `trials` trials have finished (see module doc)."""
-    import optuna
-
     if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
         raise UserError(f"--trials: must be an integer >= 1, got {trials!r}")
     check_options(workers, "local", max_retries)
@@ -129,8 +130,6 @@ class OptunaSource:
 
     # ---------------------------------------------------------------- bookkeeping
     def _count_finished(self) -> int:
-        from optuna.trial import TrialState
-
         n = 0
         for t in self.study.get_trials(deepcopy=False):
             if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
@@ -142,8 +141,6 @@ class OptunaSource:
 
     def _recover(self) -> None:
         """Fail trials a killed coordinator left RUNNING and queue retries of unfinished failures."""
-        from optuna.trial import TrialState
-
         trials = self.study.get_trials(deepcopy=False)
         retried = {t.user_attrs.get(ATTR_RETRY_OF) for t in trials}
         for t in trials:
@@ -262,8 +259,6 @@ class OptunaSource:
         self.study.tell(trial, state=_state("FAIL"))
 
     def result(self) -> SearchResult:
-        from optuna.trial import TrialState
-
         res = SearchResult(study_dir=self.out, name=self.spec.name, trials=self.trials,
                            objective=self.spec.objective.metric)
         for t in self.study.get_trials(deepcopy=False):
@@ -283,8 +278,6 @@ class OptunaSource:
 
 
 def _state(name: str):
-    from optuna.trial import TrialState
-
     return getattr(TrialState, name)
 
 

@@ -31,14 +31,14 @@ import subprocess
 import time
 from pathlib import Path
 
-from ..errors import UserError, one_line
-from ..io import atomic_write_json, read_json_object
+from ..errors import QUOTED_ERROR_CHARS, UserError, one_line
+from ..io import atomic_write_json, pid_alive, read_json_object
 from ..jsonread import MalformedFile, read_json_file
-from ..rundir import SLURM_JOB_FILE, check_summary, read_metrics
-from .lease import pid_alive, release_active
+from ..rundir import SLURM_JOB_FILE, check_summary
+from .lease import release_active
 from .runsync import StudyStore
 from .slurm_spec import SlurmSpec
-from .worker import Outcome, Task, Trainer, execute
+from .worker import Outcome, Task, TrainFn, execute, task_epochs
 
 #: Directory of the study that holds submitit's job files and logs (shared with the compute nodes).
 SLURM_DIR = "slurm"
@@ -51,8 +51,6 @@ SQUEUE_TIMEOUT_S = 30.0
 #: squeue states of a job that ended (SLURM lists such a job for MinJobAge seconds).
 ENDED_STATES = frozenset({"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY",
                           "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT", "REVOKED"})
-#: Characters of a failed job's error kept in its outcome.
-ERROR_CHARS = 300
 #: An outcome file larger than this is not one (it holds a run's summary: a few kB).
 MAX_OUTCOME_BYTES = 4 * 2 ** 20
 
@@ -68,7 +66,7 @@ class Detached(Exception):
 class SlurmRun:
     """What an array task runs: one study run. Pickled to the task by submitit."""
 
-    def __init__(self, task: Task, trainer: Trainer | None = None):
+    def __init__(self, task: Task, trainer: TrainFn | None = None):
         self.task, self.trainer = task, trainer
 
     def __call__(self) -> None:
@@ -168,7 +166,7 @@ class SlurmPool:
     machine (no arrays there: the pool itself keeps at most `workers` in flight)."""
 
     def __init__(self, workers: int, resources: SlurmSpec, study_dir: str | Path, name: str,
-                 trainer: Trainer | None = None, store: StudyStore | None = None, detach: bool = False):
+                 trainer: TrainFn | None = None, store: StudyStore | None = None, detach: bool = False):
         check_cluster(resources)
         import submitit
 
@@ -236,11 +234,6 @@ class SlurmPool:
             self.inflight[task.run_id] = (task, entry, time.monotonic(), 0)
         self.submitted += len(tasks)
 
-    def _epochs(self, task: Task) -> list[dict]:
-        if task.storage is None or self.store is None:
-            return read_metrics(task.run_dir)
-        return self.store.epochs(task.run_id)
-
     def _outcome(self, task: Task, entry: dict, started: float) -> Outcome | None:
         """The task's outcome once its job ended, else None."""
         from submitit.core.utils import JobPaths
@@ -262,7 +255,7 @@ class SlurmPool:
                                 task.run_id)
         except MalformedFile as e:  # the task raised before writing it, or the file is torn or foreign
             return Outcome(run_id=task.run_id, wall_s=wall,
-                           error=f"slurm job {entry['job_id']} failed ({one_line(str(e), ERROR_CHARS)}); its log: {log}")
+                           error=f"slurm job {entry['job_id']} failed ({one_line(str(e), QUOTED_ERROR_CHARS)}); its log: {log}")
 
     def poll(self, timeout: float) -> list[tuple]:
         self._flush()
@@ -280,7 +273,7 @@ class SlurmPool:
         self.checked_at = time.monotonic()
         for rid, (task, entry, started, seen) in list(self.inflight.items()):
             try:
-                rows = self._epochs(task)
+                rows = task_epochs(task, self.store)
             except UserError:  # storage briefly away: progress only, the outcome will tell
                 rows = []
             events += [("epoch", rid, row) for row in rows[seen:] if "epoch" in row]

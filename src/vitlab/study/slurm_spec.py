@@ -5,7 +5,7 @@ Execution-only, like `--workers`: it never changes a run ID, and spec.yaml does 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, asdict
 from typing import Annotated, Optional
 
 from ..schema import build, knob, parse_value, require
@@ -71,8 +71,6 @@ def parse_overrides(items: list[str] | None) -> dict:
 
 def slurm_resources(spec_section: SlurmSpec | None, overrides: list[str] | None = None) -> SlurmSpec:
     """The spec's `slurm:` with the command line's `--slurm KEY=VALUE` over it, checked again."""
-    from dataclasses import asdict
-
     base = asdict(spec_section) if spec_section is not None else {}
     try:
         return build(SlurmSpec, {**base, **parse_overrides(overrides)}, "slurm.")

@@ -14,7 +14,7 @@ line that names the spec file and the key.
 
 Seeds (`seeds:`, default 3):
 - a count n (seeds 0 .. n-1) or a list of distinct seeds. Each is the run config's `seed`, which drives
-  every source of randomness. Seeds must fit the RNGs: 0 <= seed < 2**32.
+  every source of randomness. Seeds must fit the RNGs: 0 <= seed <= config.MAX_SEED (2**32 - 1).
 - adaptive, `{adaptive: true, min: 3, max: 10, target_delta: 1.0}`: the study expands to seeds
   0 .. min-1 (`spec.seed_list`), and the runner adds seed k = min, min+1, ... (`plan.runs_for_level`) to
   each level whose paired comparison with the reference on `metric` (default: the first of `metrics:`)
@@ -40,13 +40,15 @@ from typing import Annotated, Any, ClassVar, Optional, Union
 
 import yaml
 
-from ..config import RunConfig, SEED_SOURCES
+from ..config import MAX_SEED, RunConfig, SEED_SOURCES
 from ..identity import EXECUTION_ONLY, canonical_json
 from ..schema import build, check_key_path, describe_keys, key_type, knob, require, suggest, to_dict
 from ..yamlsafe import BoundedSafeLoader, read_yaml, yaml_load
 from ..analysis.metrics import SCALAR_METRICS, is_analysis_metric
 from ..analysis.options import SECTIONS, AnalysisOptions
 from ..errors import ConfigError, UserError, short_repr
+from ..metrics import DEFAULT_COLUMNS, METRICS, OBJECTIVE_METRICS, optimize_direction
+from ..stats import CI_METHODS
 from .levels import brief_label, level_label, value_key
 from .slurm_spec import SlurmSpec
 
@@ -56,31 +58,10 @@ EXECUTION_ONLY_KEYS = tuple(sorted(f"{section}.{key}" for section, key in EXECUT
 DEFAULT_SEED_COUNT = 3
 #: Adaptive seeding: seeds every level starts with / may grow to, when the spec does not say.
 ADAPTIVE_MIN_SEEDS, ADAPTIVE_MAX_SEEDS = 3, 10
-#: Seeds must be below this to fit the RNGs (numpy's seeds are 32-bit).
-SEED_LIMIT = 2**32
 #: Sources of randomness a spec can vary factorially: `seeds: {init: 3}` sets the config's `seed_init`.
 SEED_SOURCES = tuple(f.removeprefix("seed_") for f in SEED_SOURCES)
-#: Columns a study tabulates when `metrics:` is not given.
-DEFAULT_METRICS = ("test_top1", "test_top5", "val_top1", "test_f1_macro", "test_ece", "train_loss",
-                   "params", "flops", "train_time_s")
-#: Names `metrics:` and `objective:` may use: the numeric fields of RUN/summary.json.
-SUMMARY_METRICS = (
-    "test_top1", "test_top5", "test_loss", "test_precision_macro", "test_recall_macro", "test_f1_macro",
-    "test_ece", "val_top1", "val_top5", "val_loss", "val_precision_macro", "val_recall_macro",
-    "val_f1_macro", "val_ece", "train_loss", "train_top1", "params", "flops", "train_time_s",
-    "throughput_img_s", "epochs_run", "best_epoch", "steps", "train_cpu_s", "train_flops",
-)
 #: Analyses a spec can ask for on every completed run (`analysis:`), owned by the analysis package.
 ANALYSES = SECTIONS
-#: Metrics the analyses add to a run's summary (plus per-layer ones such as `attn_entropy_norm_l<i>`).
-ANALYSIS_METRICS = tuple(SCALAR_METRICS)
-#: Validation metrics an Optuna search may optimise (test metrics must never select a configuration).
-OBJECTIVE_METRICS = ("val_top1", "val_top5", "val_loss", "val_f1_macro", "val_precision_macro",
-                     "val_recall_macro", "val_ece")
-#: Objectives where smaller is better.
-MINIMIZED_METRICS = ("val_loss", "val_ece")
-#: Interval of a mean over seeds in reports: Student t, percentile bootstrap, BCa bootstrap.
-CI_METHODS = ("t", "bootstrap", "bca")
 #: Spec keys that change how a study executes, not what it computes: not in spec.yaml, not the study's identity.
 EXECUTION_ONLY_SPEC_KEYS = ("slurm",)
 
@@ -92,12 +73,12 @@ EXECUTION_ONLY_SPEC_KEYS = ("slurm",)
 
 def is_metric(name: str) -> bool:
     """Whether `name` is a metric a run reports (summary.json or an analysis)."""
-    return name in SUMMARY_METRICS or is_analysis_metric(name)
+    return name in METRICS or is_analysis_metric(name)
 
 
 def _metric(name: str, path: str) -> str:
     if not is_metric(name):
-        raise ConfigError(path, f"unknown metric {short_repr(name)}" + suggest(name, SUMMARY_METRICS + ANALYSIS_METRICS))
+        raise ConfigError(path, f"unknown metric {short_repr(name)}" + suggest(name, (*METRICS, *SCALAR_METRICS)))
     return name
 
 
@@ -115,8 +96,8 @@ _distinct = require(lambda items: len(set(items)) == len(items), "an entry is li
 def _seed_count(n: int, path: str) -> int:
     if n < 1:
         raise ConfigError(path, f"must be a count >= 1 or a list of seeds, got {n}")
-    if n > SEED_LIMIT:
-        raise ConfigError(path, f"a count of {n} seeds does not fit the RNGs (seeds must be < 2**32)")
+    if n > MAX_SEED + 1:
+        raise ConfigError(path, f"a count of {n} seeds does not fit the RNGs (seeds must be <= {MAX_SEED})")
     return n
 
 
@@ -130,8 +111,8 @@ def _seed_list(seeds: list[int], path: str) -> list[int]:
         raise ConfigError(path, "must be a count >= 1 or a non-empty list of seeds")
     if any(s < 0 for s in seeds):
         raise ConfigError(path, f"seeds must be integers >= 0, got {short_repr(seeds)}")
-    if any(s >= SEED_LIMIT for s in seeds):
-        raise ConfigError(path, f"seeds must be < 2**32 to fit the RNGs, got {max(seeds)}")
+    if any(s > MAX_SEED for s in seeds):
+        raise ConfigError(path, f"seeds must be <= {MAX_SEED} to fit the RNGs, got {max(seeds)}")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(path, f"seeds must be distinct, got {short_repr(seeds)}")
     return seeds
@@ -214,15 +195,15 @@ _nonempty = require(bool, "must be a non-empty mapping of dotted config key -> l
 _validation_metric = require(lambda name: not name.startswith("test_"),
                              "must be a validation metric (a search must never select on the test set)")
 Levels = Annotated[list[Any], _levels]
-Metric = Annotated[str, _metric]
-Metrics = Annotated[list[str], _metrics]
+MetricName = Annotated[str, _metric]
+MetricNames = Annotated[list[str], _metrics]
 Analyses = Annotated[list[str], _distinct]
 AnalysisOptionKeys = Annotated[dict[str, Any], _analysis_options]
 ConfigTree = Annotated[dict[str, Any], _nested]
 Finite = Annotated[float, require(math.isfinite, "must be a finite number")]
 Positive = Annotated[float, require(lambda v: math.isfinite(v) and v > 0, "must be a finite number > 0")]
 NonNegInt = Annotated[int, require(lambda v: v >= 0, "must be an integer >= 0")]
-Seed = Annotated[int, require(lambda v: 0 <= v < SEED_LIMIT, "must be in [0, 2**32) to fit the RNGs")]
+Seed = Annotated[int, require(lambda v: 0 <= v <= MAX_SEED, f"must be in [0, {MAX_SEED}] to fit the RNGs")]
 StudyName = Annotated[str, require(lambda n: bool(n.strip()) and "/" not in n and n.isprintable(),
                                    "must be a non-empty string without '/' or control characters")]
 Step = Union[Annotated[int, _positive_step], Annotated[Finite, _positive_step], None]
@@ -277,7 +258,7 @@ class Objective:
 
     def __post_init__(self):
         if self.direction is None:
-            self.direction = "minimize" if self.metric in MINIMIZED_METRICS else "maximize"
+            self.direction = optimize_direction(self.metric)
 
 
 def _objective(metric: str, path: str) -> Objective:
@@ -319,7 +300,7 @@ class Seeds:
     max: Optional[SeedCount] = knob(None, f"adaptive: most seeds a level gets (default {ADAPTIVE_MAX_SEEDS})")
     target_delta: Optional[Positive] = knob(None, "adaptive: a comparison is decided when its interval is "
                                                   "narrower than this (default report.target_delta)")
-    metric: Optional[Metric] = knob(None, "adaptive: metric compared (default: the first of metrics:)")
+    metric: Optional[MetricName] = knob(None, "adaptive: metric compared (default: the first of metrics:)")
     init: Union[SeedRange, SeedList, None] = knob(None, "seeds of the weight initialization (seed_init): a count or a list")
     split: Union[SeedRange, SeedList, None] = knob(None, "seeds of the train/validation split (seed_split): a count or a list")
     order: Union[SeedRange, SeedList, None] = knob(None, "seeds of the data order and augmentation (seed_order): a count or a list")
@@ -398,7 +379,7 @@ class StudySpec:
                                              "{adaptive: true, min, max, target_delta} or {init, split, order}")
     reference: dict[str, Any] = knob({}, "study: factor -> the level comparisons are against (default: the "
                                          "base value when it is a level, else the first level)")
-    metrics: Metrics = knob(list(DEFAULT_METRICS), "metrics the study tabulates, the first is the primary one")
+    metrics: MetricNames = knob(list(DEFAULT_COLUMNS), "metrics the study tabulates, the first is the primary one")
     report: ReportSpec = field(default_factory=ReportSpec,
                                metadata={"doc": "how reports compute intervals and seeds needed"})
     analysis: Analyses = knob([], "analyses of every completed run", choices=ANALYSES)

@@ -34,7 +34,10 @@ from abc import ABC, abstractmethod
 from pathlib import Path, PurePosixPath
 from typing import Callable, TypeVar
 
-from ..errors import UserError, short_repr, warn
+import fsspec
+import fsspec.core
+
+from ..errors import QUOTED_ERROR_CHARS, UserError, one_line, short_repr, warn
 from ..io import NOFOLLOW, atomic_write_bytes
 from ..safepath import UnsafePathError, inside, walk_files
 
@@ -232,8 +235,9 @@ class Storage(ABC):
 
 
 def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
+    """An exception as `Type: message` on one line (`errors.one_line`), the type alone without a message."""
+    text = one_line(e, QUOTED_ERROR_CHARS)
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 class LocalStorage(Storage):
@@ -266,8 +270,6 @@ class FsspecStorage(Storage):
     """Any fsspec filesystem URL (s3://, gs://, az://, file://, memory://, …)."""
 
     def __init__(self, url: str):
-        import fsspec.core
-
         self.url = url.rstrip("/")
         self.protocol = url.split("://", 1)[0].lower()
         self.fs, root = fsspec.core.url_to_fs(self.url)
@@ -353,8 +355,6 @@ def open_storage(location: str | os.PathLike) -> Storage:
     if not is_url(text):
         return LocalStorage(Path(text).expanduser())
     protocol = text.split("://", 1)[0].lower()
-    import fsspec
-
     try:
         fsspec.get_filesystem_class(protocol)
     except ImportError as e:

@@ -23,10 +23,10 @@ from ..analysis import analyze_run
 from ..config import RunConfig
 from ..schema import build
 from ..errors import UserError
-from ..rundir import SUMMARY_FILE, RunStatus, read_summary
-from ..train import run_training
+from ..rundir import SUMMARY_FILE, RunStatus, read_metrics, read_summary
+from ..training import run_training
 from .lease import release_active
-from .runsync import Workspace, remove_scratch
+from .runsync import StudyStore, Workspace, remove_scratch
 from .storage import StorageError
 
 #: How often a local worker checks that its coordinator is still alive.
@@ -36,7 +36,9 @@ ORPHAN_EXIT = 75
 #: prctl option (linux/prctl.h): the signal the kernel sends this process when its parent dies.
 PR_SET_PDEATHSIG = 1
 
-Trainer = Callable[..., dict]
+TrainFn = Callable[..., dict]
+"""What trains one run: `(config, run_dir, **kwargs) -> summary`, as `vitlab.training.run_training` (the
+default) or a test's stand-in. Not the class `vitlab.training.loop.Trainer`, which it builds."""
 
 
 class EpochHook(Protocol):
@@ -76,7 +78,14 @@ class Outcome:
     wall_s: float = 0.0
 
 
-def default_trainer() -> Trainer:
+def task_epochs(task: Task, store: StudyStore | None) -> list[dict]:
+    """The task's metric rows as they are now: in its run directory, or in the study's storage `store`."""
+    if task.storage is None or store is None:
+        return read_metrics(task.run_dir)
+    return store.epochs(task.run_id)
+
+
+def default_trainer() -> TrainFn:
     return run_training
 
 
@@ -91,7 +100,7 @@ def run_config(task: Task) -> RunConfig:
     return cfg
 
 
-def execute(task: Task, trainer: Trainer | None = None,
+def execute(task: Task, trainer: TrainFn | None = None,
             on_epoch: Callable[[int, dict], Any] | None = None) -> Outcome:
     """Train one run (resuming from its checkpoint) and return its outcome; never raises for the
     run's own errors."""
@@ -185,7 +194,7 @@ def _thread_only_tqdm_lock() -> None:
     tqdm.set_lock(threading.RLock())
 
 
-def worker_main(conn, parent_pid: int, trainer: Trainer | None) -> None:
+def worker_main(conn, parent_pid: int, trainer: TrainFn | None) -> None:
     """Entry point of a local worker process: runs tasks received on `conn` until told to stop.
 
     Messages sent: ("ready", pid), ("epoch", run_id, row), ("outcome", Outcome).

@@ -15,6 +15,7 @@ from pathlib import Path
 from ..config import RunConfig
 from ..identity import config_hash, identity_dict
 from ..errors import UserError
+from . import mlflow as ml, tensorboard as tb, wandb as wb
 from .base import CONTEXT_KEYS, RunInfo, Tracker, Trackers, TrackerWarning
 
 
@@ -34,10 +35,6 @@ def open_trackers(cfg: RunConfig, run_dir: str | Path, context: dict | None = No
     """The trackers that `cfg.track` turns on for the run in `run_dir` (none: an empty, falsy Trackers).
 
     Raises UserError, naming the pip command, when a tracker's extra is not installed."""
-    from . import mlflow as ml
-    from . import tensorboard as tb
-    from . import wandb as wb
-
     if not (cfg.track.tensorboard or cfg.track.mlflow or cfg.track.wandb):
         return Trackers([])
     info = run_info(cfg, run_dir, context)

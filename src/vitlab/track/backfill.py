@@ -12,6 +12,7 @@ from typing import Iterable
 
 from ..errors import UserError
 from ..rundir import RunStatus
+from . import mlflow as ml, tensorboard as tb, wandb as wb
 from .rundata import RunData
 
 TARGETS = ("tensorboard", "mlflow", "wandb")
@@ -50,10 +51,6 @@ def export_runs(runs: Iterable[RunData], to: str, uri: str | None = None, experi
     writes its own RUN/tensorboard/ (where live tracking writes). mlflow: `uri` is the tracking URI or
     a local path (required); `experiment` defaults to each run's study name. `logdir_hint` is the
     directory to name in the TensorBoard hint (default: `uri`)."""
-    from . import mlflow as ml
-    from . import tensorboard as tb
-    from . import wandb as wb
-
     runs = list(runs)
     if to not in TARGETS:
         raise UserError(f"--to: must be one of {', '.join(TARGETS)}, got {to!r}")

@@ -6,6 +6,8 @@ import io
 from pathlib import Path
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 #: Larger confusion files are not read (a CIFAR-100 matrix is about 40 kB).
 MAX_CONFUSION_BYTES = 16 * 2**20
@@ -39,8 +41,6 @@ def confusion_figure(classes: list[str], counts: np.ndarray):
     """A heat map of the confusion matrix, each row normalized (the diagonal is per-class recall).
 
     A bare matplotlib Figure (no pyplot state), so it is safe in a background thread."""
-    from matplotlib.figure import Figure
-
     n = len(classes)
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     size = 3.0 + 0.25 * min(n, 40)
@@ -66,8 +66,6 @@ def confusion_figure(classes: list[str], counts: np.ndarray):
 
 def figure_png(fig) -> bytes:
     """The PNG bytes of a bare matplotlib Figure."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
     buf = io.BytesIO()
     FigureCanvasAgg(fig).print_png(buf)
     return buf.getvalue()
@@ -75,8 +73,6 @@ def figure_png(fig) -> bytes:
 
 def figure_rgb(fig) -> np.ndarray:
     """The pixels of a bare matplotlib Figure as an H x W x 3 uint8 array."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()

@@ -14,21 +14,20 @@ on (or whose events a crash lost) are filled in.
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
+from ..metrics import DATA_SPLITS, HEADLINE_METRICS
 from ..rundir import CONFUSION_FILE, TENSORBOARD_DIR
 from ..safepath import check_tree, inside, writable_run_dir
 from .base import FINAL_PREFIX, RunInfo, epoch_metrics, final_metrics, require
 from .images import confusion_figure, figure_rgb, read_confusion
 
-SPLITS = ("train", "val", "test")
 #: Group of the per-epoch fields that belong to no split (lr, throughput_img_s, epoch_time_s, ...).
 OTHER_GROUP = "epoch"
-#: Summary metrics declared to the HParams view (each shown when the run has it), plus the live
-#: validation accuracy so that runs in progress compare too.
-HPARAM_METRICS = ("test_top1", "test_top5", "test_loss", "test_f1_macro", "test_ece", "val_top1", "val_loss",
-                  "train_loss", "params", "flops", "train_time_s", "epochs_run")
+#: Per-epoch metrics declared to the HParams view beside the headline summary metrics
+#: (`vitlab.metrics.HEADLINE_METRICS`, each shown when the run has it), so that runs in progress compare too.
 LIVE_METRICS = ("val/top1", "val/loss")
 CONFUSION_TAG = "test/confusion_matrix"
 #: vitlab run status -> hparams plugin session status.
@@ -40,7 +39,7 @@ EVENT_FILE_GLOB = "events.out.tfevents.*"
 def scalar_tag(key: str) -> str:
     """A metrics.jsonl key as a TensorBoard tag: `val_top1` -> `val/top1`, `lr` -> `epoch/lr`."""
     split, _, rest = key.partition("_")
-    if split in SPLITS and rest:
+    if split in DATA_SPLITS and rest:
         return f"{split}/{rest}"
     return f"{OTHER_GROUP}/{key}"
 
@@ -48,8 +47,6 @@ def scalar_tag(key: str) -> str:
 def hparam_values(info: RunInfo) -> dict:
     """The run's hyperparameters as the hparams plugin takes them: numbers, strings, bools (lists as
     JSON text); unset (None) knobs are left out."""
-    import json
-
     values = {k: info.context[k] for k in ("study", "factor", "level") if info.context.get(k) is not None}
     for k, v in info.params().items():
         if v is None:
@@ -108,7 +105,7 @@ class TensorBoardTracker:
                     f.unlink()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=1)
-        metrics = {FINAL_PREFIX + m: 0.0 for m in HPARAM_METRICS}
+        metrics = {FINAL_PREFIX + m: 0.0 for m in HEADLINE_METRICS}
         metrics.update({m: 0.0 for m in LIVE_METRICS})
         exp, ssi, _ = hparams(hparam_values(self.info), metrics)
         fw = self.writer._get_file_writer()  # the public add_hparams would open a sub-run of its own

@@ -70,7 +70,7 @@ CHECKPOINTS_PER_EPOCH = 2
 """Checkpoint writes budgeted per epoch: last.pt, plus best.pt when validation improves."""
 BUDGET_MARGIN = 0.03
 """Share of the budget kept free for the error of the estimate (throughput drifts on a shared machine)."""
-CALIBRATION_FILE = ".calibration.pt"
+CALIBRATION_SCRATCH = ".calibration.pt"
 """Scratch checkpoint timed in the checkpoint folder, deleted at once."""
 
 
@@ -164,7 +164,7 @@ def calibrate(trainer, seconds: float = CALIBRATION_MIN_SECONDS, clock: str = "w
         _sync(device)
         probe_s = now() - t0
 
-        scratch = trainer.ckpt_dir / CALIBRATION_FILE
+        scratch = trainer.ckpt_dir / CALIBRATION_SCRATCH
         t0 = now()
         save_checkpoint(scratch, trainer.checkpoint_state())
         checkpoint_s = now() - t0

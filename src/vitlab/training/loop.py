@@ -25,6 +25,7 @@ from ..yamlsafe import read_yaml
 from ..data import load_dataset
 from ..data.augment import Augmenter
 from ..errors import RunError, UserError
+from ..metrics import lower_is_better
 from ..io import (append_jsonl, atomic_write_json, atomic_write_text, csv_text, make_writable_dir, mark_interrupted,
                   nearest_existing, remove_empty_dirs, remove_stale_temp_files, write_jsonl)
 from ..rundir import (BEST_CHECKPOINT, CHECKPOINTS_DIR, CONFIG_FILE, CONFUSION_FILE, FINAL_STATUSES, LAST_CHECKPOINT,
@@ -46,10 +47,6 @@ from .schedules import make_scheduler
 ENTROPY_IMAGES = 64
 """Validation images (the first ones of the seeded split) on which each epoch records the mean
 normalized attention entropy of every layer (`val_attn_entropy_norm_l{i}` in metrics.jsonl)."""
-
-# Metrics where lower is better; every other monitored metric is maximized.
-LOWER_IS_BETTER = {"val_loss", "val_ece"}
-
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -111,7 +108,7 @@ class RunState:
     def improved(self, value: float, monitor: str) -> bool:
         if self.best_value is None:
             return True
-        return value < self.best_value if monitor in LOWER_IS_BETTER else value > self.best_value
+        return value < self.best_value if lower_is_better(monitor) else value > self.best_value
 
 
 class Trainer:

@@ -22,13 +22,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import UserError
+from ..models import build_model
+from ..models.layers import flop_counter
 
 
 def train_step_flops(model: nn.Module, batch_size: int, in_chans: int, image_size: int, num_classes: int) -> int:
     """FLOPs of one training step of `model` (on the meta device, in train mode): forward of a batch of
     `batch_size` images of in_chans × image_size², cross-entropy against `num_classes` classes, backward."""
-    from ..models.layers import flop_counter
-
     x = torch.zeros(batch_size, in_chans, image_size, image_size, device="meta")
     y = torch.zeros(batch_size, dtype=torch.long, device="meta")
     model.train()
@@ -40,8 +40,6 @@ def train_step_flops(model: nn.Module, batch_size: int, in_chans: int, image_siz
 def run_step_flops(model_cfg, num_classes: int, in_chans: int, data_image_size: int, batch_size: int) -> int:
     """Training FLOPs per step of the run's model (built from `model_cfg` on the meta device) at its
     input size; the global random state is left as it was."""
-    from ..models import build_model
-
     with torch.random.fork_rng(devices=[]), torch.device("meta"):
         model = build_model(model_cfg, num_classes, in_chans, data_image_size)
     return train_step_flops(model, batch_size, in_chans, model.input_size, num_classes)
