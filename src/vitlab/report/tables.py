@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import stats
 from ..config import SEED_SOURCES
-from ..metrics import PCT_DECIMALS, metric_info
+from ..metrics import PCT_DECIMALS, RANGE_NONNEGATIVE, metric_info
 from ..rundir import RunStatus
 from .formats import Grid, to_csv
 
@@ -72,7 +72,7 @@ class Metric:
     decimals: int
     higher_is_better: bool
     extract: Callable[[Any], float]
-    valid: tuple[float, float] = stats.RANGE_NONNEGATIVE
+    valid: tuple[float, float] = RANGE_NONNEGATIVE
     """Values the metric can take, in the printed unit; intervals are cut to it."""
 
     @property
