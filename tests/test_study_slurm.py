@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -146,17 +147,17 @@ def test_sbatch_missing_is_a_one_line_error(tmp_path, capsys, monkeypatch):
     assert code == 2 and "sbatch is not on PATH" in capsys.readouterr().err
 
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
-def _section(title: str) -> str:
-    return README.read_text(encoding="utf-8").split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+def _section(page: str, title: str) -> str:
+    """The text of a docs page under the heading `title` (# or ##), up to the next ## heading."""
+    text = (DOCS / page).read_text(encoding="utf-8")
+    return re.split(rf"^#{{1,2}} {re.escape(title)}\n", text, maxsplit=1, flags=re.M)[1].split("\n## ", 1)[0]
 
 
 def _commands(text: str) -> list[str]:
     """The `vitlab ...` command lines of a section's bash blocks (continuations joined)."""
-    import re
-
     lines = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
         lines += [ln.split("  #")[0].strip() for ln in block.replace("\\\n", " ").splitlines()]
@@ -169,13 +170,13 @@ def test_readme_cluster_and_wandb_commands_parse_and_the_slurm_section_loads(tmp
     from vitlab.cli import build_parser
     from vitlab.study import spec as specmod
 
-    commands = _commands(_section("Clusters")) + [c for c in _commands(_section("Tracking and notebooks"))
+    commands = _commands(_section("clusters.md", "Clusters")) + [c for c in _commands(_section("tracking.md", "Tracking and notebooks"))
                                                     if "wandb" in c]
     assert len(commands) == 8
     for cmd in commands:
         args = build_parser().parse_args(shlex.split(cmd)[1:])
         assert args.fn is not None
-    block = _section("Clusters").split("```yaml\n", 1)[1].split("```", 1)[0]
+    block = _section("clusters.md", "Clusters").split("```yaml\n", 1)[1].split("```", 1)[0]
     loaded = specmod.load_spec({**SPEC, **yaml.safe_load(block)})
     assert loaded.slurm.gpus_per_task == 1 and loaded.slurm.extra == {"constraint": "a100"}
 
