@@ -2,13 +2,32 @@
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import threading
 
-from .config import DATASETS
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from .analysis.analyze import describe
+from .analysis.export import ExportError, export_run
+from .api import RunOptions, Study, analyze_run_dir, publish_run_analysis
+from .config import (DATASETS, ModelConfig, apply_overrides, build, describe_keys, dump_yaml, load_config,
+                     suggest)
+from .data import dataset_info, download_dataset, verify_dataset
+from .demo import run_demo
 from .errors import RunError, UserError, one_line
-from .rundir import RunStatus
+from .models import describe_model, model_table
+from .notebook import export_dir
+from .report.analysis_sections import write_run_report
+from .rundir import RunStatus, is_run_dir
+from .study import summary_table
+from .study.runsync import fetch_checkpoint
+from .study.status import study_status
+from .train import run_training
+from .train.resume import resume_config
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
 #: Exit status after Ctrl-C (SIGINT) and after SIGTERM: 128 + the signal number, as shells report it.
@@ -70,8 +89,6 @@ def _split_config_args(items: list[str]) -> tuple[str | None, list[str]]:
 
 def _dataset_name(name: str) -> str:
     """A dataset name of the registry, or a usage error with a did-you-mean (FashionMNIST -> fashion_mnist)."""
-    from .config import suggest
-
     if name not in DATASETS:
         raise argparse.ArgumentTypeError(f"unknown dataset {name!r}; one of {', '.join(DATASETS)}"
                                          + suggest(name, DATASETS))
@@ -82,13 +99,8 @@ def _dataset_name(name: str) -> str:
 
 
 def cmd_train(a) -> int:
-    from .config import load_config
-    from .train import run_training
-
     path, overrides = _split_config_args(a.config)
     if a.resume:
-        from .train.resume import resume_config
-
         cfg = resume_config(a.out, path, overrides)
     else:
         cfg = load_config(path, overrides)
@@ -100,9 +112,6 @@ def cmd_train(a) -> int:
 
 
 def _print_summary(s: dict, out) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     t = Table(title=f"{out}  [{s['status']}]" + ("  (synthetic data)" if s.get("synthetic") else ""))
     t.add_column("metric")
     t.add_column("value", justify="right")
@@ -118,10 +127,6 @@ def _print_summary(s: dict, out) -> None:
 
 
 def cmd_data(a) -> int:
-    import json
-
-    from .data import dataset_info, download_dataset, verify_dataset
-
     if a.action == "info":
         print(json.dumps(dataset_info(a.name, a.root), indent=2, default=str))
     elif a.action == "verify":
@@ -133,12 +138,6 @@ def cmd_data(a) -> int:
 
 
 def cmd_models(a) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    from .config import ModelConfig, apply_overrides, build
-    from .models import describe_model, model_table
-
     console = Console()
     if a.name is None:
         if a.overrides or a.describe:
@@ -149,8 +148,6 @@ def cmd_models(a) -> int:
         rows = describe_model(a.name, **knobs) if a.describe else model_table([a.name], **knobs)
     if not rows:
         return EXIT_OK
-    from rich import box
-
     # narrow terminals get the descriptions below the table, so no column is squeezed into a sliver
     below = console.width < MODELS_TABLE_WIDTH and "description" in rows[0]
     cols = [c for c in rows[0] if not (below and c == "description")]
@@ -200,8 +197,6 @@ def _runs_text(values: list) -> str:
 
 
 def cmd_config(a) -> int:
-    from .config import describe_keys, dump_yaml, load_config
-
     if a.action == "keys":
         for key, default, doc in describe_keys():
             print(f"{key:28s} {default:18s} {doc}")
@@ -211,86 +206,63 @@ def cmd_config(a) -> int:
     return EXIT_OK
 
 
-def cmd_study(a) -> int:
-    from .study import run_study
+def _run_options(a) -> RunOptions:
+    """`vitlab study`'s flags as the study's RunOptions (checked there: one line naming the flag)."""
+    return RunOptions(workers=a.workers, backend=a.backend, profile=a.profile, max_retries=a.max_retries,
+                      max_runs=a.max_runs or None, storage=a.storage, retrain_damaged=a.retrain_damaged,
+                      ray_address=a.ray_address, gpus_per_run=a.gpus_per_run, cpus_per_run=a.cpus_per_run,
+                      ray_pip=a.ray_pip, slurm=a.slurm, detach=a.detach)
 
-    result = run_study(a.spec, a.out, workers=a.workers, backend=a.backend, ray_address=a.ray_address,
-                       profile=a.profile, gpus_per_run=a.gpus_per_run, cpus_per_run=a.cpus_per_run,
-                       max_retries=a.max_retries, max_runs=a.max_runs or None, storage=a.storage,
-                       ray_pip=a.ray_pip, slurm=a.slurm, detach=a.detach,
-                       retrain_damaged=a.retrain_damaged)
+
+def cmd_study(a) -> int:
+    result = Study(a.out, spec=a.spec, options=_run_options(a)).run()
     if result.detached is not None:
         print(f"{a.out}: SLURM has the study's unfinished runs ({result.detached}); "
               f"see progress with `vitlab status {a.out}`, collect the results by running this command again")
-        return EXIT_OK if result.ok else EXIT_INTERNAL
-    from .study import summary_table
-
-    print(summary_table(a.out, warn_damaged=False))  # run_study warned
+    else:
+        print(summary_table(a.out, warn_damaged=False))  # the run warned about damaged runs already
     return EXIT_OK if result.ok else EXIT_INTERNAL
 
 
 def cmd_status(a) -> int:
-    from .study.status import study_status
-
     print(study_status(a.dir))
     return EXIT_OK
 
 
 def cmd_search(a) -> int:
-    from .study.search import run_search
-
-    result = run_search(a.spec, a.out, trials=a.trials, workers=a.workers, profile=a.profile)
+    result = Study(a.out, spec=a.spec, workers=a.workers, profile=a.profile).search(trials=a.trials)
     print(result.describe())
     return EXIT_OK if result.ok else EXIT_INTERNAL
 
 
 def cmd_results(a) -> int:
-    from .study.query import format_rows, results_rows
-
-    print(format_rows(results_rows(a.dir, where=a.where), a.format))
+    print(Study(a.dir).table(where=a.where, format=a.format))
     return EXIT_OK
 
 
 def cmd_report(a) -> int:
-    from .report import report_main
-
-    print(report_main(a.dir, a.output, ci=a.ci, target_delta=a.target_delta))
+    if is_run_dir(a.dir):  # one run's report (analysis sections), not a study's
+        print(write_run_report(a.dir, a.output))
+    else:
+        print(Study(a.dir).report(a.output, ci=a.ci, target_delta=a.target_delta))
     return EXIT_OK
 
 
 def cmd_track(a) -> int:
-    from .notebook import export_dir
-
     print(export_dir(a.dir, a.to, a.uri).describe())
     return EXIT_OK
 
 
 def cmd_analyze(a) -> int:
-    from .analysis.analyze import analyze_run, describe
-    from .study.runsync import fetch_checkpoint
-
-    fetch_checkpoint(a.run_dir)  # a run of a study kept in another storage (--storage): its best.pt
-
-    analysis = analyze_run(a.run_dir, sections=a.sections, force=a.force, samples=a.samples, device=a.device,
-                           corruption_images=a.corruption_images, seed=a.seed, compile=False if a.no_compile else None,
-                           timing_threads=a.timing_threads,
-                           progress=lambda m: print(m, file=sys.stderr))
-    _publish_analysis(a.run_dir)
+    analysis = analyze_run_dir(a.run_dir, sections=a.sections, force=a.force, samples=a.samples, device=a.device,
+                               corruption_images=a.corruption_images, seed=a.seed,
+                               compile=False if a.no_compile else None, timing_threads=a.timing_threads,
+                               progress=lambda m: print(m, file=sys.stderr))
     print(describe(analysis))
     return EXIT_OK
 
 
-def _publish_analysis(run_dir) -> None:
-    """A run of a study kept in another storage: its new analysis goes to storage, which a rerun mirrors."""
-    from .api import publish_run_analysis
-
-    publish_run_analysis(run_dir)
-
-
 def cmd_export(a) -> int:
-    from .analysis.export import ExportError, export_run
-    from .study.runsync import fetch_checkpoint
-
     fetch_checkpoint(a.run_dir)  # a run of a study kept in another storage (--storage): its best.pt
 
     try:
@@ -298,13 +270,11 @@ def cmd_export(a) -> int:
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INTERNAL
-    _publish_analysis(a.run_dir)
+    publish_run_analysis(a.run_dir)  # a run of a study kept in another storage: its model.onnx goes there
     return EXIT_OK
 
 
 def cmd_demo(a) -> int:
-    from .demo import run_demo
-
     return EXIT_OK if run_demo(a.out, workers=a.workers) else EXIT_INTERNAL
 
 
