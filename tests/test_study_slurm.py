@@ -40,12 +40,6 @@ TIMING = ("time", "throughput", "wall", "_s", "minutes")
 WAIT_S = 120
 
 
-def _spec(tmp_path: Path) -> Path:
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(SPEC))
-    return path
-
-
 def _trained(d: dict) -> dict:
     return {k: v for k, v in d.items() if not any(t in k for t in TIMING)}
 
@@ -72,9 +66,9 @@ def _after_first_epoch(run_dir: Path) -> tuple[int, int]:
     raise AssertionError(f"{run_dir}: no epoch after {WAIT_S} s")
 
 
-def test_detached_study_survives_preemption_and_a_cancelled_task(tmp_path, monkeypatch):
+def test_detached_study_survives_preemption_and_a_cancelled_task(tmp_path, monkeypatch, write_spec):
     monkeypatch.setattr(slurm, "CHECK_S", 0.5)  # look at the jobs more often than on a cluster
-    spec = _spec(tmp_path)
+    spec = write_spec(tmp_path, SPEC, "spec.yaml")
     base = run_study(spec, tmp_path / "base", workers=2, progress=False)  # the uninterrupted reference
     assert base.ok
 
@@ -114,16 +108,16 @@ def test_detached_study_survives_preemption_and_a_cancelled_task(tmp_path, monke
     (["--slurm", "mem=lots"], "slurm.mem: must look like 16G"),
     (["--slurm", "executor=pbs"], "slurm.executor"),
 ])
-def test_bad_slurm_resources_are_one_line_errors(tmp_path, capsys, args, message):
-    spec = _spec(tmp_path)
+def test_bad_slurm_resources_are_one_line_errors(tmp_path, capsys, args, message, write_spec):
+    spec = write_spec(tmp_path, SPEC, "spec.yaml")
     assert main(["study", str(spec), "--out", str(tmp_path / "s"), "--backend", "slurm", *args]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "s").exists()
 
 
-def test_slurm_options_need_the_slurm_backend(tmp_path, capsys):
-    spec = _spec(tmp_path)
+def test_slurm_options_need_the_slurm_backend(tmp_path, capsys, write_spec):
+    spec = write_spec(tmp_path, SPEC, "spec.yaml")
     assert main(["study", str(spec), "--out", str(tmp_path / "s"), "--detach"]) == 2
     assert "--detach: only used with --backend slurm" in capsys.readouterr().err
 
@@ -140,9 +134,9 @@ def test_spec_slurm_section_is_checked_and_not_part_of_the_study(tmp_path):
     assert a == b and "slurm" not in a
 
 
-def test_sbatch_missing_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+def test_sbatch_missing_is_a_one_line_error(tmp_path, capsys, monkeypatch, write_spec):
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
-    spec = _spec(tmp_path)
+    spec = write_spec(tmp_path, SPEC, "spec.yaml")
     code = main(["study", str(spec), "--out", str(tmp_path / "s"), "--backend", "slurm", "--slurm", "executor=slurm"])
     assert code == 2 and "sbatch is not on PATH" in capsys.readouterr().err
 

@@ -25,7 +25,6 @@ from .report.analysis_sections import write_run_report
 from .rundir import RunStatus, is_run_dir
 from .study import summary_table
 from .study.runsync import fetch_checkpoint
-from .study.status import study_status
 from .train import run_training
 from .train.resume import resume_config
 
@@ -225,7 +224,7 @@ def cmd_study(a) -> int:
 
 
 def cmd_status(a) -> int:
-    print(study_status(a.dir))
+    print(Study(a.dir).status())
     return EXIT_OK
 
 
