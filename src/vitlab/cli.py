@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import signal
 import sys
@@ -206,11 +207,12 @@ def cmd_config(a) -> int:
 
 
 def _run_options(a) -> RunOptions:
-    """`vitlab study`'s flags as the study's RunOptions (checked there: one line naming the flag)."""
-    return RunOptions(workers=a.workers, backend=a.backend, profile=a.profile, max_retries=a.max_retries,
-                      max_runs=a.max_runs or None, storage=a.storage, retrain_damaged=a.retrain_damaged,
-                      ray_address=a.ray_address, gpus_per_run=a.gpus_per_run, cpus_per_run=a.cpus_per_run,
-                      ray_pip=a.ray_pip, slurm=a.slurm, detach=a.detach)
+    """The command's flags that are RunOptions fields (each flag's dest is the field's name), checked
+    there: a bad value is one line naming the flag."""
+    given = {f.name: getattr(a, f.name) for f in dataclasses.fields(RunOptions) if hasattr(a, f.name)}
+    if given.get("max_runs") == 0:  # --max-runs 0: no limit
+        given["max_runs"] = None
+    return RunOptions(**given)
 
 
 def cmd_study(a) -> int:
@@ -229,7 +231,7 @@ def cmd_status(a) -> int:
 
 
 def cmd_search(a) -> int:
-    result = Study(a.out, spec=a.spec, workers=a.workers, profile=a.profile).search(trials=a.trials)
+    result = Study(a.out, spec=a.spec, options=_run_options(a)).search(trials=a.trials)
     print(result.describe())
     return EXIT_OK if result.ok else EXIT_INTERNAL
 
@@ -333,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "gpus_per_task=1 (repeatable; `vitlab config keys` style values)")
     s.add_argument("--detach", action="store_true",
                    help="SLURM: submit the runs and exit; rerun the command to attach and collect the results")
-    s.add_argument("--max-runs", type=int, default=10_000,
+    s.add_argument("--max-runs", type=int, default=RunOptions.max_runs,
                    help="refuse a study with more runs than this (counted before expanding; 0: no limit)")
     s.add_argument("--retrain-damaged", action="store_true",
                    help="train runs whose files are malformed again, resuming from their checkpoint (by default "
