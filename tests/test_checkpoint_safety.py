@@ -22,11 +22,11 @@ from vitlab.training import run_training
 from vitlab.training.checkpoint import (CHECKPOINT_FORMAT, LAST_KEYS, capture_rng, check_plain, load_checkpoint,
                                      restore_rng, save_checkpoint)
 
-TINY = [
-    "data.name=synthetic", "data.synthetic_train=160", "data.synthetic_test=40", "data.val_fraction=0.25",
-    "model.name=vit_nano", "model.dim=16", "model.depth=1", "model.num_heads=2", "device=cpu",
-    "train.batch_size=40", "train.eval_batch_size=80", "train.epochs=2", "train.progress=false", "train.threads=1",
-]
+@pytest.fixture(scope="module")
+def tiny(tiny_run) -> list[str]:
+    """The shared tiny run, 2 epochs: a last and a best checkpoint to tamper with."""
+    return tiny_run("data.synthetic_train=160", "data.synthetic_test=40", "data.val_fraction=0.25",
+                    "train.eval_batch_size=80", "train.epochs=2")
 
 
 class Payload:
@@ -48,13 +48,6 @@ def write_pickle(path: Path, obj) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     path.write_bytes(buf.getvalue())
-
-
-def cli_error(argv, capsys) -> str:
-    assert main(argv) == 2, argv
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err, err
-    return err
 
 
 def test_the_payload_is_real(tmp_path):
@@ -80,9 +73,9 @@ def test_load_checkpoint_never_runs_a_payload(tmp_path, make):
     assert not marker.exists()
 
 
-def test_resume_refuses_a_malicious_checkpoint(tmp_path, capsys):
+def test_resume_refuses_a_malicious_checkpoint(tmp_path, capsys, cli_error, tiny):
     out = tmp_path / "run"
-    assert main(["train", "--out", str(out), *TINY, "train.epochs=1", "--quiet"]) == 0
+    assert main(["train", "--out", str(out), *tiny, "train.epochs=1", "--quiet"]) == 0
     capsys.readouterr()
     marker = tmp_path / "pwned"
     last = checkpoint_path(out)
@@ -90,7 +83,7 @@ def test_resume_refuses_a_malicious_checkpoint(tmp_path, capsys):
     write_pickle(last, {**good, "run_state": touch_payload(marker)})
     summary = json.loads((out / SUMMARY_FILE).read_text())
     (out / SUMMARY_FILE).write_text(json.dumps({**summary, "status": "running"}))  # as if interrupted
-    err = cli_error(["train", "--out", str(out), *TINY, "train.epochs=1", "--resume"], capsys)
+    err = cli_error(["train", "--out", str(out), *tiny, "train.epochs=1", "--resume"])
     assert "refused" in err and str(last) in err and "posix.system" in err
     assert not marker.exists()
 
@@ -126,9 +119,9 @@ def test_study_rerun_refuses_a_malicious_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("case", ["no_config", "no_format", "old_numpy", "list", "truncated", "empty",
                                   "wrong_shapes", "bad_run_state"])
-def test_damaged_checkpoints_are_one_line_errors(tmp_path, capsys, case):
+def test_damaged_checkpoints_are_one_line_errors(tmp_path, case, cli_error, tiny):
     out = tmp_path / "run"
-    cfg = load_config(None, TINY)
+    cfg = load_config(None, tiny)
 
     def stop(epoch, row):
         raise KeyboardInterrupt  # leaves an interrupted run with last.pt after epoch 1
@@ -161,7 +154,7 @@ def test_damaged_checkpoints_are_one_line_errors(tmp_path, capsys, case):
         write_pickle(last, {**good, "model": model})
     elif case == "bad_run_state":
         write_pickle(last, {**good, "run_state": {"epoch": 1, "surprise": 2}})
-    err = cli_error(["train", "--out", str(out), *TINY, "--resume"], capsys)
+    err = cli_error(["train", "--out", str(out), *tiny, "--resume"])
     assert fragment in err and str(last) in err, err
 
 

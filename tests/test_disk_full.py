@@ -23,9 +23,10 @@ from vitlab.io import atomic_write_bytes, remove_stale_temp_files
 from vitlab.rundir import SUMMARY_FILE, checkpoint_path
 from vitlab.training import run_training
 
-TINY = ["data.synthetic_train=100", "data.synthetic_test=20", "data.val_fraction=0.2", "model.name=vit_nano",
-        "model.dim=16", "model.depth=1", "model.num_heads=2", "train.epochs=3", "train.batch_size=40",
-        "train.threads=1", "train.progress=false", "device=cpu"]
+@pytest.fixture(scope="module")
+def tiny(tiny_run) -> list[str]:
+    """The shared tiny run, 3 epochs: room for a disk to fill between them."""
+    return tiny_run("train.epochs=3")
 
 
 def enospc(*args, **kwargs):
@@ -69,8 +70,8 @@ def fail_writes_after_epoch(monkeypatch, epoch: int, also_summary: bool):
 
 
 @pytest.mark.parametrize("also_summary", [False, True])
-def test_disk_full_mid_run_keeps_the_last_checkpoint_and_resumes(tmp_path, monkeypatch, also_summary):
-    cfg = load_config(None, TINY)
+def test_disk_full_mid_run_keeps_the_last_checkpoint_and_resumes(tmp_path, monkeypatch, also_summary, tiny):
+    cfg = load_config(None, tiny)
     out = tmp_path / "run"
     reference = run_training(cfg, tmp_path / "ref")
     on_epoch = fail_writes_after_epoch(monkeypatch, 1, also_summary)
@@ -90,22 +91,22 @@ def test_disk_full_mid_run_keeps_the_last_checkpoint_and_resumes(tmp_path, monke
     assert resumed["status"] == "completed" and resumed["test_top1"] == reference["test_top1"]
 
 
-def test_cli_exits_1_with_one_line(tmp_path, monkeypatch, capsys):
+def test_cli_exits_1_with_one_line(tmp_path, monkeypatch, capsys, tiny):
     import vitlab.training.checkpoint as ck
 
     monkeypatch.setattr(ck, "atomic_torch_save", enospc)
-    assert main(["train", "--out", str(tmp_path / "run"), *TINY]) == 1
+    assert main(["train", "--out", str(tmp_path / "run"), *tiny]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and "No space left" in err
     assert json.loads((tmp_path / "run" / SUMMARY_FILE).read_text())["status"] == "failed"
 
 
-def test_real_full_disk(tmp_path, capsys):
+def test_real_full_disk(tmp_path, capsys, tiny):
     """A 1 MiB tmpfs, filled right after epoch 1's checkpoint: the run stops with one line, its
     checkpoint loads, no temporary file is left, and it completes after room is made."""
     with tiny_disk(tmp_path / "disk", "1m") as disk:
         out = disk / "run"
-        cfg = load_config(None, TINY)
+        cfg = load_config(None, tiny)
         filler = disk / "filler"
 
         def fill(e, row):
@@ -124,7 +125,7 @@ def test_real_full_disk(tmp_path, capsys):
         assert torch.load(checkpoint_path(out), weights_only=True)["run_state"]["epoch"] == 1
         assert temp_files(out) == []
         # the CLI on the still-full disk: one line, exit 1
-        assert main(["train", "--out", str(out), *TINY, "--resume"]) == 1
+        assert main(["train", "--out", str(out), *tiny, "--resume"]) == 1
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and "No space left on device" in err
         assert temp_files(out) == []
@@ -138,7 +139,7 @@ def dead_pid() -> int:
     return proc.pid
 
 
-def test_stale_temp_files_of_dead_processes_are_removed(tmp_path):
+def test_stale_temp_files_of_dead_processes_are_removed(tmp_path, tiny):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     dead = dead_pid()
@@ -152,6 +153,6 @@ def test_stale_temp_files_of_dead_processes_are_removed(tmp_path):
     for p in keep:
         p.unlink()
     (run / f".config.yaml.tmp-{dead}").write_bytes(b"partial")
-    run_training(load_config(None, TINY + ["train.epochs=1"]), run)
+    run_training(load_config(None, tiny + ["train.epochs=1"]), run)
     assert not (run / f".config.yaml.tmp-{dead}").exists() and not stale[1].exists()
     assert all(p.exists() for p in live)

@@ -39,8 +39,8 @@ def test_mobilevit_param_counts_equal_timm(name):
     assert count_params(create_model(name, num_classes=1000)) == TIMM_PARAMS[name]
 
 
-def test_readme_models_table_states_these_counts():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+def test_docs_models_table_states_these_counts():
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text(encoding="utf-8")
     (row,) = [line for line in readme.splitlines() if line.startswith("| `mobilevit_xxs` / `_xs` / `_s` |")]
     shown = " / ".join(f"{TIMM_PARAMS[n] / 1e6:.2f}M" for n in ("mobilevit_xxs", "mobilevit_xs", "mobilevit_s"))
     assert shown in row, row

@@ -19,13 +19,6 @@ TINY = ["data.synthetic_train=100", "data.synthetic_test=20", "model.name=vit_na
         "model.depth=1", "model.num_heads=2", "train.epochs=1", "train.batch_size=40", "train.threads=1", "--quiet"]
 
 
-def cli_error(argv, capsys) -> str:
-    assert main([str(a) for a in argv]) == 2, argv
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
-    return err
-
-
 def tree(path: Path) -> list[str]:
     return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
 
@@ -33,48 +26,48 @@ def tree(path: Path) -> list[str]:
 # ---------------------------------------------------------------------------------------------- train --out
 
 
-def test_train_out_root_is_refused(capsys):
+def test_train_out_root_is_refused(cli_error):
     before = sorted(os.listdir("/"))
-    assert "filesystem root" in cli_error(["train", "--out", "/", *TINY], capsys)
+    assert "filesystem root" in cli_error(["train", "--out", "/", *TINY])
     assert sorted(os.listdir("/")) == before
 
 
-def test_train_out_symlink_loop(tmp_path, capsys):
+def test_train_out_symlink_loop(tmp_path, cli_error):
     os.symlink(tmp_path / "loop", tmp_path / "loop")
-    assert "symbolic links" in cli_error(["train", "--out", tmp_path / "loop", *TINY], capsys)
-    assert "symbolic links" in cli_error(["train", "--out", tmp_path / "loop" / "run", *TINY], capsys)
+    assert "symbolic links" in cli_error(["train", "--out", tmp_path / "loop", *TINY])
+    assert "symbolic links" in cli_error(["train", "--out", tmp_path / "loop" / "run", *TINY])
     assert tree(tmp_path) == ["loop"]
 
 
-def test_train_out_read_only(tmp_path, capsys):
+def test_train_out_read_only(tmp_path, cli_error):
     with read_only_dir(tmp_path / "ro") as ro:
-        assert "not writable" in cli_error(["train", "--out", ro, *TINY], capsys)
-        assert "not writable" in cli_error(["train", "--out", ro / "a" / "b", *TINY], capsys)
+        assert "not writable" in cli_error(["train", "--out", ro, *TINY])
+        assert "not writable" in cli_error(["train", "--out", ro / "a" / "b", *TINY])
         assert os.listdir(ro) == []
 
 
-def test_train_out_holding_something_else_is_refused(tmp_path, capsys):
+def test_train_out_holding_something_else_is_refused(tmp_path, cli_error):
     home = tmp_path / "home"
     home.mkdir()
     (home / "config.yaml").write_text("my: own file\n")
     (home / "notes.txt").write_text("keep me")
-    err = cli_error(["train", "--out", home, *TINY], capsys)
+    err = cli_error(["train", "--out", home, *TINY])
     assert "not a vitlab run directory (has notes.txt)" in err
     assert tree(home) == ["config.yaml", "notes.txt"] and (home / "config.yaml").read_text() == "my: own file\n"
     (tmp_path / "file").write_text("x")
-    assert "not writable" in cli_error(["train", "--out", tmp_path / "file", *TINY], capsys)
-    assert "not writable" in cli_error(["train", "--out", tmp_path / "file" / "run", *TINY], capsys)
+    assert "not writable" in cli_error(["train", "--out", tmp_path / "file", *TINY])
+    assert "not writable" in cli_error(["train", "--out", tmp_path / "file" / "run", *TINY])
 
 
-def test_bad_input_after_creating_the_directory_leaves_nothing(tmp_path, capsys):
+def test_bad_input_after_creating_the_directory_leaves_nothing(tmp_path, cli_error):
     out = tmp_path / "a" / "b" / "run"
-    cli_error(["train", "--out", out, *TINY, "model.num_heads=3"], capsys)  # fails building the model
+    cli_error(["train", "--out", out, *TINY, "model.num_heads=3"])  # fails building the model
     cli_error(["train", "--out", out, *TINY, "data.name=cifar10", f"data.root={tmp_path / 'nodata'}",
-               "data.download=false"], capsys)  # fails loading data
+               "data.download=false"])  # fails loading data
     assert tree(tmp_path) == []
     existing = tmp_path / "mine"
     existing.mkdir()
-    cli_error(["train", "--out", existing, *TINY, "model.num_heads=3"], capsys)
+    cli_error(["train", "--out", existing, *TINY, "model.num_heads=3"])
     assert existing.is_dir()  # a directory the user made stays
 
 
@@ -97,7 +90,7 @@ def study(tmp_path) -> Path:
 
 
 @pytest.mark.parametrize("target", ["dir", "root", "loop", "read_only", "under_a_file"])
-def test_report_output_refused_before_anything_is_written(study, tmp_path, capsys, target):
+def test_report_output_refused_before_anything_is_written(study, tmp_path, target, cli_error):
     before = tree(study)
     if target == "dir":
         out, fragment = tmp_path, "is a directory"
@@ -111,17 +104,17 @@ def test_report_output_refused_before_anything_is_written(study, tmp_path, capsy
         out, fragment = tmp_path / "f" / "r.html", "Not a directory"
     if target == "read_only":
         with read_only_dir(tmp_path / "ro") as ro:
-            assert "not writable" in cli_error(["report", study, "-o", ro / "r.html"], capsys)
+            assert "not writable" in cli_error(["report", study, "-o", ro / "r.html"])
             assert os.listdir(ro) == []
     else:
-        assert fragment in cli_error(["report", study, "-o", out], capsys)
+        assert fragment in cli_error(["report", study, "-o", out])
     assert tree(study) == before  # no tables or figures were written before the refusal
 
 
-def test_report_dir_not_writable(study, capsys):
+def test_report_dir_not_writable(study, cli_error):
     (study / "report").write_text("a file where the report directory goes")
     before = tree(study)
-    assert "not writable (Not a directory)" in cli_error(["report", study], capsys)
+    assert "not writable (Not a directory)" in cli_error(["report", study])
     assert tree(study) == before
 
 

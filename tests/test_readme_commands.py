@@ -100,9 +100,20 @@ COMMANDS = documented_commands()
 def test_the_extraction_finds_the_documented_commands():
     """A parser that silently found nothing would pass every test below."""
     sources = {src for src, _ in COMMANDS}
-    assert {"README.md", "studies/base/fashion_mnist.yaml", "findings/README.md"} <= sources
+    assert {"README.md", "docs/train.md", "docs/study.md", "studies/base/fashion_mnist.yaml",
+            "findings/README.md"} <= sources
     assert len(COMMANDS) >= 40
     assert any("--resume" in c for _, c in COMMANDS)
+
+
+def test_readme_example_spec_is_the_shipped_file():
+    """The README's 30-second example shows studies/tiny.yaml as it is (its comment lines aside)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    shown = re.search(r"```yaml\n(.*?)```", readme, re.S).group(1)
+    shipped = "".join(line for line in (ROOT / "studies" / "tiny.yaml").read_text(encoding="utf-8")
+                      .splitlines(keepends=True) if not line.startswith("#"))
+    assert shown == shipped
+    assert "vitlab study studies/tiny.yaml" in readme
 
 
 @pytest.mark.parametrize(("source", "command"), COMMANDS, ids=[f"{s}:{c[:60]}" for s, c in COMMANDS])

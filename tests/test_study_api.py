@@ -5,13 +5,12 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import inspect
-from pathlib import Path
 
 import pytest
-import yaml
 
 import vitlab
 from vitlab.api import NOT_FOR_SEARCH, Study
+from vitlab.cli import main
 from vitlab.errors import UserError
 from vitlab.study import results_rows, run_study
 from vitlab.study.runner import RunOptions
@@ -29,15 +28,8 @@ TINY_SEARCH = {"name": "tiny_api_search", "base": BASE,
                "space": {"model.attn_norm": {"choices": ["softmax", "cosine"]}}, "objective": "val_top1"}
 
 
-def write_spec(d: Path, data: dict) -> Path:
-    d.mkdir(parents=True, exist_ok=True)
-    p = d / f"{data['name']}.yaml"
-    p.write_text(yaml.safe_dump(data, sort_keys=False))
-    return p
-
-
 @pytest.fixture(scope="module")
-def done(tmp_path_factory) -> Study:
+def done(tmp_path_factory, write_spec) -> Study:
     """The tiny study created, then run by a reopened Study (what a later session does)."""
     base = tmp_path_factory.mktemp("api")
     created = Study.create(write_spec(base, TINY), base / "study", progress=False)
@@ -87,12 +79,21 @@ def test_status_report_and_analyze(done):
     assert "tiny_api" in html.read_text()
 
 
+def test_the_cli_prints_what_the_study_object_returns(done, capsys):
+    """`vitlab results` and `vitlab status` are the Study's `table` and `status`, printed."""
+    assert main(["results", str(done.path), "--format", "md", "--where", "seed == 1"]) == 0
+    shown = capsys.readouterr().out
+    assert shown.strip() == done.table(where="seed == 1", format="md").strip() and shown.count("\n") > 2
+    assert main(["status", str(done.path)]) == 0
+    assert capsys.readouterr().out.strip() == done.status().strip()
+
+
 def test_opening_a_directory_without_a_study_is_one_line(tmp_path):
     with pytest.raises(UserError, match=r"not a vitlab study directory \(no spec.yaml\)"):
         Study(tmp_path / "nothing")
 
 
-def test_bad_options_are_refused_before_anything_is_written(tmp_path):
+def test_bad_options_are_refused_before_anything_is_written(tmp_path, write_spec):
     spec = write_spec(tmp_path, TINY)
     with pytest.raises(UserError, match="--workers"):
         Study.create(spec, tmp_path / "out", workers=0)
@@ -106,7 +107,7 @@ def test_bad_options_are_refused_before_anything_is_written(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_create_refuses_a_directory_of_another_study(done, tmp_path):
+def test_create_refuses_a_directory_of_another_study(done, tmp_path, write_spec):
     Study.create(write_spec(tmp_path, TINY), done.path)  # the same study again: a no-op
     other = dict(TINY, name="other")
     with pytest.raises(UserError, match="holds a different study"):
@@ -123,7 +124,7 @@ def test_run_options_are_run_studys_arguments():
     assert set(NOT_FOR_SEARCH) <= {f.name for f in dataclasses.fields(RunOptions)}
 
 
-def test_search_runs_trials_and_refuses_run(tmp_path):
+def test_search_runs_trials_and_refuses_run(tmp_path, write_spec):
     study = Study.create(write_spec(tmp_path, TINY_SEARCH), tmp_path / "search", progress=False)
     assert study.kind == "search"
     with pytest.raises(UserError, match=r"is a search \(space:\); run it with .search"):

@@ -16,7 +16,7 @@ from vitlab.study import calibration, run_study
 from vitlab.study.plan import expand
 from vitlab.training import budget
 
-from test_study_runner import TINY, write_spec
+from test_study_runner import TINY
 
 CAP = 17  # steps: the solved count is capped so that the runs are short while the real calibration runs
 
@@ -41,7 +41,8 @@ def summaries(study) -> dict[str, dict]:
     return {p.name: json.loads((p / "summary.json").read_text()) for p in (study / "runs").iterdir()}
 
 
-def test_every_seed_of_a_level_trains_the_same_steps_with_two_workers(tmp_path, quick_calibration, monkeypatch):
+def test_every_seed_of_a_level_trains_the_same_steps_with_two_workers(tmp_path, quick_calibration, monkeypatch,
+                                                                      write_spec):
     spec_path = write_spec(tmp_path, timed_spec())
     out = tmp_path / "study"
     result = run_study(spec_path, out, workers=2, progress=False)
@@ -95,7 +96,7 @@ def test_a_damaged_calibration_file_is_a_one_line_error(tmp_path, text, problem)
     assert "\n" not in str(e.value) and "delete" in str(e.value)
 
 
-def test_time_budgets_on_ray_are_refused_before_anything_is_written(tmp_path):
+def test_time_budgets_on_ray_are_refused_before_anything_is_written(tmp_path, write_spec):
     spec_path = write_spec(tmp_path, timed_spec())
     with pytest.raises(UserError, match="train.budget_flops"):
         run_study(spec_path, tmp_path / "study", backend="ray", progress=False)
@@ -114,7 +115,7 @@ def test_compute_table_flags_a_level_whose_seeds_differ():
     assert rows[1] == ["b", "2", "300", "100–101", "—", ""]
 
 
-def test_flop_budgeted_study_gives_every_seed_of_a_level_the_same_steps(tmp_path):
+def test_flop_budgeted_study_gives_every_seed_of_a_level_the_same_steps(tmp_path, write_spec):
     spec = timed_spec()
     del spec["base"]["train"]["budget_minutes"]
     spec["base"]["train"]["budget_flops"] = 1.0e9

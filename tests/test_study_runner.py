@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from vitlab.errors import UserError
 from vitlab.io import read_jsonl
@@ -37,13 +36,6 @@ TINY = {
 TIMING_KEYS = {"epoch_time_s", "throughput_img_s", "train_time_s", "train_cpu_s", "minutes", "data_time_frac"}
 
 
-def write_spec(d: Path, data: dict, name: str = "tiny.yaml") -> Path:
-    d.mkdir(parents=True, exist_ok=True)
-    p = d / name
-    p.write_text(yaml.safe_dump(data, sort_keys=False))
-    return p
-
-
 def untimed(row: dict) -> dict:
     return {k: v for k, v in row.items() if k not in TIMING_KEYS}
 
@@ -58,7 +50,7 @@ def table(study: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> Path:
+def reference(tmp_path_factory, write_spec) -> Path:
     """The tiny study run once, uninterrupted, by the API with 2 workers."""
     base = tmp_path_factory.mktemp("ref")
     out = base / "study"
@@ -115,7 +107,7 @@ def test_results_where_filters(reference):
         results_rows(reference, where="__import__('os').system('true')")
 
 
-def test_cli_results_and_option_errors(reference, tmp_path, capsys, monkeypatch):
+def test_cli_results_and_option_errors(reference, tmp_path, capsys, monkeypatch, write_spec):
     from vitlab.cli import main as cli_main
     from vitlab.study.backends import RayPool
 
@@ -196,7 +188,7 @@ def _completed_stamps(study: Path) -> dict:
     return stamps
 
 
-def test_sigkill_coordinator_loop_loses_nothing(reference, tmp_path):
+def test_sigkill_coordinator_loop_loses_nothing(reference, tmp_path, write_spec):
     """SIGKILL the coordinator over and over: twice at random moments of its start-up, then three
     times right after the study made progress (so kills land mid-run, 20 epochs in all). Its workers must die with
     it; a final rerun must give exactly the uninterrupted results without training any completed
@@ -270,7 +262,7 @@ def flaky_trainer(cfg, out_dir, resume=True, on_epoch=None, progress=None, conte
     return run_training(cfg, out_dir, resume=resume, on_epoch=hook, progress=progress, context=context)
 
 
-def test_failed_and_killed_workers_are_retried_and_resume_exactly(reference, tmp_path):
+def test_failed_and_killed_workers_are_retried_and_resume_exactly(reference, tmp_path, write_spec):
     spec = write_spec(tmp_path, dict(TINY, seeds=[0]))
     out = tmp_path / "study"
     result = run_study(spec, out, workers=2, progress=False, trainer=flaky_trainer)
@@ -291,7 +283,7 @@ def broken_small_lr_trainer(cfg, out_dir, resume=True, on_epoch=None, progress=N
     return run_training(cfg, out_dir, resume=resume, on_epoch=on_epoch, progress=progress)
 
 
-def test_failures_stop_after_max_retries_and_diverged_runs_are_not_retried(tmp_path):
+def test_failures_stop_after_max_retries_and_diverged_runs_are_not_retried(tmp_path, write_spec):
     spec = write_spec(tmp_path, dict(TINY, vary={"optim.lr": [1e-3, 1e8]}, seeds=[0]))
     out = tmp_path / "study"
     result = run_study(spec, out, workers=2, progress=False, max_retries=1, trainer=broken_small_lr_trainer)
@@ -311,7 +303,7 @@ def test_failures_stop_after_max_retries_and_diverged_runs_are_not_retried(tmp_p
 # ---------------------------------------------------------------------------------------------- lock
 
 
-def test_lock_refuses_a_second_coordinator_and_dies_with_its_holder(tmp_path):
+def test_lock_refuses_a_second_coordinator_and_dies_with_its_holder(tmp_path, write_spec):
     spec = write_spec(tmp_path, TINY)
     out = tmp_path / "study"
     holder = lock_study(out)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -39,12 +40,6 @@ TIMING = ("time", "throughput", "wall", "_s", "minutes")
 WAIT_S = 120
 
 
-def _spec(tmp_path: Path) -> Path:
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(SPEC))
-    return path
-
-
 def _trained(d: dict) -> dict:
     return {k: v for k, v in d.items() if not any(t in k for t in TIMING)}
 
@@ -71,9 +66,9 @@ def _after_first_epoch(run_dir: Path) -> tuple[int, int]:
     raise AssertionError(f"{run_dir}: no epoch after {WAIT_S} s")
 
 
-def test_detached_study_survives_preemption_and_a_cancelled_task(tmp_path, monkeypatch):
+def test_detached_study_survives_preemption_and_a_cancelled_task(tmp_path, monkeypatch, write_spec):
     monkeypatch.setattr(slurm, "CHECK_S", 0.5)  # look at the jobs more often than on a cluster
-    spec = _spec(tmp_path)
+    spec = write_spec(tmp_path, SPEC, "spec.yaml")
     base = run_study(spec, tmp_path / "base", workers=2, progress=False)  # the uninterrupted reference
     assert base.ok
 
@@ -113,16 +108,16 @@ def test_detached_study_survives_preemption_and_a_cancelled_task(tmp_path, monke
     (["--slurm", "mem=lots"], "slurm.mem: must look like 16G"),
     (["--slurm", "executor=pbs"], "slurm.executor"),
 ])
-def test_bad_slurm_resources_are_one_line_errors(tmp_path, capsys, args, message):
-    spec = _spec(tmp_path)
+def test_bad_slurm_resources_are_one_line_errors(tmp_path, capsys, args, message, write_spec):
+    spec = write_spec(tmp_path, SPEC, "spec.yaml")
     assert main(["study", str(spec), "--out", str(tmp_path / "s"), "--backend", "slurm", *args]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "s").exists()
 
 
-def test_slurm_options_need_the_slurm_backend(tmp_path, capsys):
-    spec = _spec(tmp_path)
+def test_slurm_options_need_the_slurm_backend(tmp_path, capsys, write_spec):
+    spec = write_spec(tmp_path, SPEC, "spec.yaml")
     assert main(["study", str(spec), "--out", str(tmp_path / "s"), "--detach"]) == 2
     assert "--detach: only used with --backend slurm" in capsys.readouterr().err
 
@@ -139,24 +134,24 @@ def test_spec_slurm_section_is_checked_and_not_part_of_the_study(tmp_path):
     assert a == b and "slurm" not in a
 
 
-def test_sbatch_missing_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+def test_sbatch_missing_is_a_one_line_error(tmp_path, capsys, monkeypatch, write_spec):
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
-    spec = _spec(tmp_path)
+    spec = write_spec(tmp_path, SPEC, "spec.yaml")
     code = main(["study", str(spec), "--out", str(tmp_path / "s"), "--backend", "slurm", "--slurm", "executor=slurm"])
     assert code == 2 and "sbatch is not on PATH" in capsys.readouterr().err
 
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
-def _section(title: str) -> str:
-    return README.read_text(encoding="utf-8").split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+def _section(page: str, title: str) -> str:
+    """The text of a docs page under the heading `title` (# or ##), up to the next ## heading."""
+    text = (DOCS / page).read_text(encoding="utf-8")
+    return re.split(rf"^#{{1,2}} {re.escape(title)}\n", text, maxsplit=1, flags=re.M)[1].split("\n## ", 1)[0]
 
 
 def _commands(text: str) -> list[str]:
     """The `vitlab ...` command lines of a section's bash blocks (continuations joined)."""
-    import re
-
     lines = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
         lines += [ln.split("  #")[0].strip() for ln in block.replace("\\\n", " ").splitlines()]
@@ -169,13 +164,13 @@ def test_readme_cluster_and_wandb_commands_parse_and_the_slurm_section_loads(tmp
     from vitlab.cli import build_parser
     from vitlab.study import spec as specmod
 
-    commands = _commands(_section("Clusters")) + [c for c in _commands(_section("Tracking and notebooks"))
+    commands = _commands(_section("clusters.md", "Clusters")) + [c for c in _commands(_section("tracking.md", "Tracking and notebooks"))
                                                     if "wandb" in c]
     assert len(commands) == 8
     for cmd in commands:
         args = build_parser().parse_args(shlex.split(cmd)[1:])
         assert args.fn is not None
-    block = _section("Clusters").split("```yaml\n", 1)[1].split("```", 1)[0]
+    block = _section("clusters.md", "Clusters").split("```yaml\n", 1)[1].split("```", 1)[0]
     loaded = specmod.load_spec({**SPEC, **yaml.safe_load(block)})
     assert loaded.slurm.gpus_per_task == 1 and loaded.slurm.extra == {"constraint": "a100"}
 

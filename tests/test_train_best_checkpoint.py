@@ -9,12 +9,14 @@ from vitlab.config import load_config
 from vitlab.rundir import BEST_CHECKPOINT, checkpoint_path
 from vitlab.training import loop, run_training
 
-TINY = ["data.synthetic_train=200", "data.synthetic_test=100", "data.val_fraction=0.2", "model.name=vit_nano",
-        "model.dim=16", "model.depth=1", "model.num_heads=2", "train.epochs=3", "train.batch_size=40",
-        "train.threads=1", "train.progress=false", "device=cpu", "optim.lr=1e-2", "sched.warmup_epochs=0"]
+@pytest.fixture(scope="module")
+def tiny(tiny_run) -> list[str]:
+    """The shared tiny run on 200 images for 3 epochs at a high learning rate."""
+    return tiny_run("data.synthetic_train=200", "data.synthetic_test=100", "train.epochs=3", "optim.lr=1e-2",
+                    "sched.warmup_epochs=0")
 
 
-def test_test_metrics_come_from_the_best_epoch(tmp_path, monkeypatch):
+def test_test_metrics_come_from_the_best_epoch(tmp_path, monkeypatch, tiny):
     real_evaluate = loop.Trainer.evaluate
 
     def evaluate(self, x, y, prefix, confusion=False):
@@ -24,7 +26,7 @@ def test_test_metrics_come_from_the_best_epoch(tmp_path, monkeypatch):
         return metrics, matrix
 
     monkeypatch.setattr(loop.Trainer, "evaluate", evaluate)
-    cfg = load_config(None, TINY)
+    cfg = load_config(None, tiny)
     out = tmp_path / "run"
     summary = run_training(cfg, out)
     assert summary["status"] == "completed" and summary["epochs_run"] == 3 and summary["best_epoch"] == 1

@@ -167,15 +167,15 @@ def test_flop_budget_is_part_of_the_run_identity_only_when_set():
 
 
 ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
+TRAIN_DOC = ROOT / "docs" / "train.md"  # where the FLOP-budget command is documented
 README_FLOP_COMMAND = ("vitlab train studies/base/fashion_mnist.yaml model.name=mobilevit_xxs train.budget_flops=5.0e+12 "
                        "--out runs/f")
 
 
 def test_readme_flop_command_buys_the_steps_of_the_shipped_recipe():
-    """The README's FLOP-budget command, read from the README: mobilevit_xxs on the Fashion-MNIST recipe
+    """The documented FLOP-budget command, read from docs/train.md: mobilevit_xxs on the Fashion-MNIST recipe
     trains ⌊5e12 / FLOPs per step⌋ = 502 steps on any machine (counted here without training)."""
-    assert README_FLOP_COMMAND in README.read_text(encoding="utf-8")
+    assert README_FLOP_COMMAND in TRAIN_DOC.read_text(encoding="utf-8")
     args = README_FLOP_COMMAND.split()[2:]
     cfg = load_config(ROOT / args[0], args[1:3])
     per_step = run_step_flops(cfg.model, 10, 1, 28, cfg.train.batch_size)

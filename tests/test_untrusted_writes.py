@@ -42,9 +42,10 @@ SPEC = {
     "vary": {"model.attn_norm": ["softmax", "cosine", "zscore"]},
     "seeds": 1,
 }
-TINY_RUN = ["data.name=synthetic", "data.synthetic_train=200", "data.synthetic_test=60", "data.val_fraction=0.2",
-            "model.name=vit_nano", "model.dim=32", "model.depth=1", "model.num_heads=2", "train.batch_size=50",
-            "train.epochs=1", "train.progress=false", "train.threads=1", "device=cpu"]
+@pytest.fixture(scope="module")
+def tiny(tiny_run) -> list[str]:
+    """The shared tiny run, width 32, for the run directories these tests plant links in."""
+    return tiny_run("data.synthetic_train=200", "data.synthetic_test=60", "model.dim=32", "train.batch_size=50")
 FORMULA = "=HYPERLINK(\"http://x\",\"y\")"
 
 
@@ -76,17 +77,10 @@ def snapshot(d: Path) -> dict:
     return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
 
 
-def cli_error(argv, capsys, code: int = 2) -> str:
-    assert main([str(a) for a in argv]) == code, argv
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err and len(err) < 600, err
-    return err
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, tiny):
     out = tmp_path_factory.mktemp("run") / "tiny"
-    run_training(load_config(None, TINY_RUN), out)
+    run_training(load_config(None, tiny), out)
     return out
 
 
@@ -172,13 +166,13 @@ def test_bad_object_keys_are_skipped_with_a_warning(tmp_path, capsys):
         store.storage.get("runs/a/../b")
 
 
-def test_deeply_nested_spec_in_storage_is_one_line_and_leaves_no_out(tmp_path, capsys):
+def test_deeply_nested_spec_in_storage_is_one_line_and_leaves_no_out(tmp_path, cli_error):
     bucket = tmp_path / "bucket"
     bucket.mkdir()
     (bucket / "spec.yaml").write_text("[" * 50_000 + "]" * 50_000)
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(SPEC))
-    err = cli_error(["study", spec, "--out", tmp_path / "new", "--storage", bucket], capsys)
+    err = cli_error(["study", spec, "--out", tmp_path / "new", "--storage", bucket])
     assert "spec.yaml" in err and not (tmp_path / "new").exists()
 
 
@@ -216,39 +210,39 @@ def test_study_refuses_linked_run_folders_and_completes_the_rest(kind, tmp_path,
 # ---------------------------------------------------------------------------------------------- commands
 
 
-def test_report_analyze_track_export_refuse_linked_output_dirs(trained, tmp_path, capsys):
+def test_report_analyze_track_export_refuse_linked_output_dirs(trained, tmp_path, cli_error, tiny):
     run = copy_run(trained, tmp_path / "run")
     vic, before = victim(tmp_path)
     (run / "analysis").symlink_to(vic)
-    assert "symbolic link" in cli_error(["analyze", run, "--sections", "calibration"], capsys)
-    assert "symbolic link" in cli_error(["report", run], capsys)
-    assert "symbolic link" in cli_error(["export", run], capsys)
+    assert "symbolic link" in cli_error(["analyze", run, "--sections", "calibration"])
+    assert "symbolic link" in cli_error(["report", run])
+    assert "symbolic link" in cli_error(["export", run])
     (run / "analysis").unlink()
     (run / "tensorboard").symlink_to(vic)
-    assert "symbolic link" in cli_error(["track", run, "--to", "tensorboard"], capsys)
+    assert "symbolic link" in cli_error(["track", run, "--to", "tensorboard"])
     (run / "tensorboard").unlink()
     (run / "checkpoints" / "more").symlink_to(vic)
-    assert "symbolic link" in cli_error(["train", *TINY_RUN, "--out", run, "--resume"], capsys)
+    assert "symbolic link" in cli_error(["train", *tiny, "--out", run, "--resume"])
     assert snapshot(vic) == before  # nothing written, and track deleted no event file
 
 
-def test_study_report_refuses_a_linked_report_dir(tmp_path, capsys):
+def test_study_report_refuses_a_linked_report_dir(tmp_path, cli_error):
     out = tmp_path / "study"
     run_study(SPEC, out, workers=1, progress=False, trainer=fake_trainer)
     vic, before = victim(tmp_path)
     (out / "report").symlink_to(vic)
-    assert "symbolic link" in cli_error(["report", out], capsys)
+    assert "symbolic link" in cli_error(["report", out])
     assert snapshot(vic) == before
 
 
-def test_export_checks_its_output_before_the_work(trained, tmp_path, capsys, monkeypatch):
+def test_export_checks_its_output_before_the_work(trained, tmp_path, monkeypatch, cli_error):
     from vitlab.analysis import export
 
     monkeypatch.setattr(export, "load_run", lambda *a, **k: pytest.fail("exported before checking -o"))
     (tmp_path / "file").write_text("x")
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
     for bad in (tmp_path, "/", "/proc/vitlab-model.onnx", tmp_path / "file" / "m.onnx", tmp_path / "loop"):
-        cli_error(["export", trained, "-o", bad], capsys)
+        cli_error(["export", trained, "-o", bad])
 
 
 def test_export_then_analyze_calibration(trained, tmp_path, capsys):
@@ -260,12 +254,12 @@ def test_export_then_analyze_calibration(trained, tmp_path, capsys):
     assert main(["report", str(run)]) == 0
 
 
-def test_one_class_folder_is_one_line(tmp_path, capsys):
+def test_one_class_folder_is_one_line(tmp_path, cli_error):
     (tmp_path / "data" / "only").mkdir(parents=True)
     for i in range(4):
         Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(tmp_path / "data" / "only" / f"img{i}.png")
     err = cli_error(["train", "data.name=folder", f"data.folder_path={tmp_path / 'data'}", "device=cpu",
-                     "--out", tmp_path / "run"], capsys)
+                     "--out", tmp_path / "run"])
     assert "only one class" in err and not (tmp_path / "run").exists()
 
 

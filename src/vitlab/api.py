@@ -18,6 +18,7 @@ This module sits above `report` and `study` in the layers (see .importlinter): i
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 from pathlib import Path
 from typing import Any, Callable
@@ -27,8 +28,8 @@ from .analysis.metrics import scalar_metrics
 from .errors import UserError
 from .notebook import load_results
 from .report import write_report
-from .study import StudySpec, load_spec, open_index, resolve, results_rows
-from .study.index import SPEC_FILE, run_dir
+from .study import StudySpec, format_rows, load_spec, open_index, resolve, results_rows
+from .study.index import INDEX_FILE, SPEC_FILE, run_dir
 from .study.runner import RunOptions, StudyResult, prepare_study_dir, run_study, study_directory
 from .study.runsync import fetch_checkpoint, publish_analysis
 from .study.search import SearchResult, check_space, run_search
@@ -44,7 +45,7 @@ NOT_FOR_SEARCH = ("backend", "storage", "retrain_damaged", "ray_address", "gpus_
 class Study:
     """A vitlab study: a spec (`vary`/`grid` runs or an Optuna `space`) and the directory it runs in.
 
-    `Study(path)` opens an existing study directory (its `spec.yaml`); `Study(path, spec=SPEC)` (or
+    `Study(path)` opens an existing study directory (its `spec.yaml` or `index.sqlite`); `Study(path, spec=SPEC)` (or
     `Study.create`) names the spec for a new one. `spec` is a YAML path, a dict or a `StudySpec`;
     `options` (or keyword arguments of `RunOptions`) say how `run` and `search` run it.
     """
@@ -52,17 +53,21 @@ class Study:
     def __init__(self, path: str | Path, spec: str | Path | dict | StudySpec | None = None,
                  options: RunOptions | None = None, **option_values: Any) -> None:
         self.path = Path(path)
-        if spec is None:
-            if not (self.path / SPEC_FILE).is_file():
-                raise UserError(f"{self.path}: not a vitlab study directory (no {SPEC_FILE}); "
-                                "make one with vitlab.Study.create(spec, path)")
-            spec = self.path / SPEC_FILE
-        #: What the study was given: a spec file, dict or StudySpec (for a reopened study, its spec.yaml).
-        self.source = spec
         #: How `run` and `search` run the study unless told otherwise.
         self.options = dataclasses.replace(options or RunOptions(), **option_values)
-        #: The checked spec with the options' profile applied.
-        self.spec: StudySpec = resolve(load_spec(spec), self.options.profile)
+        #: What the study was given: a spec file, dict or StudySpec (for a reopened study, its spec.yaml).
+        self.source = self.path / SPEC_FILE if spec is None else spec
+        if spec is not None:
+            self.spec = resolve(load_spec(spec), self.options.profile)  # a new study's spec: checked now
+        elif not (self.path / SPEC_FILE).is_file() and not (self.path / INDEX_FILE).is_file():
+            raise UserError(f"{self.path}: not a vitlab study directory (no {SPEC_FILE}); make one with "
+                            f"`vitlab study SPEC --out {self.path}` or vitlab.Study.create(spec, path)")
+
+    @functools.cached_property
+    def spec(self) -> StudySpec:
+        """The checked spec with the options' profile applied. A reopened study reads its spec.yaml on
+        first use: results, reports and status need only the index and the run directories."""
+        return resolve(load_spec(self.source), self.options.profile)
 
     @classmethod
     def create(cls, spec: str | Path | dict | StudySpec, out_dir: str | Path, **options: Any) -> Study:
@@ -94,7 +99,8 @@ class Study:
         interrupted ones. `options` override this study's `RunOptions` for this call. Returns what the
         session left (counts per status, errors of failed runs)."""
         if self.kind != "study":
-            raise UserError(f"{self.path}: {self.name} is a search (space:); run it with .search(trials=N)")
+            raise UserError(f"{self.path}: {self.name} is a search (space:); run it with .search(trials=N) "
+                            "or `vitlab search`")
         opts = dataclasses.replace(self.options, **options)
         return run_study(self.source, self.path, **opts.kwargs())
 
@@ -102,7 +108,7 @@ class Study:
         """Run (or continue) the Optuna search until `trials` trials have finished (`vitlab search`).
         `options`: `workers`, `profile`, `max_retries`, `progress` (a search trains on local workers)."""
         if self.kind != "search":
-            raise UserError(f"{self.path}: {self.name} has no space: section; run it with .run()")
+            raise UserError(f"{self.path}: {self.name} has no space: section; run it with .run() or `vitlab study`")
         opts = dataclasses.replace(self.options, **options)
         default = RunOptions()
         for name in NOT_FOR_SEARCH:
@@ -119,6 +125,11 @@ class Study:
             return results_rows(self.path)
         return load_results(self.path)
 
+    def table(self, where: str | None = None, format: str = "table") -> str:
+        """The rows of `results` as text (`vitlab results`): `format` table, csv, json or md; `where`
+        filters on any column, summary field or dotted config key (`"model.num_heads == 4"`)."""
+        return format_rows(results_rows(self.path, where=where), format)
+
     def analyze(self, sections: str | list[str] | None = None, force: bool = False,
                 progress: Callable[[str], None] | None = None, **options: Any) -> dict[str, dict]:
         """Analyze every completed run (`vitlab analyze RUN` for each): {run_id: analysis}.
@@ -128,13 +139,8 @@ class Study:
         analysis published back there, so a rerun's mirror keeps it."""
         with open_index(self.path) as index:
             run_ids = list(dict.fromkeys(r.run_id for r in index.runs(status="completed")))
-        out = {}
-        for rid in run_ids:
-            path = run_dir(self.path, rid)
-            fetch_checkpoint(path)
-            out[rid] = analyze_run(path, sections=sections, force=force, progress=progress, **options)
-            publish_run_analysis(path)
-        return out
+        return {rid: analyze_run_dir(run_dir(self.path, rid), sections=sections, force=force, progress=progress,
+                                     **options) for rid in run_ids}
 
     def report(self, output: str | Path | None = None, ci: str | None = None,
                target_delta: float | None = None) -> Path:
@@ -151,6 +157,17 @@ class Study:
         return f"Study({str(self.path)!r}, name={self.name!r}, kind={self.kind!r})"
 
 
+def analyze_run_dir(path: str | Path, sections: str | list[str] | None = None, force: bool = False,
+                    progress: Callable[[str], None] | None = None, **options: Any) -> dict:
+    """`vitlab analyze RUN_DIR`: `vitlab.analyze_run` on one run directory, which may belong to a study
+    kept in another storage (`--storage`): its best checkpoint is fetched first and the new analysis
+    published back there, so a rerun's mirror keeps it. Returns the analysis dict."""
+    fetch_checkpoint(path)
+    analysis = analyze_run(path, sections=sections, force=force, progress=progress, **options)
+    publish_run_analysis(path)
+    return analysis
+
+
 def publish_run_analysis(path: str | Path) -> None:
     """A run of a study kept in another storage: its new analysis (RUN/analysis and the analysis
     scalars of summary.json) goes to storage, which every rerun mirrors. Other runs: nothing."""
@@ -158,4 +175,4 @@ def publish_run_analysis(path: str | Path) -> None:
     publish_analysis(path, scalars)
 
 
-__all__ = ["NOT_FOR_SEARCH", "RunOptions", "Study", "publish_run_analysis"]
+__all__ = ["NOT_FOR_SEARCH", "RunOptions", "Study", "analyze_run_dir", "publish_run_analysis"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import signal
 import sys
@@ -11,27 +12,24 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from .analysis.analyze import analyze_run, describe
+from .analysis.analyze import describe
 from .analysis.export import ExportError, export_run
-from .api import publish_run_analysis
+from .api import RunOptions, Study, analyze_run_dir, publish_run_analysis
 from .config import ModelConfig, RunConfig, dump_yaml, load_config
-from .data import dataset_info, download_dataset, verify_dataset
 from .datasets import DATASETS
+from .data import dataset_info, download_dataset, verify_dataset
 from .demo import run_demo
-from .schema import apply_overrides, build, describe_keys, suggest
 from .errors import RunError, UserError, one_line
 from .metrics import HEADLINE_METRICS
 from .models import describe_model, model_table
 from .notebook import export_dir
-from .report import report_main
-from .rundir import RunStatus
+from .report.analysis_sections import write_run_report
+from .rundir import RunStatus, is_run_dir
+from .schema import apply_overrides, build, describe_keys, suggest
 from .stats import CI_METHODS
-from .study import run_study, summary_table
-from .study.query import format_rows, results_rows
+from .study import summary_table
 from .study.runsync import fetch_checkpoint
-from .study.search import run_search
 from .study.spec import describe_spec_keys
-from .study.status import study_status
 from .training import run_training
 from .training.resume import resume_config
 
@@ -152,7 +150,6 @@ def cmd_models(a) -> int:
         rows = describe_model(a.name, **knobs) if a.describe else model_table([a.name], **knobs)
     if not rows:
         return EXIT_OK
-
     # narrow terminals get the descriptions below the table, so no column is squeezed into a sliver
     below = console.width < MODELS_TABLE_WIDTH and "description" in rows[0]
     cols = [c for c in rows[0] if not (below and c == "description")]
@@ -213,39 +210,46 @@ def cmd_config(a) -> int:
     return EXIT_OK
 
 
+def _run_options(a) -> RunOptions:
+    """The command's flags that are RunOptions fields (each flag's dest is the field's name), checked
+    there: a bad value is one line naming the flag."""
+    given = {f.name: getattr(a, f.name) for f in dataclasses.fields(RunOptions) if hasattr(a, f.name)}
+    if given.get("max_runs") == 0:  # --max-runs 0: no limit
+        given["max_runs"] = None
+    return RunOptions(**given)
+
+
 def cmd_study(a) -> int:
-    result = run_study(a.spec, a.out, workers=a.workers, backend=a.backend, ray_address=a.ray_address,
-                       profile=a.profile, gpus_per_run=a.gpus_per_run, cpus_per_run=a.cpus_per_run,
-                       max_retries=a.max_retries, max_runs=a.max_runs or None, storage=a.storage,
-                       ray_pip=a.ray_pip, slurm=a.slurm, detach=a.detach,
-                       retrain_damaged=a.retrain_damaged)
+    result = Study(a.out, spec=a.spec, options=_run_options(a)).run()
     if result.detached is not None:
         print(f"{a.out}: SLURM has the study's unfinished runs ({result.detached}); "
               f"see progress with `vitlab status {a.out}`, collect the results by running this command again")
-        return EXIT_OK if result.ok else EXIT_INTERNAL
-
-    print(summary_table(a.out, warn_damaged=False))  # run_study warned
+    else:
+        print(summary_table(a.out, warn_damaged=False))  # the run warned about damaged runs already
     return EXIT_OK if result.ok else EXIT_INTERNAL
 
 
 def cmd_status(a) -> int:
-    print(study_status(a.dir))
+    print(Study(a.dir).status())
     return EXIT_OK
 
 
 def cmd_search(a) -> int:
-    result = run_search(a.spec, a.out, trials=a.trials, workers=a.workers, profile=a.profile)
+    result = Study(a.out, spec=a.spec, options=_run_options(a)).search(trials=a.trials)
     print(result.describe())
     return EXIT_OK if result.ok else EXIT_INTERNAL
 
 
 def cmd_results(a) -> int:
-    print(format_rows(results_rows(a.dir, where=a.where), a.format))
+    print(Study(a.dir).table(where=a.where, format=a.format))
     return EXIT_OK
 
 
 def cmd_report(a) -> int:
-    print(report_main(a.dir, a.output, ci=a.ci, target_delta=a.target_delta))
+    if is_run_dir(a.dir):  # one run's report (analysis sections), not a study's
+        print(write_run_report(a.dir, a.output))
+    else:
+        print(Study(a.dir).report(a.output, ci=a.ci, target_delta=a.target_delta))
     return EXIT_OK
 
 
@@ -255,20 +259,12 @@ def cmd_track(a) -> int:
 
 
 def cmd_analyze(a) -> int:
-    fetch_checkpoint(a.run_dir)  # a run of a study kept in another storage (--storage): its best.pt
-
-    analysis = analyze_run(a.run_dir, sections=a.sections, force=a.force, samples=a.samples, device=a.device,
-                           corruption_images=a.corruption_images, seed=a.seed, compile=False if a.no_compile else None,
-                           timing_threads=a.timing_threads,
-                           progress=lambda m: print(m, file=sys.stderr))
-    _publish_analysis(a.run_dir)
+    analysis = analyze_run_dir(a.run_dir, sections=a.sections, force=a.force, samples=a.samples, device=a.device,
+                               corruption_images=a.corruption_images, seed=a.seed,
+                               compile=False if a.no_compile else None, timing_threads=a.timing_threads,
+                               progress=lambda m: print(m, file=sys.stderr))
     print(describe(analysis))
     return EXIT_OK
-
-
-def _publish_analysis(run_dir) -> None:
-    """A run of a study kept in another storage: its new analysis goes to storage, which a rerun mirrors."""
-    publish_run_analysis(run_dir)
 
 
 def cmd_export(a) -> int:
@@ -279,7 +275,7 @@ def cmd_export(a) -> int:
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INTERNAL
-    _publish_analysis(a.run_dir)
+    publish_run_analysis(a.run_dir)  # a run of a study kept in another storage: its model.onnx goes there
     return EXIT_OK
 
 
@@ -320,10 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(fn=cmd_models)
 
     c = sub.add_parser("config", help="list config keys (or study spec keys), or print a resolved config")
-    c.add_argument("action", choices=("keys", "show"))
-    c.add_argument("config", nargs="*", metavar="[CONFIG.yaml] [key=value ...]")
     c.add_argument("--spec", action="store_true", help="keys: list the keys of a study or search spec instead "
                                                        "(NAME: a profile's or a search dimension's name)")
+    c.add_argument("action", choices=("keys", "show"))
+    c.add_argument("config", nargs="*", metavar="[CONFIG.yaml] [key=value ...]")
     c.set_defaults(fn=cmd_config)
 
     s = sub.add_parser("study", help="run a study spec (factors x seeds); rerun to resume")
@@ -345,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "gpus_per_task=1 (repeatable; `vitlab config keys` style values)")
     s.add_argument("--detach", action="store_true",
                    help="SLURM: submit the runs and exit; rerun the command to attach and collect the results")
-    s.add_argument("--max-runs", type=int, default=10_000,
+    s.add_argument("--max-runs", type=int, default=RunOptions.max_runs,
                    help="refuse a study with more runs than this (counted before expanding; 0: no limit)")
     s.add_argument("--retrain-damaged", action="store_true",
                    help="train runs whose files are malformed again, resuming from their checkpoint (by default "
