@@ -43,8 +43,8 @@ def test_the_readers_use_the_table():
     assert metrics.OBJECTIVE_METRICS == ("val_top1", "val_top5", "val_loss", "val_precision_macro",
                                          "val_recall_macro", "val_f1_macro", "val_ece")
     assert all(specmod.is_metric(n) for n in METRICS) and not specmod.is_metric("val_top7")
-    assert specmod.ObjectiveFile(metric="val_loss").direction == "minimize"
-    assert specmod.ObjectiveFile(metric="val_f1_macro").direction == "maximize"
+    assert specmod.Objective(metric="val_loss").direction == "minimize"
+    assert specmod.Objective(metric="val_f1_macro").direction == "maximize"
     rows = {m.key: m for m in tables.table_metrics()}
     assert rows["train_minutes"].unit == METRICS["train_time_s"].unit == "min"
     assert rows["test_ece"].higher_is_better is False and rows["test_top1"].valid == metrics.RANGE_PERCENT
