@@ -25,6 +25,7 @@ from ..errors import UserError, warn
 from ..jsonread import MalformedFile, parse_json
 from ..rundir import (FINAL_STATUSES, RUNS_DIR, TRIAL_FILE, RunStatus, check_metrics_row, check_summary, read_metrics,
                       read_summary, read_trial, warn_damaged)
+from . import compare
 from . import spec as specmod
 from .lock import STUDY_LOCK, DirLock
 from .runsync import fetch_study
@@ -419,7 +420,8 @@ def study_meta(study) -> dict:
     if study.kind == "study":
         meta.update(mode=study.mode, factors=specmod.factor_labels(study),
                     reference=specmod.reference_labels(study), seeds=list(study.seeds),
-                    levels={f: lv for f, lv in study.factors.items()})
+                    levels={f: lv for f, lv in study.factors.items()},
+                    compare=compare.to_meta(compare.declared(study)), equivalence_margin=study.equivalence_margin)
     else:
         meta.update(factors={"search": []}, reference={}, objective=study.objective,
                     direction=study.direction, space={k: p.to_dict() for k, p in study.space.items()})

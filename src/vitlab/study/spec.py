@@ -299,6 +299,23 @@ SeedsValue = Union[SeedCount, SeedList, SeedsFile]
 
 
 @dataclass
+class CompareFile:
+    """`compare:` entry of one factor: the comparisons the study is about, its Holm family (study/compare.py).
+    A factor without an entry compares each level with the reference."""
+
+    reference: bool = knob(False, "each level against the reference level")
+    pairs: Optional[list[list[Any]]] = knob(None, "named pairs [a, b] of levels, each compared as a minus b")
+    trend: bool = knob(False, "a linear trend over the factor's levels, in their listed order")
+
+    def __post_init__(self):
+        for i, pair in enumerate(self.pairs or []):
+            if len(pair) != 2 or value_key(pair[0]) == value_key(pair[1]):
+                raise ConfigError(f"pairs[{i}]", f"must be two different levels [a, b], got {short_repr(pair)}")
+        if not (self.reference or self.pairs or self.trend):
+            raise ConfigError("", "declares nothing: set reference: true, pairs: [[a, b], ...] or trend: true")
+
+
+@dataclass
 class ProfileFile:
     """One entry of `profiles:`: a named variant of the spec (`--profile NAME`)."""
 
@@ -334,6 +351,10 @@ class SpecFile:
     seeds: Optional[SeedsValue] = knob(None, f"study: a count (default {DEFAULT_SEED_COUNT}), a list, "
                                              "{adaptive: true, min, max, target_delta} or {init, split, order}")
     reference: Optional[dict[str, Any]] = knob(None, "study: factor -> the level comparisons are against")
+    compare: Optional[dict[str, CompareFile]] = knob(None, "study: factor -> the declared comparisons "
+                                                          "(default: each level vs the reference)")
+    equivalence_margin: Optional[Positive] = knob(None, "study: +- margin (primary metric's unit, e.g. pp) "
+                                                        "within which TOST can call a comparison equivalent")
     metrics: Optional[Metrics] = knob(None, "metrics the study tabulates, the first is the primary one")
     report: Optional[ReportSpec] = knob(None, "how reports compute intervals and seeds needed")
     analysis: Optional[Analyses] = knob(None, "analyses of every completed run", choices=ANALYSES)
@@ -361,7 +382,7 @@ class SpecFile:
                 if getattr(self, key) is not None:
                     raise ConfigError(key, "only used in search mode (with space:)")
         else:
-            for key in ("seeds", "reference"):
+            for key in ("seeds", "reference", "compare", "equivalence_margin"):
                 if getattr(self, key) is not None:
                     raise ConfigError(key, "not used in search mode: each trial runs once with base seed")
             if self.slurm is not None:
@@ -446,6 +467,8 @@ class StudySpec:
     seeds: Sequence[int] = field(default_factory=lambda: range(DEFAULT_SEED_COUNT))  # a range for a count
     metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
     reference: dict[str, Any] = field(default_factory=dict)  # dotted key -> reference level
+    compare: dict[str, CompareFile] = field(default_factory=dict)  # factor -> declared comparisons
+    equivalence_margin: float | None = None  # TOST margin in the primary metric's printed unit
     profiles: dict[str, Profile] = field(default_factory=dict)
     space: dict[str, SearchParam] = field(default_factory=dict)
     objective: str = "val_top1"
@@ -682,6 +705,16 @@ def _study_spec(f: SpecFile, source: str, root: Path, default_name: str) -> Stud
                 raise ConfigError(f"reference.{key}", f"{brief_label(level)} is not one of its levels ({shown})"
                                   + _type_hint(level, spec.factors[key]))
         spec.reference = dict(f.reference or {})
+        for key, entry in (f.compare or {}).items():
+            if key not in spec.factors or spec.mode != "vary":
+                raise ConfigError(f"compare.{key}", "is not a factor of this spec's vary:" + suggest(key, spec.factors))
+            for i, pair in enumerate(entry.pairs or []):
+                for v in pair:
+                    if not _is_level(v, spec.factors[key]):
+                        raise ConfigError(f"compare.{key}.pairs[{i}]", f"{brief_label(v)} is not one of its levels"
+                                          + _type_hint(v, spec.factors[key]))
+        spec.compare = dict(f.compare or {})
+        spec.equivalence_margin = f.equivalence_margin
     else:
         spec.space = _space(f.space)
         objective = f.objective or ObjectiveFile()
@@ -789,6 +822,13 @@ def resolve(spec: StudySpec, profile: str | None = None) -> StudySpec:
             out.factors[key] = list(levels)
             if key in out.reference and not _is_level(out.reference[key], levels):
                 del out.reference[key]  # the reference level is not in this profile: fall back to the default
+            if key in out.compare and out.compare[key].pairs:  # pairs of levels this profile runs
+                c = out.compare[key]
+                kept = [p for p in c.pairs if all(_is_level(v, levels) for v in p)]
+                if kept or c.reference or c.trend:
+                    out.compare[key] = dataclasses.replace(c, pairs=kept or None)
+                else:  # none of its pairs runs here: the default family (each level vs the reference)
+                    del out.compare[key]
         out.space.update(copy.deepcopy(prof.space))
         if prof.analysis is not None:
             out.analysis = list(prof.analysis)
@@ -1050,6 +1090,11 @@ def spec_to_dict(spec: StudySpec) -> dict:
         d["seeds"] = _seeds_to_dict(spec)
         if spec.reference:
             d["reference"] = copy.deepcopy(spec.reference)
+        if spec.compare:
+            d["compare"] = {k: {f: v for f, v in dataclasses.asdict(c).items() if v not in (None, False)}
+                            for k, c in spec.compare.items()}
+        if spec.equivalence_margin is not None:
+            d["equivalence_margin"] = spec.equivalence_margin
     else:
         d["space"] = {k: p.to_dict() for k, p in spec.space.items()}
         d["objective"] = {"metric": spec.objective, "direction": spec.direction}
