@@ -10,6 +10,7 @@ import base64
 import datetime as _dt
 import html
 import math
+import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -255,6 +256,35 @@ def _dataset(records: Sequence) -> tuple[str, bool]:
     return (", ".join(names) or "unknown"), synthetic
 
 
+DATASET_NAMES = {"cifar100": "CIFAR-100", "cifar10": "CIFAR-10", "fashion_mnist": "Fashion-MNIST",
+                 "synthetic": "synthetic data"}
+"""How spec descriptions spell each dataset (data registry name -> display name), so that a report's
+subtitle can name the data its runs actually used."""
+
+
+def subtitle(description: str, dataset: str) -> str:
+    """The spec's one-line description with the data the runs used: a spec describes its default
+    profile ("... on CIFAR-100"), but a profile may train on other data, so a dataset named in the
+    description that the runs did not use is replaced by the one they did (one dataset), or the runs'
+    data is added after it ("description — runs on X")."""
+    used = [n.strip() for n in dataset.split(",") if n.strip() and n.strip() != "unknown"]
+    if not used:
+        return description
+    shown = [DATASET_NAMES.get(n, n) for n in used]
+
+    def named(name: str) -> re.Pattern:  # the whole name: "CIFAR-10" is not in "CIFAR-100"
+        return re.compile(rf"(?<![\w-]){re.escape(name)}(?![\w-])")
+
+    others = [name for key, name in DATASET_NAMES.items() if key not in used and named(name).search(description)]
+    if len(shown) == 1 and others:
+        for name in others:
+            description = named(name).sub(shown[0], description)
+        return description
+    if not others and all(named(name).search(description) for name in shown):
+        return description
+    return f"{description} — runs on {', '.join(shown)}"
+
+
 def _budgeted(rec) -> bool:
     train = (rec.config or {}).get("train", {})
     return train.get("budget_minutes") is not None or train.get("budget_flops") is not None
@@ -422,7 +452,7 @@ def render_html(rep: Report) -> str:
         f"<header><h1>{e(name)}</h1>",
     ]
     if meta.get("description"):
-        parts.append(f"<p>{e(str(meta['description']))}</p>")
+        parts.append(f"<p>{e(subtitle(str(meta['description']), dataset))}</p>")
     rows = [("Kind", str(meta.get("kind", "study"))), ("Dataset", dataset), ("Generated", rep.generated),
             ("vitlab version", __version__), ("Runs", runs_line)]
     if meta.get("profile"):  # the description is the spec's; a profile may change its data and budget

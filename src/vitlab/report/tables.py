@@ -130,7 +130,7 @@ def table_metrics(fraction: float = stats.FRACTION_OF_BEST, k: int = stats.LAST_
         _pct("test_f1_macro", "Test F1 (macro)"),
         _pct("test_ece", "Test ECE", higher=False),
         Metric("params", "Parameters", "M", 1e-6, PARAMS_DECIMALS, False, _summary_value("params")),
-        Metric("train_minutes", "Training time", "min", 1 / 60, MINUTES_DECIMALS, False,
+        Metric("train_minutes", "Training time (wall clock)", "min", 1 / 60, MINUTES_DECIMALS, False,
                _summary_value("train_time_s")),
         Metric(f"epochs_to_{round(fraction * 100)}pct_best_val",
                f"Epochs to {round(fraction * 100)}% of best val top-1", "", 1.0, EPOCHS_DECIMALS, False,
@@ -321,15 +321,32 @@ def _has_few_seeds(ns: Iterable[int]) -> bool:
     return any(2 <= n < stats.MIN_SEEDS_TO_BOUND for n in ns)
 
 
+EMPTY_ROWS_NOTE = ("Left out: {rows}, which no completed run has a value for (the stability rows need at least 2 "
+                   "logged epochs; a budgeted run of one epoch has none).")
+"""Says which metric rows the factor table dropped because every cell was empty, instead of a row of '—'."""
+WALL_CLOCK_NOTE = ("Training time is wall clock (train_time_s), which depends on the machine and its load; a study "
+                   "budgeted in CPU time or FLOPs equalizes that budget, not wall clock (its compute table gives steps "
+                   "and CPU seconds).")
+"""Says what the training-time row measures."""
+
+
 def factor_grid(t: FactorTable) -> Grid:
     header = ["Metric"] + [lv.label for lv in t.levels]
     rows = [["Runs completed"] + [lv.text() for lv in t.levels]]
+    empty = []
     for m in t.metrics:
+        if not any(t.cells[(m.key, lv.label)].n for lv in t.levels) and any(lv.completed for lv in t.levels):
+            empty.append(m.title)
+            continue
         rows.append([m.title] + [cell_text(t.cells[(m.key, lv.label)], m.decimals) for lv in t.levels])
     notes = [f"Cells: mean over seeds [{interval_name(t.confidence, t.method)} of the mean] (n = seeds in the "
              "cell; n=k/N where k of N planned seeds completed). One seed gives no interval; a bare mean means "
              "every seed gave the same value. Only completed runs count; val top-1 and the train/val numbers are "
              "at the best-validation epoch. " + RANGE_NOTE]
+    if any(m.key == "train_minutes" for m in t.metrics):
+        notes.append(WALL_CLOCK_NOTE)
+    if empty:
+        notes.append(EMPTY_ROWS_NOTE.format(rows=", ".join(empty)))
     if any(stats.interval_note(c.method, c.n) for c in t.cells.values()):
         notes.append(small_n_note(t.method))
     if _has_few_seeds(c.n for c in t.cells.values()):
