@@ -44,7 +44,7 @@ MAX_THREADS = 1024
 DATASETS = ("synthetic", "cifar10", "cifar100", "fashion_mnist", "folder")
 ATTN_NORMS = (
     "softmax", "zscore", "cosine", "linear", "linear_scale",
-    "qk_layernorm", "scaled_cosine", "sigmoid", "lsa",
+    "qk_layernorm", "scaled_cosine", "sigmoid", "lsa", "zscore_qkv",
 )
 
 
