@@ -36,8 +36,6 @@ from vitlab.study.spec import expand, load_spec, resolve
 HERE = Path(__file__).resolve().parent
 STUDIES_DIR = HERE.parent / "studies"
 ALPHA = stats.ALPHA
-TARGET_DELTA = 1.0
-"""Difference (pp) the 'seeds for a difference' column plans for: the reports' report.target_delta."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +56,7 @@ class Study:
     spec: str = ""  # studies/SPEC.yaml the committed runs came from; default: the name
     profile: str = "fmnist_time"  # the committed runs used the time budget (fmnist is now a FLOP budget)
     pairs: tuple = field(default=())  # primary family when there is no re-run spec: (a, b) pairs and "trend"
+    margin: float | None = None  # its equivalence margin (pp of test top-1)
 
     @property
     def spec_path(self) -> Path:
@@ -80,7 +79,7 @@ STUDIES = [
           extra=(Family("train_top1", pairs(("8", "2"))), Family("gap", pairs(("8", "2"))))),
     Study("mobilevit_expansion_small_data", "model.expansion", None,
           extra=(Family("train_top1", pairs(("16", "2")) + (TREND,)), Family("gap", pairs(("16", "2")))),
-          spec="mobilevit_expansion", profile="fmnist_small_data", pairs=(("16", "2"), TREND)),
+          spec="mobilevit_expansion", profile="fmnist_small_data", pairs=(("16", "2"), TREND), margin=1.0),
     Study("mobilevit_complexity", "model.level", "mobilevit_complexity",
           extra=(Family("latency_ms_b1", pairs(("C5", "C1"), ("C3", "C1"), ("C5", "C3")) + (TREND,)),)),
 ]
@@ -194,7 +193,8 @@ def families(study: Study, levels: list[str]) -> list[Family]:
                          spec.equivalence_margin)
     else:
         primary = Family("test_top1", resolve_family(pairs(*(p for p in study.pairs if p != TREND))
-                                                     + tuple(p for p in study.pairs if p == TREND), levels))
+                                                     + tuple(p for p in study.pairs if p == TREND), levels),
+                         study.margin)
     return [primary] + [Family(f.metric, resolve_family(f.comparisons, levels), f.margin) for f in study.extra]
 
 
@@ -206,18 +206,22 @@ def values_by_level(df, metric: str, levels: list[str]) -> dict[str, dict[int, f
 def family_table(df, fam: Family, levels: list[str]) -> list[str]:
     vals = values_by_level(df, fam.metric, levels)
     diffs = [compare.differences(vals, c) for c in fam.comparisons]
-    decisions = stats.decide_family(diffs, fam.margin)
+    # the margin bounds a difference of two levels; a trend's slope per step is not on that scale
+    margins = [fam.margin if c.kind == compare.PAIR else None for c in fam.comparisons]
+    decisions = stats.decide_family(diffs, margins)
     d = 3 if fam.metric == "latency_ms_b1" else 2
     unit = "ms" if fam.metric == "latency_ms_b1" else "pp"
     margin = f", equivalence margin ±{fam.margin:g} {unit}" if fam.margin else ", no equivalence margin"
     out = [f"Family: {TITLES.get(fam.metric, fam.metric)}, {len(fam.comparisons)} declared comparisons{margin}.", "",
-           "| comparison | n | Δ [95% t] | t (df) | p | p Holm | p TOST Holm | verdict | seeds for Δ = 1 pp | "
-           "seeds for equivalence |", "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+           "| comparison | n | Δ [95% t] | t (df) | p | p Holm | p TOST Holm | verdict | seeds for a difference "
+           "of the observed Δ | seeds for equivalence |", "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+    a = ALPHA / max(len(fam.comparisons), 1)  # Holm's first threshold: what a comparison must reach alone
     for c, x, r in zip(fam.comparisons, diffs, decisions):
         ci = stats.t_interval(x) if x.size > 1 else stats.CI(math.nan, math.nan, math.nan)
         sd = float(np.std(x, ddof=1)) if x.size > 1 else math.nan
-        need = stats.seeds_needed(TARGET_DELTA, sd) if unit == "pp" else math.nan
-        need_eq = stats.tost_seeds_needed(fam.margin, sd) if fam.margin else math.nan
+        need = stats.seeds_needed(abs(r.mean), sd, alpha=a) if r.mean else math.nan
+        need_eq = stats.tost_seeds_needed(fam.margin, sd, alpha=a) if fam.margin and c.kind == compare.PAIR \
+            else math.nan
         out.append(f"| {c.label} | {r.n} | {fmt(ci.mean, d)} [{fmt(ci.lo, d)}, {fmt(ci.hi, d)}] | "
                    f"{fmt(r.t, 2)} ({r.df}) | {r.p:.3g} | {r.p_holm:.3g} | "
                    f"{'—' if not math.isfinite(r.p_tost_holm) else f'{r.p_tost_holm:.3g}'} | {verdict_text(r, c)} | "
@@ -244,8 +248,11 @@ def summarize(root: Path = HERE) -> str:
              "Means over seeds; [95% t]: Student-t interval; ranges are min–max over a level's seeds. "
              f"Decision rule (the reports' too): {stats.DECISION_RULE}; TOST within the study's equivalence "
              f"margin, Holm-adjusted over the same family. Verdict at α = {ALPHA:g}: difference (p Holm ≤ α), "
-             "equivalent (p TOST Holm ≤ α), else undecided; 'seeds for …': pairs at which the test would decide "
-             "with power 0.8, from the observed spread. The families on test top-1 are those the re-run specs "
+             "equivalent (p TOST Holm ≤ α), else undecided. What would decide an undecided one: 'seeds for a "
+             "difference of the observed Δ': pairs at which the paired t-test detects a true difference as large as "
+             "the observed one with power 0.8 at α / (family size) (Holm's first threshold; a Bonferroni bound); "
+             "'seeds for equivalence': pairs at which TOST calls a true difference of 0 equivalent with power 0.8 at "
+             "that α; both from the observed spread of the differences, so estimates. The families on test top-1 are those the re-run specs "
              "(findings/<study>.yaml) declare, restricted to the levels run here: fixed after these runs, not "
              "pre-registered for them.", ""]
     for study in STUDIES:

@@ -100,13 +100,16 @@ def test_report_table_uses_exactly_the_declared_family_with_tost():
     diffs = [np.array([vals["C5"][s] - vals["C1"][s] for s in range(4)]),
              np.array([vals["C2"][s] - vals["C1"][s] for s in range(4)]),
              stats.trend_slopes(np.array([[vals[lab][s] for lab in effects] for s in range(4)]))]
-    want = stats.decide_family(diffs, 5.0)
+    want = stats.decide_family(diffs, [5.0, 5.0, None])  # a trend's slope gets no equivalence test
     for r, w in zip(pt.rows, want):
-        assert (r.p_t, r.p_adjusted, r.p_tost_adjusted, r.decision) == pytest.approx((w.p, w.p_holm, w.p_tost_holm,
-                                                                                      w.verdict))
+        assert (r.p_t, r.p_adjusted, r.p_tost_adjusted) == pytest.approx((w.p, w.p_holm, w.p_tost_holm), nan_ok=True)
+        assert r.decision == w.verdict
     assert pt.rows[0].decision == "difference" and pt.rows[0].diff_mean == pytest.approx(-8.05, abs=0.3)
     assert pt.rows[1].decision == "equivalent"  # no true difference, precisely measured: inside ±5
     assert pt.rows[2].decision == "difference" and pt.rows[2].diff_mean < 0
+    assert math.isnan(pt.rows[2].p_tost) and math.isnan(pt.rows[2].margin)
+    assert [pt.rows[0].p_tost_adjusted, pt.rows[1].p_tost_adjusted] == pytest.approx(
+        stats.holm_adjust([pt.rows[0].p_tost, pt.rows[1].p_tost]).tolist())  # Holm over the two pairs only
     g = tables.paired_grid(pt)
     assert g.title.endswith("declared comparisons") and "p TOST Holm" in g.header
     cells = {row[0]: row for row in g.rows}

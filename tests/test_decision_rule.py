@@ -100,6 +100,10 @@ def test_family_is_exactly_the_declared_set_holm_on_both_tests():
     assert smaller[0].p_holm == pytest.approx(naive_holm(p_t[:2])[0]) and smaller[0].p_holm <= got[0].p_holm
     # no margin: equivalence is never a verdict
     assert {g.verdict for g in stats.decide_family(family, None)} <= {"difference", "undecided"}
+    # a margin per comparison: the TOST family is the comparisons that have one
+    per = stats.decide_family(family, [margin, None, margin, None])
+    assert math.isnan(per[1].p_tost) and math.isnan(per[3].p_tost_holm)
+    assert [per[0].p_tost_holm, per[2].p_tost_holm] == pytest.approx(naive_holm([p_e[0], p_e[2]]))
 
 
 @pytest.mark.parametrize("n", [3, 5, 10])

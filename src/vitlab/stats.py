@@ -532,10 +532,12 @@ class Decision(NamedTuple):
     p_tost_holm: float
 
 
-def decide_family(diffs: Sequence[Sequence[float]], margin: float | None = None, alpha: float = ALPHA) -> list[Decision]:
+def decide_family(diffs: Sequence[Sequence[float]], margin: float | Sequence[float | None] | None = None,
+                  alpha: float = ALPHA) -> list[Decision]:
     """Verdicts of a family of declared comparisons, each given by its paired differences (or a
     trend's per-seed slopes). The paired t p-values are Holm-adjusted over the family, and so are the
-    TOST p-values when `margin` is given (a second family of the same size). A comparison is
+    TOST p-values of the comparisons with a margin (`margin`: one for all, or one per comparison,
+    None where a comparison has none — a trend's slope is not on a difference's scale). A comparison is
       - DIFFERENCE when its adjusted t p-value is <= alpha (direction: the sign of the mean);
       - else EQUIVALENT when its adjusted TOST p-value is <= alpha (|difference| < margin);
       - else UNDECIDED.
@@ -543,8 +545,9 @@ def decide_family(diffs: Sequence[Sequence[float]], margin: float | None = None,
     dilutes it."""
     tests = [paired_t_test(d) for d in diffs]
     holm = holm_adjust([t.p for t in tests])
-    tost = [tost_pvalue(d, margin) if margin else math.nan for d in diffs]
-    tost_holm = holm_adjust(tost) if margin else np.full(len(tost), math.nan)
+    margins = list(margin) if isinstance(margin, Sequence) else [margin] * len(diffs)
+    tost = [tost_pvalue(d, m) if m else math.nan for d, m in zip(diffs, margins)]
+    tost_holm = holm_adjust(tost)  # nan (no margin) stays nan and does not count in the family
     out = []
     for d, t, ph, pe, peh in zip(diffs, tests, holm, tost, tost_holm):
         x = _finite(d, "diffs")

@@ -465,13 +465,14 @@ def paired_table(records: Iterable, factor: str, reference: str, metrics: Sequen
     for c in family:
         for m in metrics:
             values = {lab: _values_by_key(recs, lab, m) for lab in c.members}
+            # the margin bounds a difference of two levels; a trend's slope per step is not on that scale
+            margin = margins.get(m.key) if c.kind == PAIR else None
             rows.append(comparison_row(c, m, values, confidence, ci, n_resamples, seed, target_delta, alpha, power,
-                                       margins.get(m.key)))
+                                       margin))
     for m in metrics:
         mine = [r for r in rows if r.metric.key == m.key]
-        margin = margins.get(m.key)
         p_holm = stats.holm_adjust([r.p_t for r in mine])
-        p_tost = stats.holm_adjust([r.p_tost for r in mine]) if margin else [math.nan] * len(mine)
+        p_tost = stats.holm_adjust([r.p_tost for r in mine])  # over the comparisons with a margin
         for r, ph, pe in zip(mine, p_holm, p_tost):
             r.p_adjusted, r.p_tost_adjusted = float(ph), float(pe)
             r.decision = (stats.DIFFERENCE if ph <= alpha and r.diff_mean != 0 else

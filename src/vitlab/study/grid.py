@@ -204,8 +204,9 @@ class AdaptiveSource(GridSource):
                         continue  # still running
                     diffs = compare.differences(values, c)
                     if len(diffs) >= 2:
-                        decided, reason = stats.seeding_decision(diffs, self.adaptive.target_delta,
-                                                                 n_comparisons=len(cs), margin=self.margin)
+                        decided, reason = stats.seeding_decision(
+                            diffs, self.adaptive.target_delta, n_comparisons=len(cs),
+                            margin=self.margin if c.kind == compare.PAIR else None)  # a trend: no margin
                     else:
                         decided, reason = False, f"{len(diffs)} paired result(s)"
                     if decided:
