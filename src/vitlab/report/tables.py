@@ -343,14 +343,14 @@ def factor_grid(t: FactorTable) -> Grid:
              "cell; n=k/N where k of N planned seeds completed). One seed gives no interval; a bare mean means "
              "every seed gave the same value. Only completed runs count; val top-1 and the train/val numbers are "
              "at the best-validation epoch. " + RANGE_NOTE]
-    if any(m.key == "train_minutes" for m in t.metrics):
-        notes.append(WALL_CLOCK_NOTE)
-    if empty:
-        notes.append(EMPTY_ROWS_NOTE.format(rows=", ".join(empty)))
     if any(stats.interval_note(c.method, c.n) for c in t.cells.values()):
         notes.append(small_n_note(t.method))
     if _has_few_seeds(c.n for c in t.cells.values()):
         notes.append(few_seeds_note())
+    if any(m.key == "train_minutes" for m in t.metrics):
+        notes.append(WALL_CLOCK_NOTE)
+    if empty:
+        notes.append(EMPTY_ROWS_NOTE.format(rows=", ".join(empty)))
     return Grid(f"Factor {t.factor}", header, rows, notes)
 
 
