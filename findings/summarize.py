@@ -59,8 +59,12 @@ class Study:
     margin: float | None = None  # its equivalence margin (pp of test top-1)
 
     @property
+    def spec_name(self) -> str:
+        return self.spec or self.name
+
+    @property
     def spec_path(self) -> Path:
-        return STUDIES_DIR / f"{self.spec or self.name}.yaml"
+        return STUDIES_DIR / f"{self.spec_name}.yaml"
 
 
 def pairs(*ps) -> tuple[compare.Comparison, ...]:
@@ -88,9 +92,10 @@ PERCENT = {"test_top1", "train_top1", "val_top1", "gap", "corruption_top1_mean",
 TITLES = {"test_top1": "test top-1 (%)", "train_top1": "train top-1 (%, running, augmented)",
           "gap": "train − test top-1 (pp)", "corruption_top1_mean": "corrupted top-1 (%)",
           "latency_ms_b1": "latency, batch 1 (ms)"}
-LEVEL_COLUMNS = [  # (column, header, decimals, how): how = mean | ci | range | sd
-    ("steps", "steps (min–max)", 0, "range"),
+LEVEL_COLUMNS = [  # (column, header, decimals, how): how = mean | ci | range | meanrange | sd | mflops
+    ("steps", "steps, mean (min–max)", 0, "meanrange"),
     ("epochs", "epochs", 2, "mean"),
+    ("budget_step_s", "calibrated CPU s/step (min–max)", 3, "range"),
     ("step_s", "wall s/step (min–max)", 3, "range"),
     ("train_time_s", "training wall clock, s (min–max)", 0, "range"),
     ("test_top1", "test top-1 (%) [95% t]", 2, "ci"),
@@ -109,7 +114,7 @@ LEVEL_COLUMNS = [  # (column, header, decimals, how): how = mean | ci | range | 
     ("attn_token_cosine_last", "token cosine (last)", 2, "mean"),
     ("params", "params", 0, "mean"),
     ("flops", "FLOPs (M)", 1, "mflops"),
-    ("latency_ms_b1", "latency b1 (ms) (min–max)", 2, "range"),
+    ("latency_ms_b1", "latency b1 (ms), mean (min–max)", 2, "meanrange"),
     ("throughput_img_s_b256", "inference img/s b256 (min–max)", 0, "range"),
 ]
 
@@ -137,8 +142,11 @@ def level_cell(x: np.ndarray, d: int, how: str) -> str:
     x = x[np.isfinite(x)]
     if x.size == 0:
         return "—"
+    span = fmt(float(x.min()), d) + ("" if x.min() == x.max() else f"–{fmt(float(x.max()), d)}")
     if how == "range":
-        return fmt(float(x.min()), d) + ("" if x.min() == x.max() else f"–{fmt(float(x.max()), d)}")
+        return span
+    if how == "meanrange":
+        return fmt(float(x.mean()), d) + ("" if x.min() == x.max() else f" ({span})")
     if how == "sd":
         return fmt(float(np.std(x, ddof=1)), d) if x.size > 1 else "—"
     if how == "ci" and x.size > 1:
@@ -213,8 +221,8 @@ def family_table(df, fam: Family, levels: list[str]) -> list[str]:
     unit = "ms" if fam.metric == "latency_ms_b1" else "pp"
     margin = f", equivalence margin ±{fam.margin:g} {unit}" if fam.margin else ", no equivalence margin"
     out = [f"Family: {TITLES.get(fam.metric, fam.metric)}, {len(fam.comparisons)} declared comparisons{margin}.", "",
-           "| comparison | n | Δ [95% t] | t (df) | p | p Holm | p TOST Holm | verdict | seeds for a difference "
-           "of the observed Δ | seeds for equivalence |", "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+           "| comparison | n | Δ [95% t] | seeds with Δ < 0 | t (df) | p | p Holm | p TOST Holm | verdict | seeds for a "
+           "difference of the observed Δ | seeds for equivalence |", "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
     a = ALPHA / max(len(fam.comparisons), 1)  # Holm's first threshold: what a comparison must reach alone
     for c, x, r in zip(fam.comparisons, diffs, decisions):
         ci = stats.t_interval(x) if x.size > 1 else stats.CI(math.nan, math.nan, math.nan)
@@ -222,7 +230,7 @@ def family_table(df, fam: Family, levels: list[str]) -> list[str]:
         need = stats.seeds_needed(abs(r.mean), sd, alpha=a) if r.mean else math.nan
         need_eq = stats.tost_seeds_needed(fam.margin, sd, alpha=a) if fam.margin and c.kind == compare.PAIR \
             else math.nan
-        out.append(f"| {c.label} | {r.n} | {fmt(ci.mean, d)} [{fmt(ci.lo, d)}, {fmt(ci.hi, d)}] | "
+        out.append(f"| {c.label} | {r.n} | {fmt(ci.mean, d)} [{fmt(ci.lo, d)}, {fmt(ci.hi, d)}] | {int((x < 0).sum())}/{r.n} | "
                    f"{fmt(r.t, 2)} ({r.df}) | {r.p:.3g} | {r.p_holm:.3g} | "
                    f"{'—' if not math.isfinite(r.p_tost_holm) else f'{r.p_tost_holm:.3g}'} | {verdict_text(r, c)} | "
                    f"{fmt(need, 0)} | {fmt(need_eq, 0)} |")
