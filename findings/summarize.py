@@ -10,10 +10,11 @@ the paired t-test, Holm-adjusted over exactly the declared comparisons of a metr
 spec's equivalence margin, Holm-adjusted over the same family): a verdict of difference, equivalent
 or undecided, with the seeds that would decide an undecided one.
 
-The declared comparisons and margins of a study come from its re-run spec (findings/<study>.yaml:
-`compare:` on the primary metric, `equivalence_margin`), restricted to the levels the committed runs
-have. They were written after these runs, so for the committed runs they are a fixed family, not a
-pre-registration; the re-runs declare them before running. Claims the README makes on other metrics
+The declared comparisons and margin of a study come from its committed spec.yaml (`compare:` on the
+primary metric, `equivalence_margin`), which its report decides with too: the families of the re-run
+specs (findings/<study>.yaml), restricted to the levels the committed runs have. They were added after
+these runs, so for them they are a fixed family, not a pre-registration; the re-runs declare them
+before running. Claims the README makes on other metrics
 (train accuracy, the train-test gap, corruption accuracy, latency) are their own families, listed in
 STUDIES below. Needs the pandas extra (`pip install -e '.[pandas]'`).
 """
@@ -51,12 +52,9 @@ class Family:
 class Study:
     name: str  # its directory under findings/
     factor: str
-    rerun_spec: str | None  # findings/<rerun_spec>.yaml declares the primary family and margin
     extra: tuple[Family, ...] = ()  # families on the other metrics the README quotes
     spec: str = ""  # studies/SPEC.yaml the committed runs came from; default: the name
     profile: str = "fmnist_time"  # the committed runs used the time budget (fmnist is now a FLOP budget)
-    pairs: tuple = field(default=())  # primary family when there is no re-run spec: (a, b) pairs and "trend"
-    margin: float | None = None  # its equivalence margin (pp of test top-1)
 
     @property
     def spec_name(self) -> str:
@@ -75,16 +73,16 @@ TREND = "trend"
 """Stands for the trend over a study's levels in a family (the levels are known only from the runs)."""
 
 STUDIES = [
-    Study("vit_attention_norm", "model.attn_norm", "vit_attention_norm",
+    Study("vit_attention_norm", "model.attn_norm",
           extra=(Family("corruption_top1_mean", pairs(("zscore", "softmax"), ("cosine", "softmax"),
                                                       ("linear", "softmax"), ("linear_scale", "softmax"))),)),
-    Study("mobilevit_heads", "model.num_heads", "mobilevit_heads"),
-    Study("mobilevit_expansion", "model.expansion", "mobilevit_expansion",
+    Study("mobilevit_heads", "model.num_heads"),
+    Study("mobilevit_expansion", "model.expansion",
           extra=(Family("train_top1", pairs(("8", "2"))), Family("gap", pairs(("8", "2"))))),
-    Study("mobilevit_expansion_small_data", "model.expansion", None,
+    Study("mobilevit_expansion_small_data", "model.expansion",
           extra=(Family("train_top1", pairs(("16", "2")) + (TREND,)), Family("gap", pairs(("16", "2")))),
-          spec="mobilevit_expansion", profile="fmnist_small_data", pairs=(("16", "2"), TREND), margin=1.0),
-    Study("mobilevit_complexity", "model.level", "mobilevit_complexity",
+          spec="mobilevit_expansion", profile="fmnist_small_data"),
+    Study("mobilevit_complexity", "model.level",
           extra=(Family("latency_ms_b1", pairs(("C5", "C1"), ("C3", "C1"), ("C5", "C3")) + (TREND,)),)),
 ]
 
@@ -192,17 +190,12 @@ def resolve_family(items, levels: list[str]) -> tuple[compare.Comparison, ...]:
     return tuple(out)
 
 
-def families(study: Study, levels: list[str]) -> list[Family]:
-    """The study's families: its primary one (test top-1: the re-run spec's compare: and margin,
-    restricted to the committed levels) and the README's other-metric ones."""
-    if study.rerun_spec is not None:
-        spec = resolve(load_spec(HERE / f"{study.rerun_spec}.yaml"))
-        primary = Family(spec.metrics[0], resolve_family(compare.declared(spec)[study.factor], levels),
-                         spec.equivalence_margin)
-    else:
-        primary = Family("test_top1", resolve_family(pairs(*(p for p in study.pairs if p != TREND))
-                                                     + tuple(p for p in study.pairs if p == TREND), levels),
-                         study.margin)
+def families(study: Study, study_dir: Path, levels: list[str]) -> list[Family]:
+    """The study's families: its primary one, as its committed spec.yaml declares it (`compare:` and
+    `equivalence_margin`, which the report decides with too), and the README's other-metric ones."""
+    spec = resolve(load_spec(study_dir / "spec.yaml"))
+    primary = Family(spec.metrics[0], resolve_family(compare.declared(spec)[study.factor], levels),
+                     spec.equivalence_margin)
     return [primary] + [Family(f.metric, resolve_family(f.comparisons, levels), f.margin) for f in study.extra]
 
 
@@ -260,9 +253,9 @@ def summarize(root: Path = HERE) -> str:
              "difference of the observed Δ': pairs at which the paired t-test detects a true difference as large as "
              "the observed one with power 0.8 at α / (family size) (Holm's first threshold; a Bonferroni bound); "
              "'seeds for equivalence': pairs at which TOST calls a true difference of 0 equivalent with power 0.8 at "
-             "that α; both from the observed spread of the differences, so estimates. The families on test top-1 are those the re-run specs "
-             "(findings/<study>.yaml) declare, restricted to the levels run here: fixed after these runs, not "
-             "pre-registered for them.", ""]
+             "that α; both from the observed spread of the differences, so estimates. The families on test top-1 are those each study's spec.yaml declares "
+             "(the re-run specs' families restricted to the levels run here; the reports use them too): fixed "
+             "after these runs, not pre-registered for them.", ""]
     for study in STUDIES:
         d = root / study.name
         df = frame(d) if d.is_dir() else None
@@ -272,7 +265,7 @@ def summarize(root: Path = HERE) -> str:
         levels = list(dict.fromkeys(df["level"]))  # load_results keeps the spec's order of levels
         lines += [f"## {study.name} ({len(df)} completed runs, {fmt(float(df['minutes'].sum()), 0)} run-minutes "
                   "of training and evaluation)", "", *level_table(df, levels), ""]
-        for fam in families(study, levels):
+        for fam in families(study, d, levels):
             lines += [*family_table(df, fam, levels), ""]
         for prefix, title, dec in [("attn_entropy_norm_l", "Normalized attention entropy per layer "
                                     "(1 = uniform; test images, after training)", 3),

@@ -421,7 +421,8 @@ def study_meta(study) -> dict:
         meta.update(mode=study.mode, factors=specmod.factor_labels(study),
                     reference=specmod.reference_labels(study), seeds=list(study.seeds),
                     levels={f: lv for f, lv in study.factors.items()},
-                    compare=compare.to_meta(compare.declared(study)), equivalence_margin=study.equivalence_margin)
+                    compare=compare.to_meta({f: cs for f, cs in compare.declared(study).items() if f in study.compare}),
+                    equivalence_margin=study.equivalence_margin)
     else:
         meta.update(factors={"search": []}, reference={}, objective=study.objective,
                     direction=study.direction, space={k: p.to_dict() for k, p in study.space.items()})

@@ -1112,9 +1112,11 @@ def spec_to_dict(spec: StudySpec) -> dict:
 
 def same_study(a: dict, b: dict) -> bool:
     """Whether two spec dicts (as written to spec.yaml) describe the same runs: the origin, the
-    description and execution-only fields of the base (threads, progress, tracking) may differ."""
-    def strip(d: dict) -> dict:
-        out = {k: v for k, v in d.items() if k not in ("origin", "description")}
+    description, the declared comparisons and margin (`compare:`, `equivalence_margin`: they decide
+    the verdicts, so a study can be re-decided from its runs) and execution-only fields of the base
+    (threads, progress, tracking) may differ."""
+    def strip(d: dict) -> dict:  # declared comparisons decide verdicts, not what any run computes
+        out = {k: v for k, v in d.items() if k not in ("origin", "description", "compare", "equivalence_margin")}
         base = copy.deepcopy(out.get("base") or {})
         for section, key in EXECUTION_ONLY:
             if isinstance(base.get(section), dict):
