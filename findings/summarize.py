@@ -216,12 +216,13 @@ def family_table(df, fam: Family, levels: list[str]) -> list[str]:
     out = [f"Family: {TITLES.get(fam.metric, fam.metric)}, {len(fam.comparisons)} declared comparisons{margin}.", "",
            "| comparison | n | Δ [95% t] | seeds with Δ < 0 | t (df) | p | p Holm | p TOST Holm | verdict | seeds for a "
            "difference of the observed Δ | seeds for equivalence |", "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
-    a = ALPHA / max(len(fam.comparisons), 1)  # Holm's first threshold: what a comparison must reach alone
+    a = ALPHA / max(len(fam.comparisons), 1)  # Holm's first threshold: what a comparison may have to reach
+    a_eq = ALPHA / max(sum(m is not None for m in margins), 1)  # the same for the TOST family (the reports')
     for c, x, r in zip(fam.comparisons, diffs, decisions):
         ci = stats.t_interval(x) if x.size > 1 else stats.CI(math.nan, math.nan, math.nan)
         sd = float(np.std(x, ddof=1)) if x.size > 1 else math.nan
         need = stats.seeds_needed(abs(r.mean), sd, alpha=a) if r.mean else math.nan
-        need_eq = stats.tost_seeds_needed(fam.margin, sd, alpha=a) if fam.margin and c.kind == compare.PAIR \
+        need_eq = stats.tost_seeds_needed(fam.margin, sd, alpha=a_eq) if fam.margin and c.kind == compare.PAIR \
             else math.nan
         out.append(f"| {c.label} | {r.n} | {fmt(ci.mean, d)} [{fmt(ci.lo, d)}, {fmt(ci.hi, d)}] | {int((x < 0).sum())}/{r.n} | "
                    f"{fmt(r.t, 2)} ({r.df}) | {r.p:.3g} | {r.p_holm:.3g} | "
@@ -251,9 +252,9 @@ def summarize(root: Path = HERE) -> str:
              f"margin, Holm-adjusted over the same family. Verdict at α = {ALPHA:g}: difference (p Holm ≤ α), "
              "equivalent (p TOST Holm ≤ α), else undecided. What would decide an undecided one: 'seeds for a "
              "difference of the observed Δ': pairs at which the paired t-test detects a true difference as large as "
-             "the observed one with power 0.8 at α / (family size) (Holm's first threshold; a Bonferroni bound); "
-             "'seeds for equivalence': pairs at which TOST calls a true difference of 0 equivalent with power 0.8 at "
-             "that α; both from the observed spread of the differences, so estimates. The families on test top-1 are those each study's spec.yaml declares "
+             "the observed one with power 0.8 at α / (family size), the threshold Holm may hold a comparison to; "
+             "'seeds for equivalence': the same for TOST calling a true difference of 0 equivalent (the reports' "
+             "'Seeds for equivalence'); both from the observed spread, so estimates. The families on test top-1 are those each study's spec.yaml declares "
              "(the re-run specs' families restricted to the levels run here; the reports use them too): fixed "
              "after these runs, not pre-registered for them.", ""]
     for study in STUDIES:

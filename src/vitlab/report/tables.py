@@ -400,6 +400,7 @@ class PairedRow:
     seeds_equivalence: float = math.nan
     decision: str = stats.UNDECIDED
     comparison: Comparison | None = None
+    sd: float = math.nan  # standard deviation of the paired differences
 
 
 @dataclass
@@ -442,8 +443,7 @@ def comparison_row(c: Comparison, m: Metric, values: Mapping[str, Mapping], conf
                      t=test.t, df=test.df, p_t=test.p,
                      p_tost=stats.tost_pvalue(d, margin) if margin and n else math.nan,
                      margin=margin if margin else math.nan,
-                     seeds_equivalence=stats.tost_seeds_needed(margin, sd, alpha, power) if margin else math.nan,
-                     comparison=c)
+                     comparison=c, sd=sd)
 
 
 def paired_table(records: Iterable, factor: str, reference: str, metrics: Sequence[Metric],
@@ -473,8 +473,11 @@ def paired_table(records: Iterable, factor: str, reference: str, metrics: Sequen
         mine = [r for r in rows if r.metric.key == m.key]
         p_holm = stats.holm_adjust([r.p_t for r in mine])
         p_tost = stats.holm_adjust([r.p_tost for r in mine])  # over the comparisons with a margin
+        with_margin = sum(math.isfinite(r.margin) for r in mine)
         for r, ph, pe in zip(mine, p_holm, p_tost):
             r.p_adjusted, r.p_tost_adjusted = float(ph), float(pe)
+            if math.isfinite(r.margin):  # planned at Holm's first threshold, what a comparison may have to reach
+                r.seeds_equivalence = stats.tost_seeds_needed(r.margin, r.sd, alpha / with_margin, power)
             r.decision = (stats.DIFFERENCE if ph <= alpha and r.diff_mean != 0 else
                           stats.EQUIVALENT if pe <= alpha else stats.UNDECIDED)
             r.verdict = stats.verdict(r.diff_mean, r.p_adjusted, m.higher_is_better, alpha)
@@ -567,7 +570,8 @@ def paired_grid(t: PairedTable) -> Grid:
                      f"|true Δ| ≥ margin, Holm-adjusted over the same family; 'equivalent' when p TOST Holm ≤ {a} and "
                      "the comparison is not a difference, i.e. the 90% interval of Δ lies inside ±margin. Seeds for "
                      "equivalence: pairs at which TOST decides with power "
-                     f"{t.power:g} if the true Δ is 0 (observed spread). Otherwise 'undecided': the seeds columns say "
+                     f"{t.power:g} if the true Δ is 0 (observed spread), at {a} / (comparisons with a margin), "
+                     "the threshold Holm may hold a comparison to. Otherwise 'undecided': the seeds columns say "
                      "what would decide it.")
     if any(stats.interval_note(t.method, r.n) for r in t.rows):
         notes.append(small_n_note(t.method))
