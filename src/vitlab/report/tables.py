@@ -324,9 +324,9 @@ def _has_few_seeds(ns: Iterable[int]) -> bool:
 EMPTY_ROWS_NOTE = ("Left out: {rows}, which no completed run has a value for (the stability rows need at least 2 "
                    "logged epochs; a budgeted run of one epoch has none).")
 """Says which metric rows the factor table dropped because every cell was empty, instead of a row of '—'."""
-WALL_CLOCK_NOTE = ("Training time is wall clock (train_time_s), which depends on the machine and its load; a study "
-                   "budgeted in CPU time or FLOPs equalizes that budget, not wall clock (its compute table gives steps "
-                   "and CPU seconds).")
+WALL_CLOCK_NOTE = ("Training time is wall clock (train_time_s): it depends on the machine and its load, and it is not "
+                   "the CPU time or the FLOPs a study may equalize instead (the compute table, when there is one, gives "
+                   "steps and CPU seconds).")
 """Says what the training-time row measures."""
 
 
