@@ -585,15 +585,20 @@ def paired_grid(t: PairedTable) -> Grid:
 
 
 def paired_csv(t: PairedTable) -> str:
-    """Long format, one row per (comparison, metric). `decision` is the verdict (difference /
+    """Long format, one row per (comparison, metric); `level` and `other` are a pair's two levels (Δ =
+    level − other; empty for a trend). `decision` is the verdict (difference /
     equivalent / undecided), `verdict` its direction word; p_exact (sign-flip) is a distribution-free
     check that never decides."""
-    rows = [[t.factor, t.reference, r.level, r.metric.key, r.metric.diff_unit, r.n, r.diff_mean, r.lo, r.hi,
+    def ends(r: PairedRow) -> list[str]:  # a pair's two levels (a − b); a trend has none
+        c = r.comparison
+        return [c.level, c.other] if c is not None and c.kind == PAIR else ["", ""]
+
+    rows = [[t.factor, t.reference, r.level, *ends(r), r.metric.key, r.metric.diff_unit, r.n, r.diff_mean, r.lo, r.hi,
              r.t, r.df, r.p_t, r.p_adjusted, r.decision, r.verdict, r.margin, r.p_tost, r.p_tost_adjusted,
              r.p_exact, r.mde, r.seeds_needed, r.seeds_equivalence, r.p_improve, r.p_improve_lo, r.p_improve_hi,
              t.confidence, t.method, t.target_delta if r.metric.unit == "%" else math.nan]
             for r in t.rows]
-    return to_csv(["factor", "reference", "comparison", "metric", "unit", "n_pairs", "diff_mean", "lo", "hi", "t",
+    return to_csv(["factor", "reference", "comparison", "level", "other", "metric", "unit", "n_pairs", "diff_mean", "lo", "hi", "t",
                    "df", "p_t", "p_adjusted", "decision", "verdict", "margin", "p_tost", "p_tost_adjusted",
                    "p_exact", "mde", "seeds_needed", "seeds_equivalence", "p_improve", "p_improve_lo", "p_improve_hi",
                    "confidence", "ci_method", "target_delta"], rows)
