@@ -385,7 +385,7 @@ class PairedRow:
     hi: float
     p_exact: float  # the sign-flip test: shown in the CSV as a distribution-free check, never decides
     p_adjusted: float  # paired t, Holm over the declared family
-    verdict: str
+    verdict: str  # a difference's direction, better / worse ('' otherwise; `decision` holds the verdict)
     mde: float
     seeds_needed: float
     p_improve: float
@@ -438,7 +438,7 @@ def comparison_row(c: Comparison, m: Metric, values: Mapping[str, Mapping], conf
     target = target_delta if m.unit == "%" else math.nan
     test = stats.paired_t_test(d) if n else stats.TTest(math.nan, 0, math.nan)
     return PairedRow(c.label, m, n, ci_.mean, ci_.lo, ci_.hi, stats.sign_flip_pvalue(d) if n else math.nan,
-                     math.nan, stats.VERDICT_NONE, stats.minimum_detectable_difference(sd, n, alpha, power),
+                     math.nan, "", stats.minimum_detectable_difference(sd, n, alpha, power),
                      stats.seeds_needed(target, sd, alpha, power), poi.mean, poi.lo, poi.hi,
                      t=test.t, df=test.df, p_t=test.p,
                      p_tost=stats.tost_pvalue(d, margin) if margin and n else math.nan,
@@ -480,7 +480,9 @@ def paired_table(records: Iterable, factor: str, reference: str, metrics: Sequen
                 r.seeds_equivalence = stats.tost_seeds_needed(r.margin, r.sd, alpha / with_margin, power)
             r.decision = (stats.DIFFERENCE if ph <= alpha and r.diff_mean != 0 else
                           stats.EQUIVALENT if pe <= alpha else stats.UNDECIDED)
-            r.verdict = stats.verdict(r.diff_mean, r.p_adjusted, m.higher_is_better, alpha)
+            # the direction of a difference (better / worse); empty when there is none to give
+            r.verdict = stats.verdict(r.diff_mean, r.p_adjusted, m.higher_is_better, alpha) \
+                if r.decision == stats.DIFFERENCE else ""
     return PairedTable(factor, reference, list(metrics), [r for r in rows], confidence, ci, alpha, power,
                        target_delta, comparisons is not None, margins)
 
@@ -585,10 +587,10 @@ def paired_grid(t: PairedTable) -> Grid:
 
 
 def paired_csv(t: PairedTable) -> str:
-    """Long format, one row per (comparison, metric); `level` and `other` are a pair's two levels (Δ =
-    level − other; empty for a trend). `decision` is the verdict (difference /
-    equivalent / undecided), `verdict` its direction word; p_exact (sign-flip) is a distribution-free
-    check that never decides."""
+    """Long format, one row per (comparison, metric); `level` and `other` are a pair's two levels
+    (Δ = level − other; empty for a trend). `decision` is the verdict (difference / equivalent /
+    undecided), `verdict` a difference's direction (better / worse, else empty); p_exact (sign-flip)
+    is a distribution-free check that never decides."""
     def ends(r: PairedRow) -> list[str]:  # a pair's two levels (a − b); a trend has none
         c = r.comparison
         return [c.level, c.other] if c is not None and c.kind == PAIR else ["", ""]
