@@ -1,14 +1,22 @@
-"""Regenerate findings/SUMMARY.md, the numbers findings/README.md quotes, from the committed run
+"""Regenerate findings/SUMMARY.md, every number findings/README.md quotes, from the committed run
 summaries of the real-data studies (index, checkpoints and images are not needed):
 
     python findings/summarize.py            # writes findings/SUMMARY.md
 
-For each study: every level's mean over seeds with its 95% Student-t interval (the interval whose
-coverage vitlab measured at 2-10 seeds), then the comparisons the seed studies' claims make, paired
-by seed: the mean difference with its 95% t-interval, the paired t-test Holm-adjusted over the
-study's comparisons, and the exact sign-flip p-value (which cannot fall below 2/2^n = 0.25 at
-3 pairs, so at 3 seeds only the t-test, which assumes roughly normal seed noise, can decide).
-Needs the pandas extra (`pip install -e '.[pandas]'`).
+For each study: every level's mean over seeds (test top-1 with its 95% Student-t interval) and the
+compute, attention, robustness, calibration and efficiency numbers the README quotes; then the
+study's declared comparisons, decided by the one rule the reports use (`vitlab.stats.DECISION_RULE`:
+the paired t-test, Holm-adjusted over exactly the declared comparisons of a metric; TOST within the
+spec's equivalence margin, Holm-adjusted over the same family): a verdict of difference, equivalent
+or undecided, with the seeds that would decide an undecided one.
+
+The declared comparisons and margin of a study come from its committed spec.yaml (`compare:` on the
+primary metric, `equivalence_margin`), which its report decides with too: the families of the re-run
+specs (findings/<study>.yaml), restricted to the levels the committed runs have. They were added after
+these runs, so for them they are a fixed family, not a pre-registration; the re-runs declare them
+before running. Claims the README makes on other metrics
+(train accuracy, the train-test gap, corruption accuracy, latency) are their own families, listed in
+STUDIES below. Needs the pandas extra (`pip install -e '.[pandas]'`).
 """
 from __future__ import annotations
 
@@ -19,31 +27,34 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import stats as sps
 
 import vitlab
 from vitlab import stats
 from vitlab.io import atomic_write_text
+from vitlab.study import compare
+from vitlab.study.plan import expand
+from vitlab.study.spec import load_spec, resolve
 
 HERE = Path(__file__).resolve().parent
-ALPHA = 0.05
+STUDIES_DIR = HERE.parent / "studies"
+ALPHA = stats.ALPHA
 
 
 @dataclass(frozen=True)
-class Comparison:
-    """`level` minus `other` on `metric` (a column of vitlab.load_results, or 'gap')."""
+class Family:
+    """A family of comparisons on one metric (a column of vitlab.load_results, or 'gap')."""
 
     metric: str
-    level: str
-    other: str
+    comparisons: tuple[compare.Comparison, ...]
+    margin: float | None = None
 
 
 @dataclass(frozen=True)
 class Study:
     name: str  # its directory under findings/
     factor: str
-    comparisons: tuple[Comparison, ...]
-    spec: str = ""  # studies/SPEC.yaml; default: the name
+    extra: tuple[Family, ...] = ()  # families on the other metrics the README quotes
+    spec: str = ""  # studies/SPEC.yaml the committed runs came from; default: the name
     profile: str = "fmnist_time"  # the committed runs used the time budget (fmnist is now a FLOP budget)
 
     @property
@@ -52,51 +63,58 @@ class Study:
 
     @property
     def spec_path(self) -> Path:
-        return HERE.parent / "studies" / f"{self.spec_name}.yaml"
+        return STUDIES_DIR / f"{self.spec_name}.yaml"
 
 
-def _vs(metric: str, pairs: list[tuple[str, str]]) -> tuple[Comparison, ...]:
-    return tuple(Comparison(metric, a, b) for a, b in pairs)
+def pairs(*ps) -> tuple[compare.Comparison, ...]:
+    return tuple(compare.Comparison(compare.PAIR, str(a), str(b)) for a, b in ps)
 
+
+TREND = "trend"
+"""Stands for the trend over a study's levels in a family (the levels are known only from the runs)."""
 
 STUDIES = [
     Study("vit_attention_norm", "model.attn_norm",
-          _vs("test_top1", [("zscore", "softmax"), ("cosine", "softmax"), ("linear", "softmax"),
-                            ("linear_scale", "softmax"), ("zscore", "cosine"), ("cosine", "linear"),
-                            ("cosine", "linear_scale")])
-          + _vs("corruption_top1_mean", [("zscore", "softmax"), ("cosine", "softmax"), ("linear", "softmax"),
-                                         ("linear_scale", "softmax")])),
-    Study("mobilevit_heads", "model.num_heads",
-          _vs("test_top1", [("8", "4"), ("16", "4"), ("8", "1"), ("16", "1"), ("8", "2"), ("16", "2"),
-                            ("16", "8")])),
+          extra=(Family("corruption_top1_mean", pairs(("zscore", "softmax"), ("cosine", "softmax"),
+                                                      ("linear", "softmax"), ("linear_scale", "softmax"))),)),
+    Study("mobilevit_heads", "model.num_heads"),
     Study("mobilevit_expansion", "model.expansion",
-          _vs("test_top1", [("1", "2"), ("4", "2"), ("8", "2"), ("8", "4")])
-          + _vs("train_top1", [("8", "2")]) + _vs("gap", [("8", "2")])),
+          extra=(Family("train_top1", pairs(("8", "2"))), Family("gap", pairs(("8", "2"))))),
     Study("mobilevit_expansion_small_data", "model.expansion",
-          _vs("test_top1", [("1", "2"), ("4", "2"), ("8", "2"), ("16", "2")])
-          + _vs("train_top1", [("16", "2")]) + _vs("gap", [("16", "2"), ("8", "2")]),
+          extra=(Family("train_top1", pairs(("16", "2")) + (TREND,)), Family("gap", pairs(("16", "2")))),
           spec="mobilevit_expansion", profile="fmnist_small_data"),
     Study("mobilevit_complexity", "model.level",
-          _vs("test_top1", [("C2", "C1"), ("C3", "C2"), ("C4", "C3"), ("C5", "C4")])
-          + _vs("latency_ms_b1", [("C2", "C1"), ("C3", "C2"), ("C4", "C3"), ("C5", "C4")])),
+          extra=(Family("latency_ms_b1", pairs(("C5", "C1"), ("C3", "C1"), ("C5", "C3")) + (TREND,)),)),
 ]
 
 PERCENT = {"test_top1", "train_top1", "val_top1", "gap", "corruption_top1_mean", "test_ece"}
 TITLES = {"test_top1": "test top-1 (%)", "train_top1": "train top-1 (%, running, augmented)",
           "gap": "train − test top-1 (pp)", "corruption_top1_mean": "corrupted top-1 (%)",
           "latency_ms_b1": "latency, batch 1 (ms)"}
-LEVEL_COLUMNS = [  # (column, header, decimals, interval?)
-    ("epochs", "epochs trained", 2, False),
-    ("test_top1", "test top-1 (%) [95% t]", 2, True),
-    ("sd", "seed SD (pp)", 2, False),
-    ("val_top1", "val top-1 (%)", 2, False),
-    ("train_top1", "train top-1 (%)", 2, False),
-    ("test_ece", "ECE (%)", 2, False),
-    ("corruption_top1_mean", "corrupted top-1 (%)", 2, False),
-    ("corruption_relative_drop", "relative drop (%)", 1, False),
-    ("attn_entropy_norm_mean", "attn entropy (norm.)", 3, False),
-    ("params", "params", 0, False),
-    ("latency_ms_b1", "latency b1 (ms)", 2, False),
+LEVEL_COLUMNS = [  # (column, header, decimals, how): how = mean | ci | range | meanrange | sd | mflops
+    ("steps", "steps, mean (min–max)", 0, "meanrange"),
+    ("epochs", "epochs", 2, "mean"),
+    ("budget_step_s", "calibrated CPU s/step (min–max)", 3, "range"),
+    ("step_s", "wall s/step (min–max)", 3, "range"),
+    ("train_time_s", "training wall clock, s (min–max)", 0, "range"),
+    ("test_top1", "test top-1 (%) [95% t]", 2, "ci"),
+    ("test_top1", "seed SD (pp)", 2, "sd"),
+    ("val_top1", "val top-1 (%)", 2, "mean"),
+    ("train_top1", "train top-1 (%)", 2, "mean"),
+    ("gap", "train − test (pp)", 2, "mean"),
+    ("test_ece", "ECE (%)", 2, "mean"),
+    ("corruption_top1_mean", "corrupted top-1 (%)", 2, "mean"),
+    ("corruption_relative_drop", "relative drop (%)", 1, "mean"),
+    ("attn_entropy_norm_mean", "attn entropy (norm.)", 3, "mean"),
+    ("val_attn_entropy_norm_mean", "attn entropy, val (norm.)", 3, "mean"),
+    ("attn_max_weight_mean", "attn max weight", 3, "mean"),
+    ("attn_distance_px_mean", "attn distance (px)", 2, "mean"),
+    ("attn_rank_residual_last", "rank residual (last)", 2, "mean"),
+    ("attn_token_cosine_last", "token cosine (last)", 2, "mean"),
+    ("params", "params", 0, "mean"),
+    ("flops", "FLOPs (M)", 1, "mflops"),
+    ("latency_ms_b1", "latency b1 (ms), mean (min–max)", 2, "meanrange"),
+    ("throughput_img_s_b256", "inference img/s b256 (min–max)", 0, "range"),
 ]
 
 
@@ -109,6 +127,7 @@ def frame(study_dir: Path):
             df[c] = 100.0 * df[c]
     df["gap"] = df["train_top1"] - df["test_top1"]
     df["epochs"] = df["steps"] / df["steps_per_epoch"]
+    df["step_s"] = df["train_time_s"] / df["steps"]
     return df
 
 
@@ -118,27 +137,30 @@ def fmt(v: float, d: int) -> str:
     return f"{v:,.{d}f}"
 
 
+def level_cell(x: np.ndarray, d: int, how: str) -> str:
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return "—"
+    span = fmt(float(x.min()), d) + ("" if x.min() == x.max() else f"–{fmt(float(x.max()), d)}")
+    if how == "range":
+        return span
+    if how == "meanrange":
+        return fmt(float(x.mean()), d) + ("" if x.min() == x.max() else f" ({span})")
+    if how == "sd":
+        return fmt(float(np.std(x, ddof=1)), d) if x.size > 1 else "—"
+    if how == "ci" and x.size > 1:
+        ci = stats.t_interval(x)
+        return f"{fmt(ci.mean, d)} [{fmt(ci.lo, d)}, {fmt(ci.hi, d)}]"
+    return fmt(float(x.mean()) / (1e6 if how == "mflops" else 1.0), d)
+
+
 def level_table(df, levels: list[str]) -> list[str]:
-    out = ["| level | n | " + " | ".join(h for _, h, _, _ in LEVEL_COLUMNS) + " |",
-           "|---|---:|" + "---:|" * len(LEVEL_COLUMNS)]
+    cols = [c for c in LEVEL_COLUMNS if c[0] in df and np.isfinite(df[c[0]].to_numpy(float)).any()]
+    out = ["| level | n | " + " | ".join(h for _, h, _, _ in cols) + " |", "|---|---:|" + "---:|" * len(cols)]
     for lv in levels:
         g = df[df["level"] == lv]
-        cells = []
-        for col, _, d, interval in LEVEL_COLUMNS:
-            if col == "sd":
-                x = g["test_top1"].to_numpy(float)
-                cells.append(fmt(float(np.std(x, ddof=1)) if x.size > 1 else math.nan, d))
-                continue
-            x = g[col].to_numpy(float) if col in g else np.array([])
-            x = x[np.isfinite(x)]
-            if x.size == 0:
-                cells.append("—")
-            elif interval and x.size > 1:
-                ci = stats.t_interval(x)
-                cells.append(f"{fmt(ci.mean, d)} [{fmt(ci.lo, d)}, {fmt(ci.hi, d)}]")
-            else:
-                cells.append(fmt(float(x.mean()), d))
-        out.append(f"| {lv} | {len(g)} | " + " | ".join(cells) + " |")
+        out.append(f"| {lv} | {len(g)} | " + " | ".join(level_cell(g[c].to_numpy(float), d, how)
+                                                         for c, _, d, how in cols) + " |")
     return out
 
 
@@ -154,45 +176,88 @@ def layer_table(df, levels: list[str], prefix: str, d: int) -> list[str]:
     return out
 
 
-def paired(df, c: Comparison) -> dict:
-    a = df[df["level"] == c.level].set_index("seed")[c.metric]
-    b = df[df["level"] == c.other].set_index("seed")[c.metric]
-    seeds = sorted(set(a.index) & set(b.index))
-    d = np.array([a[s] - b[s] for s in seeds], float)
-    ci = stats.t_interval(d) if d.size > 1 else None
-    p_t = float(sps.ttest_rel(a[seeds], b[seeds]).pvalue) if d.size > 1 and np.std(d) > 0 else math.nan
-    return {"n": d.size, "mean": float(d.mean()) if d.size else math.nan, "lo": ci.lo if ci else math.nan,
-            "hi": ci.hi if ci else math.nan, "p_t": p_t, "p_exact": stats.sign_flip_pvalue(d) if d.size else math.nan}
+def resolve_family(items, levels: list[str]) -> tuple[compare.Comparison, ...]:
+    """The comparisons of `items` whose levels the runs have; TREND becomes the trend over `levels`."""
+    out = []
+    for c in items:
+        if c == TREND:
+            out.append(compare.Comparison(compare.TREND, levels=tuple(levels)))
+        elif c.kind == compare.TREND:
+            kept = tuple(lv for lv in c.levels if lv in levels)
+            if len(kept) >= 2:
+                out.append(compare.Comparison(compare.TREND, levels=kept))
+        elif c.level in levels and c.other in levels:
+            out.append(c)
+    return tuple(out)
 
 
-def comparison_table(df, study: Study) -> list[str]:
-    rows = [paired(df, c) for c in study.comparisons]
-    p_holm = stats.holm_adjust([r["p_t"] if math.isfinite(r["p_t"]) else 1.0 for r in rows])
-    out = ["| comparison | metric | n | Δ [95% t] | p (paired t) | p (t, Holm) | p (exact sign-flip) | t-test verdict |",
-           "|---|---|---:|---:|---:|---:|---:|---|"]
-    for c, r, ph in zip(study.comparisons, rows, p_holm):
-        d = 3 if c.metric == "latency_ms_b1" else 2
-        verdict = ("undecided" if not (ph <= ALPHA) else
-                   f"{c.level} higher" if r["mean"] > 0 else f"{c.level} lower")
-        out.append(f"| {c.level} − {c.other} | {TITLES.get(c.metric, c.metric)} | {r['n']} | "
-                   f"{fmt(r['mean'], d)} [{fmt(r['lo'], d)}, {fmt(r['hi'], d)}] | {r['p_t']:.3g} | {ph:.3g} | "
-                   f"{r['p_exact']:.3g} | {verdict} |")
+def families(study: Study, study_dir: Path, levels: list[str]) -> list[Family]:
+    """The study's families: its primary one, as its committed spec.yaml declares it (`compare:` and
+    `equivalence_margin`, which the report decides with too), and the README's other-metric ones."""
+    spec = resolve(load_spec(study_dir / "spec.yaml"))
+    primary = Family(spec.metrics[0], resolve_family(compare.declared(spec)[study.factor], levels),
+                     spec.equivalence_margin)
+    return [primary] + [Family(f.metric, resolve_family(f.comparisons, levels), f.margin) for f in study.extra]
+
+
+def values_by_level(df, metric: str, levels: list[str]) -> dict[str, dict[int, float]]:
+    return {lv: {int(s): float(v) for s, v in df[df["level"] == lv].set_index("seed")[metric].items()
+                 if math.isfinite(v)} for lv in levels}
+
+
+def family_table(df, fam: Family, levels: list[str]) -> list[str]:
+    vals = values_by_level(df, fam.metric, levels)
+    diffs = [compare.differences(vals, c) for c in fam.comparisons]
+    # the margin bounds a difference of two levels; a trend's slope per step is not on that scale
+    margins = [fam.margin if c.kind == compare.PAIR else None for c in fam.comparisons]
+    decisions = stats.decide_family(diffs, margins)
+    d = 3 if fam.metric == "latency_ms_b1" else 2
+    unit = "ms" if fam.metric == "latency_ms_b1" else "pp"
+    margin = f", equivalence margin ±{fam.margin:g} {unit}" if fam.margin else ", no equivalence margin"
+    out = [f"Family: {TITLES.get(fam.metric, fam.metric)}, {len(fam.comparisons)} declared comparisons{margin}.", "",
+           "| comparison | n | Δ [95% t] | seeds with Δ < 0 | t (df) | p | p Holm | p TOST Holm | verdict | seeds for a "
+           "difference of the observed Δ | seeds for equivalence |", "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+    a = ALPHA / max(len(fam.comparisons), 1)  # Holm's first threshold: what a comparison may have to reach
+    a_eq = ALPHA / max(sum(m is not None for m in margins), 1)  # the same for the TOST family (the reports')
+    for c, x, r in zip(fam.comparisons, diffs, decisions):
+        ci = stats.t_interval(x) if x.size > 1 else stats.CI(math.nan, math.nan, math.nan)
+        sd = float(np.std(x, ddof=1)) if x.size > 1 else math.nan
+        need = stats.seeds_needed(abs(r.mean), sd, alpha=a) if r.mean else math.nan
+        need_eq = stats.tost_seeds_needed(fam.margin, sd, alpha=a_eq) if fam.margin and c.kind == compare.PAIR \
+            else math.nan
+        out.append(f"| {c.label} | {r.n} | {fmt(ci.mean, d)} [{fmt(ci.lo, d)}, {fmt(ci.hi, d)}] | {int((x < 0).sum())}/{r.n} | "
+                   f"{fmt(r.t, 2)} ({r.df}) | {r.p:.3g} | {r.p_holm:.3g} | "
+                   f"{'—' if not math.isfinite(r.p_tost_holm) else f'{r.p_tost_holm:.3g}'} | {verdict_text(r, c)} | "
+                   f"{fmt(need, 0)} | {fmt(need_eq, 0)} |")
     return out
 
 
-def planned_runs(study: Study) -> list:
-    """The runs the study's profile plans (from studies/, beside findings/)."""
-    from vitlab.study.plan import expand
+def verdict_text(r: stats.Decision, c: compare.Comparison) -> str:
+    if r.verdict == stats.DIFFERENCE:
+        word = ("rising" if r.mean > 0 else "falling") if c.kind == compare.TREND else \
+            (f"{c.level} higher" if r.mean > 0 else f"{c.level} lower")
+        return f"difference: {word}"
+    return r.verdict
 
+
+def planned_runs(study: Study) -> list:
+    """The runs the committed study's profile plans (from studies/, beside findings/)."""
     return expand(study.spec_path, study.profile)
 
 
 def summarize(root: Path = HERE) -> str:
     lines = ["# Numbers behind findings/README.md", "",
              "Generated by `python findings/summarize.py` from the run summaries under `findings/*/runs/`. "
-             "Means over seeds; [95% t]: Student-t interval. Comparisons are paired by seed; p (t, Holm): the "
-             "paired t-test Holm-adjusted over the study's comparisons, which decides the verdict at α = 0.05; "
-             "the exact sign-flip test is distribution-free but cannot go below 0.25 at 3 pairs.", ""]
+             "Means over seeds; [95% t]: Student-t interval; ranges are min–max over a level's seeds. "
+             f"Decision rule (the reports' too): {stats.DECISION_RULE}; TOST within the study's equivalence "
+             f"margin, Holm-adjusted over the same family. Verdict at α = {ALPHA:g}: difference (p Holm ≤ α), "
+             "equivalent (p TOST Holm ≤ α), else undecided. What would decide an undecided one: 'seeds for a "
+             "difference of the observed Δ': pairs at which the paired t-test detects a true difference as large as "
+             "the observed one with power 0.8 at α / (family size), the threshold Holm may hold a comparison to; "
+             "'seeds for equivalence': the same for TOST calling a true difference of 0 equivalent (the reports' "
+             "'Seeds for equivalence'); both from the observed spread, so estimates. The families on test top-1 are those each study's spec.yaml declares "
+             "(the re-run specs' families restricted to the levels run here; the reports use them too): fixed "
+             "after these runs, not pre-registered for them.", ""]
     for study in STUDIES:
         d = root / study.name
         df = frame(d) if d.is_dir() else None
@@ -200,10 +265,14 @@ def summarize(root: Path = HERE) -> str:
             lines += [f"## {study.name}", "", "(not complete yet)", ""]
             continue
         levels = list(dict.fromkeys(df["level"]))  # load_results keeps the spec's order of levels
-        lines += [f"## {study.name} ({len(df)} completed runs)", "", *level_table(df, levels), "",
-                  "Paired comparisons:", "", *comparison_table(df, study), ""]
+        lines += [f"## {study.name} ({len(df)} completed runs, {fmt(float(df['minutes'].sum()), 0)} run-minutes "
+                  "of training and evaluation)", "", *level_table(df, levels), ""]
+        for fam in families(study, d, levels):
+            lines += [*family_table(df, fam, levels), ""]
         for prefix, title, dec in [("attn_entropy_norm_l", "Normalized attention entropy per layer "
                                     "(1 = uniform; test images, after training)", 3),
+                                   ("val_attn_entropy_norm_l", "Normalized attention entropy per layer "
+                                    "(validation images, last epoch)", 3),
                                    ("attn_distance_px_l", "Mean attention distance per layer (pixels of the "
                                     "32×32 input)", 2)]:
             t = layer_table(df, levels, prefix, dec)

@@ -175,7 +175,7 @@ def test_score_logits_reproduce_the_weights(norm):
     qkv = attn.qkv(x).reshape(2, 7, 3, 2, 8).permute(2, 0, 3, 1, 4)
     s = attn.score_logits(qkv[0], qkv[1]).double()
     n = 7
-    if norm in ("softmax", "zscore", "qk_layernorm", "scaled_cosine", "lsa"):
+    if norm in ("softmax", "zscore", "zscore_qkv", "qk_layernorm", "scaled_cosine", "lsa"):
         expected = s.softmax(dim=-1)
     elif norm == "sigmoid":
         expected = torch.sigmoid(s)

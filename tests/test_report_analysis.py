@@ -64,6 +64,7 @@ def test_study_sections_have_tables_figures_and_ci(study):
     assert html["Attention"].count("<table>") == 1 and html["Attention"].count("<img ") == 3  # entropy + 2 rollout grids
     assert html["Robustness"].count("<img ") == 2 and "mCE" in html["Robustness"] and "frost" in html["Robustness"]
     assert html["Efficiency"].count("<img ") == 1
+    assert "inference throughput b256 (img/s)" in html["Efficiency"]  # a forward pass, not training img/s
     assert "n=2/3" in html["Attention"]  # the failed cosine run is counted as missing
     assert "[" in html["Robustness"] and "(no interval)" not in html["Attention"]
     for name in (f"{FACTOR}_attn_entropy", f"{FACTOR}_rollout_0", f"{FACTOR}_severity", f"{FACTOR}_corruptions",

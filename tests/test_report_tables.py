@@ -146,35 +146,40 @@ def test_paired_table_matches_stats_by_seed():
     m = tables.metric_for("test_top1")
     pt = tables.paired_table(recs, FACTOR, "softmax", [m, tables.metric_for("test_ece")],
                              ["softmax", "zscore", "cosine"], n_resamples=300, seed=1)
-    assert [(r.level, r.metric.key) for r in pt.rows] == [("zscore", "test_top1"), ("zscore", "test_ece"),
-                                                          ("cosine", "test_top1"), ("cosine", "test_ece")]
+    assert [(r.level, r.metric.key) for r in pt.rows] == [("zscore − softmax", "test_top1"),
+                                                          ("zscore − softmax", "test_ece"),
+                                                          ("cosine − softmax", "test_top1"),
+                                                          ("cosine − softmax", "test_ece")]
     ref = {r.seed: 100 * r.summary["test_top1"] for r in recs if r.level_label == "softmax"}
     z = {r.seed: 100 * r.summary["test_top1"] for r in recs if r.level_label == "zscore" and r.status == "completed"}
     d = [z[s] - ref[s] for s in sorted(z)]
     got = pt.rows[0]
     assert got.n == 2
     assert (got.diff_mean, got.lo, got.hi) == pytest.approx(tuple(stats.t_interval(d)))
-    assert got.p_exact == stats.sign_flip_pvalue(d) == 0.5
+    assert got.p_exact == stats.sign_flip_pvalue(d) == 0.5  # kept as a check; the t-test decides
+    assert (got.t, got.df, got.p_t) == pytest.approx(tuple(stats.paired_t_test(d)))
     sd = float(np.std(d, ddof=1))
     assert got.mde == pytest.approx(stats.minimum_detectable_difference(sd, 2))
     assert got.seeds_needed == stats.seeds_needed(1.0, sd)  # target 1 point, differences in points
     poi = stats.probability_of_improvement_ci(list(z.values()), list(ref.values()), n_resamples=300, seed=1)
     assert (got.p_improve, got.p_improve_lo, got.p_improve_hi) == pytest.approx(tuple(poi))
-    # Holm across the two levels, per metric
-    p = [pt.rows[0].p_exact, pt.rows[2].p_exact]
+    # Holm of the paired t-tests across the family (the two comparisons), per metric
+    p = [pt.rows[0].p_t, pt.rows[2].p_t]
     assert [pt.rows[0].p_adjusted, pt.rows[2].p_adjusted] == pytest.approx(stats.holm_adjust(p).tolist())
     assert not pt.rows[1].metric.higher_is_better  # ECE: lower is better
     assert math.isnan(pt.rows[1].seeds_needed) is False  # ECE is a percentage metric
     g = tables.paired_grid(pt)
-    assert g.header[:3] == ["Level", "Metric", "n"] and len(g.rows) == 4
+    assert g.header[:3] == ["Comparison", "Metric", "n"] and len(g.rows) == 4
+    assert g.header[4:8] == ["paired t", "p", "p Holm", "Verdict"] and g.rows[0][4] == f"t(1) = {got.t:.2f}"
     assert all(len(r) == len(g.header) for r in g.rows)
     assert g.rows[0][3].startswith(("+", "-")) and g.rows[0][3].endswith(" pp")
-    assert g.rows[0][6] == "no detectable difference at n = 2"
+    assert g.rows[0][7] == "undecided at n = 2"
     parsed = list(csv.DictReader(io.StringIO(tables.paired_csv(pt))))
     assert parsed[0]["unit"] == "pp" and float(parsed[0]["p_improve"]) == pytest.approx(got.p_improve)
-    for col in ("p_exact", "p_adjusted", "verdict", "mde", "seeds_needed", "ci_method", "target_delta"):
+    for col in ("t", "df", "p_t", "p_exact", "p_adjusted", "decision", "verdict", "mde", "seeds_needed", "ci_method",
+                "target_delta", "p_tost_adjusted"):
         assert col in parsed[0]
-    assert parsed[0]["verdict"] == "no detectable difference" and parsed[0]["ci_method"] == "t"
+    assert parsed[0]["decision"] == "undecided" and parsed[0]["ci_method"] == "t"
     assert float(parsed[0]["mde"]) == pytest.approx(got.mde)
 
 
@@ -191,22 +196,23 @@ def clear_effect_records(n_seeds: int, effects: dict, metric: str = "test_top1",
     return recs
 
 
-def test_verdicts_from_holm_adjusted_exact_tests():
+def test_verdicts_from_holm_adjusted_paired_t_tests():
     effects = {"ref": 0.0, "up": 0.03, "down": -0.03, "same": 0.0}
     recs = clear_effect_records(8, effects)
     pt = tables.paired_table(recs, FACTOR, "ref", [tables.metric_for("test_top1")], list(effects), n_resamples=200)
-    by = {r.level: r for r in pt.rows}
-    assert by["up"].p_exact == pytest.approx(2 / 256) and by["up"].p_adjusted == pytest.approx(3 * 2 / 256)
-    assert (by["up"].verdict, by["down"].verdict, by["same"].verdict) == ("better", "worse",
-                                                                          "no detectable difference")
+    by = {r.level.split(" ")[0]: r for r in pt.rows}
+    assert [r.p_adjusted for r in pt.rows] == pytest.approx(stats.holm_adjust([r.p_t for r in pt.rows]).tolist())
+    assert (by["up"].decision, by["down"].decision, by["same"].decision) == ("difference", "difference", "undecided")
+    assert (by["up"].verdict, by["down"].verdict) == ("better", "worse")
     # P(improve) compares unpaired runs, so the seed-to-seed spread blurs it: not the verdict's basis
     assert 0.8 < by["up"].p_improve < 1.0 and 0.0 < by["down"].p_improve < 0.2
-    # at 3 seeds the same effects are undetectable by the exact test (p >= 0.25): no verdict
+    # at 3 seeds the paired t-test decides the same clear effects (the exact test could not: p >= 0.25)
     small = tables.paired_table(clear_effect_records(3, effects), FACTOR, "ref", [tables.metric_for("test_top1")],
                                 list(effects), n_resamples=200)
-    assert {r.verdict for r in small.rows} == {"no detectable difference"}
+    assert [r.decision for r in small.rows] == ["difference", "difference", "undecided"]
+    assert min(r.p_exact for r in small.rows) == 0.25
     g = tables.paired_grid(small)
-    assert g.rows[0][6] == "no detectable difference at n = 3"
+    assert g.rows[0][7] == "difference: better" and g.rows[2][7] == "undecided at n = 3"
 
 
 def test_verdict_reversed_for_lower_is_better():

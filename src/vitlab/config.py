@@ -36,7 +36,7 @@ MIN_SYNTHETIC_CLASSES, MAX_SYNTHETIC_CLASSES = 10, 16
 
 ATTN_NORMS = (
     "softmax", "zscore", "cosine", "linear", "linear_scale",
-    "qk_layernorm", "scaled_cosine", "sigmoid", "lsa",
+    "qk_layernorm", "scaled_cosine", "sigmoid", "lsa", "zscore_qkv",
 )
 
 

@@ -100,7 +100,7 @@ METRICS: dict[str, MetricInfo] = {m.name: m for m in [
     MetricInfo("best_epoch", "run", "none", "Best epoch", decimals=0, headline=True),
     MetricInfo("params", "run", "lower", "Parameters", "M", 1e-6, 2, headline=True),
     MetricInfo("flops", "run", "lower", "FLOPs per image", headline=True),
-    MetricInfo("train_time_s", "run", "lower", "Training time", "min", 1 / 60, 1, headline=True),
+    MetricInfo("train_time_s", "run", "lower", "Training time (wall clock)", "min", 1 / 60, 1, headline=True),
     MetricInfo("throughput_img_s", "run", "higher", "Training throughput", "img/s", 1.0, 0, headline=True),
     MetricInfo("steps", "run", "none", "Optimizer steps", decimals=0),
     MetricInfo("train_cpu_s", "run", "lower", "Training CPU time", "s", 1.0, 1),

@@ -12,6 +12,7 @@ N tokens, d = head width, rows of the matrix are queries.
 |-----------------|-------------------------------------------------------------------|-----------------------------|
 | `softmax`       | softmax(Q Kᵀ / √d)                                                | Vaswani et al. 2017         |
 | `zscore`        | softmax(Q′ K′ᵀ / d), Q′, K′ standardized over the head dim         | (study variant)             |
+| `zscore_qkv`    | softmax(Q′ K′ᵀ / d) V′, Q′, K′ **and V′** standardized             | the seed paper's literal "standard" normalization |
 | `cosine`        | Q̂ K̂ᵀ / N, Q̂, K̂ L2-normalized, no softmax                          | (study variant)             |
 | `linear`        | φ(Q) φ(K)ᵀ / (φ(Q) Σⱼ φ(Kⱼ)), φ = elu + 1, computed in O(N)       | Katharopoulos et al. 2020   |
 | `linear_scale`  | (S − minⱼ S) / Σⱼ (S − minⱼ S), S = Q Kᵀ / √d, no exponential     | (study variant)             |
@@ -240,14 +241,14 @@ class Attention(nn.Module):
     def score_logits(self, q: Tensor, k: Tensor) -> Tensor:
         """The (B, H, N, N) scores each variant turns into weights, from the raw per-head q, k.
 
-        softmax, linear_scale: Q Kᵀ/√d · zscore: Q′K′ᵀ/d · cosine: cos(q, k) (before the 1/N) ·
+        softmax, linear_scale: Q Kᵀ/√d · zscore, zscore_qkv: Q′K′ᵀ/d · cosine: cos(q, k) (before the 1/N) ·
         linear: φ(Q) φ(K)ᵀ (positive, normalized by its row sum) · qk_layernorm: LN(Q) LN(K)ᵀ/√d ·
         scaled_cosine: cos(q, k)/τ · sigmoid: Q Kᵀ/√d − log N · lsa: Q Kᵀ/τ with the masked diagonal at −inf.
         """
         q, k = q.float(), k.float()
         d, n = q.shape[-1], q.shape[-2]
         norm = self.attn_norm
-        if norm == "zscore":
+        if norm in ("zscore", "zscore_qkv"):
             return standardize(q) @ standardize(k).transpose(-2, -1) / d
         if norm in ("cosine", "scaled_cosine"):
             cos = F.normalize(q, dim=-1, eps=COSINE_EPS) @ F.normalize(k, dim=-1, eps=COSINE_EPS).transpose(-2, -1)
@@ -269,6 +270,10 @@ class Attention(nn.Module):
 
     def _zscore(self, q, k, v, **kw):
         return zscore_attention(q, k, v, zscore_v=self.zscore_v, **kw)
+
+    def _zscore_qkv(self, q, k, v, **kw):
+        # the seed study's "standard normalization" read literally: Q, K and V are standardized
+        return zscore_attention(q, k, v, zscore_v=True, **kw)
 
     def _cosine(self, q, k, v, **kw):
         return cosine_attention(q, k, v, **kw)

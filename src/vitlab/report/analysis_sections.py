@@ -30,7 +30,8 @@ from ..metrics import RANGE_ANY, RANGE_NONNEGATIVE, RANGE_PERCENT, RANGE_UNIT
 from ..analysis import figures as afig
 from ..analysis.analyze import read_analysis, read_maps
 from ..analysis.corruptions import CORRUPTIONS, ordered
-from ..analysis.robustness import error_profile, mce, mean_profile
+from ..analysis.robustness import (RELATIVE_MIN_DEGRADATION, error_profile, mce, mean_profile,
+                                   weak_reference_corruptions)
 from ..errors import UserError
 from ..io import atomic_write_text
 from ..rundir import (ANALYSIS_DIR, CONFIG_FILE, SUMMARY_FILE, MalformedFile, is_run_dir, read_metrics, read_summary,
@@ -378,8 +379,19 @@ def robustness_html(factor: str, levels: list[LevelData], reference: str | None,
                       f"error over the 5 severities divided by that of the reference level ({ref.label}, its mean "
                       "over seeds): below 100 is more robust than the reference. Relative mCE does the same with "
                       "the errors minus each model's clean error, i.e. it measures the degradation, not the level. "
-                      + first.get("note", "")))
+                      + _weak_reference_note(ref_profile, ref.label) + first.get("note", "")))
     return "".join(parts)
+
+
+def _weak_reference_note(ref_profile: dict, label: str) -> str:
+    """Which corruptions relative mCE leaves out, and why (robustness.RELATIVE_MIN_DEGRADATION)."""
+    weak = weak_reference_corruptions(ref_profile)
+    if not weak:
+        return ""
+    return (f"Relative mCE leaves out {len(weak)} corruption{'s' if len(weak) != 1 else ''} ({', '.join(weak)}) that "
+            f"degrade the reference {label} by less than {100 * RELATIVE_MIN_DEGRADATION:g} points of error summed "
+            "over the 5 severities: dividing by so small a degradation makes the ratio noise (it can reach hundreds "
+            "of percent or flip sign); '—' where no corruption is left. ")
 
 
 def efficiency_html(factor: str, levels: list[LevelData], expected: int, sink: FigureSink) -> str:
@@ -404,7 +416,8 @@ def efficiency_html(factor: str, levels: list[LevelData], expected: int, sink: F
     parts = [table_html(f"{factor}: efficiency on {eff['device']} ({threads} thread{'s' if threads != 1 else ''}, "
                         f"{eff['precision']}); "
                         f"mean [95% {stats.CI_NAMES[sink.ci]} CI] over seeds, {CUT_NOTE}",
-                        ["level", "seeds", "latency b1 (ms)", "latency b1 compiled (ms)", "throughput b256 (img/s)",
+                        ["level", "seeds", "latency b1 (ms)", "latency b1 compiled (ms)",
+                         "inference throughput b256 (img/s)",
                          "params (M)", "MFLOPs", "test top-1 (%)"], rows)]
     parts.append(sink(accuracy_latency_figure(levels), f"{s}_acc_latency",
                       f"{factor}: test top-1 vs batch-1 latency; point = mean over seeds, bars = min–max."))

@@ -30,6 +30,11 @@ SEARCH_SIZE_IN = (7.0, 4.5)
 """Width, height in inches of each search figure."""
 BAND_ALPHA = 0.18
 """Opacity of the interval band around each level's mean curve."""
+MARKERS_UP_TO = 10
+"""Curves with at most this many epochs get a marker at each epoch (runs of one epoch are a point with
+its interval as an error bar: a line through one point would draw nothing)."""
+MARKER_SIZE = 4
+"""Marker size (points) of per-epoch markers."""
 LEGEND_COLUMNS = 4
 """Most columns of the figure legend below the curve panels."""
 
@@ -96,8 +101,15 @@ def curves_figure(records: Iterable, factor: str, levels: Sequence[str], ci: str
                 continue
             ep, mean, lo, hi, n = c
             lo, hi = stats.clip_interval(lo, hi, metric_for(key).valid)
-            (line,) = ax.plot(ep, mean, color=color, lw=1.6, label=f"{mpl_escape(lab)} (n={n})")
-            ax.fill_between(ep, lo, hi, color=color, alpha=BAND_ALPHA, lw=0)
+            if ep.size == 1:  # one epoch: a line of one point draws nothing; a marker with the interval as a bar
+                yerr = np.nan_to_num(np.array([mean - lo, hi - mean]), nan=0.0)
+                line = ax.errorbar(ep, mean, yerr=yerr, fmt="o", color=color, capsize=4, ms=MARKER_SIZE,
+                                   label=f"{mpl_escape(lab)} (n={n})").lines[0]
+                ax.set_xlim(0.5, 1.5)
+            else:
+                (line,) = ax.plot(ep, mean, color=color, lw=1.6, marker="o" if ep.size <= MARKERS_UP_TO else None,
+                                  ms=MARKER_SIZE, label=f"{mpl_escape(lab)} (n={n})")
+                ax.fill_between(ep, lo, hi, color=color, alpha=BAND_ALPHA, lw=0)
             handles.setdefault(line.get_label(), line)
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)

@@ -10,6 +10,7 @@ import base64
 import datetime as _dt
 import html
 import math
+import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from ..errors import UserError
 from ..io import atomic_write_text, check_output_file, make_writable_dir
 from ..rundir import is_run_dir
 from ..safepath import check_tree, inside
+from ..study import compare
 from ..study.index import open_index
 from ..version import __version__
 from . import tables
@@ -104,6 +106,16 @@ class Report:
         return notebook_html(self)
 
 
+def margins(meta: Mapping) -> dict[str, float]:
+    """{primary metric: the spec's equivalence_margin} (empty without one; untrusted meta)."""
+    m = meta.get("equivalence_margin")
+    if m is None:
+        return {}
+    if isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m) or m <= 0:
+        raise UserError(f"equivalence_margin: must be a positive number; got {str(m)[:40]!r}")
+    return {primary_metric(meta): float(m)}
+
+
 def primary_metric(meta: dict) -> str:
     ms = meta.get("metrics") or []
     return ms[0] if ms else DEFAULT_PRIMARY
@@ -154,7 +166,8 @@ def build_report(meta: dict, records: Sequence, report_dir: str | Path,
         split = ds.split_by_dataset(rep.records, factor, ref)
         if split is None and ref in levels and len(levels) > 1:
             pt = tables.paired_table(rep.records, factor, ref, paired_metrics, levels, confidence=opt.confidence,
-                                     ci=opt.ci, target_delta=opt.target_delta)
+                                     ci=opt.ci, target_delta=opt.target_delta,
+                                     comparisons=compare.from_meta(meta, factor), margins=margins(meta))
             _write_grid(tdir, f"{s}_paired", tables.paired_grid(pt), tables.paired_csv(pt))
         vg = None
         vt = variance_table(rep.records, factor, paired_metrics, levels)
@@ -243,6 +256,35 @@ def _dataset(records: Sequence) -> tuple[str, bool]:
     return (", ".join(names) or "unknown"), synthetic
 
 
+DATASET_NAMES = {"cifar100": "CIFAR-100", "cifar10": "CIFAR-10", "fashion_mnist": "Fashion-MNIST",
+                 "synthetic": "synthetic data"}
+"""How spec descriptions spell each dataset (data registry name -> display name), so that a report's
+subtitle can name the data its runs actually used."""
+
+
+def subtitle(description: str, dataset: str) -> str:
+    """The spec's one-line description with the data the runs used: a spec describes its default
+    profile ("... on CIFAR-100"), but a profile may train on other data, so a dataset named in the
+    description that the runs did not use is replaced by the one they did (one dataset), or the runs'
+    data is added after it ("description — runs on X")."""
+    used = [n.strip() for n in dataset.split(",") if n.strip() and n.strip() != "unknown"]
+    if not used:
+        return description
+    shown = [DATASET_NAMES.get(n, n) for n in used]
+
+    def named(name: str) -> re.Pattern:  # the whole name: "CIFAR-10" is not in "CIFAR-100"
+        return re.compile(rf"(?<![\w-]){re.escape(name)}(?![\w-])")
+
+    others = [name for key, name in DATASET_NAMES.items() if key not in used and named(name).search(description)]
+    if len(shown) == 1 and others:
+        for name in others:
+            description = named(name).sub(shown[0], description)
+        return description
+    if not others and all(named(name).search(description) for name in shown):
+        return description
+    return f"{description} — runs on {', '.join(shown)}"
+
+
 def _budgeted(rec) -> bool:
     train = (rec.config or {}).get("train", {})
     return train.get("budget_minutes") is not None or train.get("budget_flops") is not None
@@ -299,14 +341,20 @@ def _methods(rep: Report) -> list[str]:
         "gives no interval. The figures' bands are the same interval at each epoch. " + tables.RANGE_NOTE,
         "Paired comparison: for each seed completed at both levels, d = level − reference (seed effects shared "
         f"by both levels cancel). Δ = mean of d with its {iv}.",
-        "p exact: two-sided sign-flip permutation test of mean d = 0 (Fisher 1935): under the null each d is "
-        f"equally likely positive or negative, so p = share of the 2^n sign patterns (all of them up to n = "
-        f"{stats.EXACT_MAX_N}, {stats.N_PERMUTATIONS:,} random ones beyond) whose |Σ ± d| ≥ |Σ d|. It assumes "
-        f"no distribution; its smallest value is 2/2^n (0.25 at n = 3), so n ≥ 6 pairs are needed to reach {a}.",
-        "p Holm: the exact p-values of a factor's levels adjusted by Holm's step-down method (Holm 1979), which "
-        f"keeps the chance of any false 'better'/'worse' among them at most {a}.",
-        f"Verdict: 'better' or 'worse' when p Holm ≤ {a}, by the sign of Δ (for losses and ECE lower is better); "
-        "otherwise 'no detectable difference at n = k'. The verdict never comes from P(improve).",
+        "The family: the comparisons the spec declares (compare: each level vs the reference, named pairs, a "
+        "linear trend over the ordered levels, whose per-seed least-squares slope is tested like a difference); "
+        "without compare:, each level vs the reference. One Holm adjustment covers exactly that family, per metric.",
+        f"Decision rule ({stats.DECISION_RULE}): paired t = mean(d) / (s / √n) with n − 1 degrees of freedom, "
+        f"two-sided p; p Holm by Holm's step-down method (Holm 1979), which keeps the chance of any false "
+        f"'difference' in the family at most {a}. Why not the exact sign-flip test: its smallest p is 2/2^n "
+        f"(0.25 at 3 seeds, 0.0625 at 5), so at the 3-10 seeds a study affords it can rarely decide anything "
+        "after Holm; the t-test is exact for normal seed-to-seed differences and its interval measured 95% "
+        "coverage at 2-10 seeds (below). The sign-flip p is kept in the CSV as a distribution-free check.",
+        f"Verdict: 'difference' (better/worse by the sign of Δ; lower is better for losses and ECE) when p Holm ≤ "
+        f"{a}; 'equivalent within ±m' when the spec sets equivalence_margin m (primary metric) and the two one-sided "
+        f"t-tests (TOST, Schuirmann 1987), Holm-adjusted over the same family, reject |Δ| ≥ m at {a} (the 90% "
+        "interval of Δ lies inside ±m); otherwise 'undecided at n = k', with the seeds that would decide it. "
+        "The verdict never comes from P(improve).",
         "P(improve): probability of improvement (Agarwal et al. 2021): the chance that a randomly drawn run of the "
         "level beats a randomly drawn run of the reference, P(X > Y) + P(X = Y)/2 over all pairs of runs (the "
         f"Mann-Whitney U statistic / n_x n_y), with a {conf}% stratified-bootstrap percentile interval (runs of each "
@@ -316,8 +364,9 @@ def _methods(rep: Report) -> list[str]:
         "observed standard deviation of d. Seeds needed: the smallest number of pairs with power "
         f"{stats.POWER:g} for a difference of report.target_delta = {opt.target_delta:g} percentage points "
         "(percentage metrics); it is an estimate, as it uses the observed spread.",
-        "Adaptive seeding (when the study used it): a level gets more seeds only while its comparison is "
-        "undecided; it stops when its paired interval excludes 0 and the exact test rejects, when the interval "
+        "Adaptive seeding (when the study used it): a level gets more seeds only while a declared comparison it "
+        "is part of is undecided; it stops when each is a difference or equivalent by the rule above at "
+        "alpha / (family size) (Bonferroni, so Holm keeps the verdict), without a margin also when the interval "
         "contains 0 and is narrower than target_delta, or at the maximum.",
     ]
     budgets = _config_values(recs, "train", "budget_minutes")
@@ -403,7 +452,7 @@ def render_html(rep: Report) -> str:
         f"<header><h1>{e(name)}</h1>",
     ]
     if meta.get("description"):
-        parts.append(f"<p>{e(str(meta['description']))}</p>")
+        parts.append(f"<p>{e(subtitle(str(meta['description']), dataset))}</p>")
     rows = [("Kind", str(meta.get("kind", "study"))), ("Dataset", dataset), ("Generated", rep.generated),
             ("vitlab version", __version__), ("Runs", runs_line)]
     if meta.get("profile"):  # the description is the spec's; a profile may change its data and budget

@@ -24,6 +24,7 @@ from .. import stats
 from ..config import SEED_SOURCES
 from ..metrics import PCT_DECIMALS, RANGE_NONNEGATIVE, metric_info
 from ..rundir import RunStatus
+from ..study.compare import PAIR, TREND, Comparison, differences, versus_reference
 from .formats import Grid, to_csv
 
 COMPLETED = RunStatus.COMPLETED.value
@@ -306,10 +307,23 @@ def _has_few_seeds(ns: Iterable[int]) -> bool:
     return any(2 <= n < stats.MIN_SEEDS_TO_BOUND for n in ns)
 
 
+EMPTY_ROWS_NOTE = ("Left out: {rows}, which no completed run has a value for (the stability rows need at least 2 "
+                   "logged epochs; a budgeted run of one epoch has none).")
+"""Says which metric rows the factor table dropped because every cell was empty, instead of a row of '—'."""
+WALL_CLOCK_NOTE = ("Training time is wall clock (train_time_s): it depends on the machine and its load, and it is not "
+                   "the CPU time or the FLOPs a study may equalize instead (the compute table, when there is one, gives "
+                   "steps and CPU seconds).")
+"""Says what the training-time row measures."""
+
+
 def factor_grid(t: FactorTable) -> Grid:
     header = ["Metric"] + [lv.label for lv in t.levels]
     rows = [["Runs completed"] + [lv.text() for lv in t.levels]]
+    empty = []
     for m in t.metrics:
+        if not any(t.cells[(m.key, lv.label)].n for lv in t.levels) and any(lv.completed for lv in t.levels):
+            empty.append(m.title)
+            continue
         rows.append([m.title] + [cell_text(t.cells[(m.key, lv.label)], m.decimals) for lv in t.levels])
     notes = [f"Cells: mean over seeds [{interval_name(t.confidence, t.method)} of the mean] (n = seeds in the "
              "cell; n=k/N where k of N planned seeds completed). One seed gives no interval; a bare mean means "
@@ -319,6 +333,10 @@ def factor_grid(t: FactorTable) -> Grid:
         notes.append(small_n_note(t.method))
     if _has_few_seeds(c.n for c in t.cells.values()):
         notes.append(few_seeds_note())
+    if any(m.key == "train_minutes" for m in t.metrics):
+        notes.append(WALL_CLOCK_NOTE)
+    if empty:
+        notes.append(EMPTY_ROWS_NOTE.format(rows=", ".join(empty)))
     return Grid(f"Factor {t.factor}", header, rows, notes)
 
 
@@ -342,7 +360,8 @@ def factor_csv(t: FactorTable) -> str:
 
 @dataclass
 class PairedRow:
-    """One level against the reference on one metric (differences in the printed unit)."""
+    """One declared comparison on one metric (differences in the printed unit; a trend's Δ is the
+    slope per level step). `level` is the comparison's label ("zscore − softmax", "trend C1 → C5")."""
 
     level: str
     metric: Metric
@@ -350,14 +369,24 @@ class PairedRow:
     diff_mean: float
     lo: float
     hi: float
-    p_exact: float
-    p_adjusted: float
-    verdict: str
+    p_exact: float  # the sign-flip test: shown in the CSV as a distribution-free check, never decides
+    p_adjusted: float  # paired t, Holm over the declared family
+    verdict: str  # a difference's direction, better / worse ('' otherwise; `decision` holds the verdict)
     mde: float
     seeds_needed: float
     p_improve: float
     p_improve_lo: float
     p_improve_hi: float
+    t: float = math.nan
+    df: int = 0
+    p_t: float = math.nan
+    p_tost: float = math.nan
+    p_tost_adjusted: float = math.nan
+    margin: float = math.nan
+    seeds_equivalence: float = math.nan
+    decision: str = stats.UNDECIDED
+    comparison: Comparison | None = None
+    sd: float = math.nan  # standard deviation of the paired differences
 
 
 @dataclass
@@ -371,51 +400,77 @@ class PairedTable:
     alpha: float = stats.ALPHA
     power: float = stats.POWER
     target_delta: float = TARGET_DELTA
+    declared: bool = False  # the spec declared its comparisons (compare:), else each level vs the reference
+    margins: dict[str, float] = field(default_factory=dict)  # metric key -> equivalence margin
 
 
-def paired_row(level: str, m: Metric, ref: Mapping, other: Mapping, confidence: float = stats.CONFIDENCE,
-               ci: str = stats.DEFAULT_CI, n_resamples: int = stats.N_RESAMPLES, seed: int = stats.BOOTSTRAP_SEED,
-               target_delta: float = TARGET_DELTA, alpha: float = stats.ALPHA,
-               power: float = stats.POWER) -> PairedRow:
-    """`other` against `ref` ({pair key: value}, printed unit) before the Holm adjustment: the
-    verdict and p_adjusted are filled in by `paired_table` across the factor's levels."""
-    a, b = stats.pair_values(ref, other)
-    d = b - a
+def comparison_row(c: Comparison, m: Metric, values: Mapping[str, Mapping], confidence: float = stats.CONFIDENCE,
+                   ci: str = stats.DEFAULT_CI, n_resamples: int = stats.N_RESAMPLES, seed: int = stats.BOOTSTRAP_SEED,
+                   target_delta: float = TARGET_DELTA, alpha: float = stats.ALPHA, power: float = stats.POWER,
+                   margin: float | None = None) -> PairedRow:
+    """One comparison before the family's Holm adjustment (`paired_table` fills in p_adjusted, the
+    TOST adjustment and the verdict). `values`: {level label: {pair key: value}} in the printed unit."""
+    d = differences(values, c)
     n = int(d.size)
-    c = stats.mean_ci(d, ci, confidence, n_resamples, seed)
-    c = stats.CI(c.mean, *stats.clip_interval(c.lo, c.hi, stats.difference_range(m.valid)))
+    ci_ = stats.mean_ci(d, ci, confidence, n_resamples, seed)
+    ci_ = stats.CI(ci_.mean, *stats.clip_interval(ci_.lo, ci_.hi, stats.difference_range(m.valid)))
     sd = float(np.std(d, ddof=1)) if n >= 2 else math.nan
-    sign = 1.0 if m.higher_is_better else -1.0
-    # P(improve) compares runs, not pairs (Agarwal et al.): every completed run of each level.
-    xs = [v for v in other.values() if math.isfinite(v)]
-    ys = [v for v in ref.values() if math.isfinite(v)]
-    poi = stats.probability_of_improvement_ci([sign * v for v in xs], [sign * v for v in ys], confidence,
-                                              n_resamples, seed)
+    poi = stats.CI(math.nan, math.nan, math.nan)
+    if c.kind == PAIR:  # P(improve) compares runs, not pairs (Agarwal et al.): every completed run of each level
+        sign = 1.0 if m.higher_is_better else -1.0
+        xs = [sign * v for v in values.get(c.level, {}).values() if math.isfinite(v)]
+        ys = [sign * v for v in values.get(c.other, {}).values() if math.isfinite(v)]
+        poi = stats.probability_of_improvement_ci(xs, ys, confidence, n_resamples, seed)
     target = target_delta if m.unit == "%" else math.nan
-    return PairedRow(level, m, n, c.mean, c.lo, c.hi, stats.sign_flip_pvalue(d), math.nan, stats.VERDICT_NONE,
-                     stats.minimum_detectable_difference(sd, n, alpha, power),
-                     stats.seeds_needed(target, sd, alpha, power), poi.mean, poi.lo, poi.hi)
+    test = stats.paired_t_test(d) if n else stats.TTest(math.nan, 0, math.nan)
+    return PairedRow(c.label, m, n, ci_.mean, ci_.lo, ci_.hi, stats.sign_flip_pvalue(d) if n else math.nan,
+                     math.nan, "", stats.minimum_detectable_difference(sd, n, alpha, power),
+                     stats.seeds_needed(target, sd, alpha, power), poi.mean, poi.lo, poi.hi,
+                     t=test.t, df=test.df, p_t=test.p,
+                     p_tost=stats.tost_pvalue(d, margin) if margin and n else math.nan,
+                     margin=margin if margin else math.nan,
+                     comparison=c, sd=sd)
 
 
 def paired_table(records: Iterable, factor: str, reference: str, metrics: Sequence[Metric],
                  levels: Sequence[str] | None = None, confidence: float = stats.CONFIDENCE,
                  ci: str = stats.DEFAULT_CI, n_resamples: int = stats.N_RESAMPLES, seed: int = stats.BOOTSTRAP_SEED,
                  target_delta: float = TARGET_DELTA, alpha: float = stats.ALPHA,
-                 power: float = stats.POWER) -> PairedTable:
-    """Every level of `factor` against `reference`, paired by seed (see `paired_row`); for each
-    metric the exact p-values are Holm-adjusted across the levels, and the verdict comes from
-    the adjusted p-value."""
+                 power: float = stats.POWER, comparisons: Sequence[Comparison] | None = None,
+                 margins: Mapping[str, float] | None = None) -> PairedTable:
+    """The declared comparisons of `factor` (default: each level minus `reference`), paired by seed,
+    on every metric. Per metric, the family is exactly those comparisons: their paired t p-values
+    (and TOST p-values, for a metric with a margin in `margins`) are Holm-adjusted over it and
+    `stats.decide_family`'s rule gives each verdict."""
     recs = [r for r in records if r.factor == factor]
-    labels = [lab for lab in levels_of(recs, levels) if lab != reference]
-    rows = [paired_row(lab, m, _values_by_key(recs, reference, m), _values_by_key(recs, lab, m), confidence, ci,
-                       n_resamples, seed, target_delta, alpha, power)
-            for lab in labels for m in metrics]
+    labels = levels_of(recs, levels)
+    family = list(comparisons) if comparisons is not None else versus_reference(labels, reference)
+    family = [c for c in family if all(lab in labels for lab in c.members)]
+    margins = dict(margins or {})
+    rows = []
+    for c in family:
+        for m in metrics:
+            values = {lab: _values_by_key(recs, lab, m) for lab in c.members}
+            # the margin bounds a difference of two levels; a trend's slope per step is not on that scale
+            margin = margins.get(m.key) if c.kind == PAIR else None
+            rows.append(comparison_row(c, m, values, confidence, ci, n_resamples, seed, target_delta, alpha, power,
+                                       margin))
     for m in metrics:
         mine = [r for r in rows if r.metric.key == m.key]
-        for r, p in zip(mine, stats.holm_adjust([r.p_exact for r in mine])):
-            r.p_adjusted = float(p)
-            r.verdict = stats.verdict(r.diff_mean, r.p_adjusted, m.higher_is_better, alpha)
-    return PairedTable(factor, reference, list(metrics), rows, confidence, ci, alpha, power, target_delta)
+        p_holm = stats.holm_adjust([r.p_t for r in mine])
+        p_tost = stats.holm_adjust([r.p_tost for r in mine])  # over the comparisons with a margin
+        with_margin = sum(math.isfinite(r.margin) for r in mine)
+        for r, ph, pe in zip(mine, p_holm, p_tost):
+            r.p_adjusted, r.p_tost_adjusted = float(ph), float(pe)
+            if math.isfinite(r.margin):  # planned at Holm's first threshold, what a comparison may have to reach
+                r.seeds_equivalence = stats.tost_seeds_needed(r.margin, r.sd, alpha / with_margin, power)
+            r.decision = (stats.DIFFERENCE if ph <= alpha and r.diff_mean != 0 else
+                          stats.EQUIVALENT if pe <= alpha else stats.UNDECIDED)
+            # the direction of a difference (better / worse); empty when there is none to give
+            r.verdict = stats.verdict(r.diff_mean, r.p_adjusted, m.higher_is_better, alpha) \
+                if r.decision == stats.DIFFERENCE else ""
+    return PairedTable(factor, reference, list(metrics), [r for r in rows], confidence, ci, alpha, power,
+                       target_delta, comparisons is not None, margins)
 
 
 def _p(v: float) -> str:
@@ -430,7 +485,10 @@ def _seeds(v: float) -> str:
 
 def _p_improve(r: PairedRow) -> str:
     """'0.75 [0.50, 1.00]'; a bootstrap that gave one value for every resample is marked, not shown
-    as the interval [1.00, 1.00] (a few runs that all beat the reference, not certainty)."""
+    as the interval [1.00, 1.00] (a few runs that all beat the reference, not certainty). A trend has
+    no P(improve)."""
+    if not math.isfinite(r.p_improve):
+        return MISSING
     s = num(r.p_improve, P_DECIMALS)
     if not math.isfinite(r.p_improve_lo):
         return s + " (no interval)"
@@ -439,11 +497,30 @@ def _p_improve(r: PairedRow) -> str:
     return s + f" [{num(r.p_improve_lo, P_DECIMALS)}, {num(r.p_improve_hi, P_DECIMALS)}]"
 
 
+def verdict_cell(r: PairedRow) -> str:
+    """'difference: better' / 'equivalent within ±0.5 pp' / 'undecided at n = 3' (the three verdicts
+    of stats.decide_family; a trend's difference says rising or falling)."""
+    unit = f" {r.metric.diff_unit}" if r.metric.diff_unit else ""
+    if r.decision == stats.DIFFERENCE:
+        if r.comparison is not None and r.comparison.kind == TREND:
+            return "difference: " + ("rising" if r.diff_mean > 0 else "falling")
+        return f"difference: {r.verdict}"
+    if r.decision == stats.EQUIVALENT:
+        return f"equivalent within ±{r.margin:g}{unit}"
+    return f"undecided at n = {r.n}"
+
+
+def _t_text(r: PairedRow) -> str:
+    return MISSING if not math.isfinite(r.p_t) else f"t({r.df}) = {r.t:.2f}"
+
+
 def paired_grid(t: PairedTable) -> Grid:
     iv = interval_name(t.confidence, t.method)
-    header = ["Level", "Metric", "n", f"Δ [{iv}]", "p exact", "p Holm", "Verdict",
-              f"P(improve) [{round(t.confidence * 100)}% bootstrap]",
-              "MDE", f"Seeds for Δ = {t.target_delta:g} pp"]
+    with_margin = any(math.isfinite(r.margin) for r in t.rows)
+    header = ["Comparison", "Metric", "n", f"Δ [{iv}]", "paired t", "p", "p Holm", "Verdict"]
+    if with_margin:
+        header += ["p TOST Holm", "Seeds for equivalence"]
+    header += [f"P(improve) [{round(t.confidence * 100)}% bootstrap]", "MDE", f"Seeds for Δ = {t.target_delta:g} pp"]
     rows = []
     for r in t.rows:
         d = r.metric.decimals
@@ -451,41 +528,67 @@ def paired_grid(t: PairedTable) -> Grid:
         if r.n == 0:
             rows.append([r.level, r.metric.title, "0"] + [MISSING] * (len(header) - 3))
             continue
-        poi = _p_improve(r)
-        rows.append([r.level, r.metric.title, str(r.n),
-                     interval_text(r.diff_mean, r.lo, r.hi, r.n, d, t.method, sign=True) + unit,
-                     _p(r.p_exact), _p(r.p_adjusted), stats.verdict_text(r.verdict, r.n),
-                     poi, num(r.mde, d) + (unit if math.isfinite(r.mde) else ""),
-                     _seeds(r.seeds_needed)])
+        row = [r.level, r.metric.title, str(r.n), interval_text(r.diff_mean, r.lo, r.hi, r.n, d, t.method, sign=True)
+               + unit, _t_text(r), _p(r.p_t), _p(r.p_adjusted), verdict_cell(r)]
+        if with_margin:
+            row += [_p(r.p_tost_adjusted), _seeds(r.seeds_equivalence)]
+        row += [_p_improve(r), num(r.mde, d) + (unit if math.isfinite(r.mde) else ""), _seeds(r.seeds_needed)]
+        rows.append(row)
     a = f"{t.alpha:g}"
-    notes = [f"Each level minus the reference level '{t.reference}', paired by seed (seeds completed at both). "
-             f"Δ: mean paired difference with its {iv}. p exact: two-sided sign-flip permutation test (all 2^n "
-             f"sign patterns); its smallest possible value is 2/2^n, so n >= 6 pairs are needed to reach {a}. "
-             f"p Holm: Holm-Bonferroni adjusted across this factor's levels; the verdict is 'better'/'worse' when it "
-             f"is <= {a} (lower is better for losses and ECE). P(improve): probability that a run of the level beats "
-             "a run of the reference (Agarwal et al. 2021), with its stratified-bootstrap interval (too narrow at a "
-             f"few runs, like every bootstrap); it never decides the verdict. MDE: smallest true difference the paired t-test detects at this n with power "
-             f"{t.power:g} at level {a}, from the observed spread of the differences. Seeds: pairs needed to detect "
-             f"a difference of {t.target_delta:g} pp (report.target_delta) with that power (percentage metrics); "
+    family = ("the comparisons the spec declares (compare:)" if t.declared else
+              f"each level minus the reference level '{t.reference}' (no compare: declared)")
+    notes = [f"The family: {family}, paired by seed (seeds completed at every level involved); a trend is the "
+             "per-seed least-squares slope over the levels in order, per level step. "
+             f"Δ: mean paired difference with its {iv}. Decision rule ({stats.DECISION_RULE}): paired t is the "
+             "statistic t = mean(d) / (s / √n) with n − 1 degrees of freedom, p its two-sided p-value, p Holm that "
+             f"p adjusted by Holm over the family of this metric; 'difference' when p Holm ≤ {a} (better/worse by "
+             "the sign of Δ; lower is better for losses and ECE). The t-test, not the exact sign-flip test, decides "
+             "because the sign-flip test cannot go below 2/2^n (0.25 at 3 seeds); the t-test assumes roughly normal "
+             "seed-to-seed differences, under which its interval measured 95% coverage at 2-10 seeds. "
+             "P(improve): probability that a run of the level beats a run of the other (Agarwal et al. 2021), with "
+             f"its stratified-bootstrap interval (too narrow at a few runs, like every bootstrap); it never decides "
+             f"the verdict. MDE: smallest true difference the paired t-test detects at this n with power {t.power:g} "
+             f"at level {a}, from the observed spread of the differences. Seeds: pairs needed to detect a difference "
+             f"of {t.target_delta:g} pp (report.target_delta) with that power (percentage metrics); "
              f"'> {SEEDS_NEEDED_SHOWN}' when more are needed: the spread is too large (or, over few pairs, too poorly "
              f"known) for more seeds to be the remedy. Δ intervals are cut to the range a difference can take."]
+    if with_margin:
+        margins = ", ".join(f"{k} ±{v:g}" for k, v in t.margins.items())
+        notes.append(f"Equivalence (equivalence_margin: {margins}): two one-sided t-tests (TOST, Schuirmann 1987) of "
+                     f"|true Δ| ≥ margin, Holm-adjusted over the same family; 'equivalent' when p TOST Holm ≤ {a} and "
+                     "the comparison is not a difference, i.e. the 90% interval of Δ lies inside ±margin. Seeds for "
+                     "equivalence: pairs at which TOST decides with power "
+                     f"{t.power:g} if the true Δ is 0 (observed spread), at {a} / (comparisons with a margin), "
+                     "the threshold Holm may hold a comparison to. Otherwise 'undecided': the seeds columns say "
+                     "what would decide it.")
     if any(stats.interval_note(t.method, r.n) for r in t.rows):
         notes.append(small_n_note(t.method))
     if _has_few_seeds(r.n for r in t.rows):
         notes.append(few_seeds_note())
-    if any(r.n and r.p_improve_lo == r.p_improve_hi for r in t.rows):
+    if any(r.n and math.isfinite(r.p_improve) and r.p_improve_lo == r.p_improve_hi for r in t.rows):
         notes.append(f"{DEGENERATE_MARK} every bootstrap resample gave this P(improve) (e.g. every run of the level "
-                     "beat every run of the reference): too few runs for an interval, not certainty.")
-    return Grid(f"Factor {t.factor}: paired comparison with {t.reference}", header, rows, notes)
+                     "beat every run of the other): too few runs for an interval, not certainty.")
+    return Grid(f"Factor {t.factor}: declared comparisons" if t.declared else
+                f"Factor {t.factor}: paired comparison with {t.reference}", header, rows, notes)
 
 
 def paired_csv(t: PairedTable) -> str:
-    rows = [[t.factor, t.reference, r.level, r.metric.key, r.metric.diff_unit, r.n, r.diff_mean, r.lo, r.hi,
-             r.p_exact, r.p_adjusted, r.verdict, r.mde, r.seeds_needed, r.p_improve, r.p_improve_lo,
-             r.p_improve_hi, t.confidence, t.method, t.target_delta if r.metric.unit == "%" else math.nan]
+    """Long format, one row per (comparison, metric); `level` and `other` are a pair's two levels
+    (Δ = level − other; empty for a trend). `decision` is the verdict (difference / equivalent /
+    undecided), `verdict` a difference's direction (better / worse, else empty); p_exact (sign-flip)
+    is a distribution-free check that never decides."""
+    def ends(r: PairedRow) -> list[str]:  # a pair's two levels (a − b); a trend has none
+        c = r.comparison
+        return [c.level, c.other] if c is not None and c.kind == PAIR else ["", ""]
+
+    rows = [[t.factor, t.reference, r.level, *ends(r), r.metric.key, r.metric.diff_unit, r.n, r.diff_mean, r.lo, r.hi,
+             r.t, r.df, r.p_t, r.p_adjusted, r.decision, r.verdict, r.margin, r.p_tost, r.p_tost_adjusted,
+             r.p_exact, r.mde, r.seeds_needed, r.seeds_equivalence, r.p_improve, r.p_improve_lo, r.p_improve_hi,
+             t.confidence, t.method, t.target_delta if r.metric.unit == "%" else math.nan]
             for r in t.rows]
-    return to_csv(["factor", "reference", "level", "metric", "unit", "n_pairs", "diff_mean", "lo", "hi", "p_exact",
-                   "p_adjusted", "verdict", "mde", "seeds_needed", "p_improve", "p_improve_lo", "p_improve_hi",
+    return to_csv(["factor", "reference", "comparison", "level", "other", "metric", "unit", "n_pairs", "diff_mean", "lo", "hi", "t",
+                   "df", "p_t", "p_adjusted", "decision", "verdict", "margin", "p_tost", "p_tost_adjusted",
+                   "p_exact", "mde", "seeds_needed", "seeds_equivalence", "p_improve", "p_improve_lo", "p_improve_hi",
                    "confidence", "ci_method", "target_delta"], rows)
 
 
@@ -497,9 +600,10 @@ def adaptive_grid(factor: str, info: Mapping[str, Mapping]) -> Grid:
     """Which levels the adaptive runner stopped, after how many seeds, and why (meta['adaptive'])."""
     rows = [[str(label), str(v.get("seeds", MISSING)), str(v.get("stopped") or "not stopped")]
             for label, v in info.items() if isinstance(v, Mapping)]
-    notes = ["Adaptive seeding adds seeds only to levels whose comparison with the reference is undecided: a "
-             "level stops when its paired interval excludes 0 and the exact test rejects (separated), when the "
-             "interval contains 0 and is narrower than target_delta (precise), or at the maximum number of seeds."]
+    notes = ["Adaptive seeding adds seeds only to levels with a declared comparison still undecided: a level stops "
+             "when every comparison it is part of is decided by the report's rule at alpha / (family size) — a "
+             "difference (paired t) or, with an equivalence_margin, equivalent (TOST); without a margin, also "
+             "when the interval contains 0 and is narrower than target_delta (precise) — or at the maximum seeds."]
     return Grid(f"Factor {factor}: adaptive seeding", ["Level", "Seeds", "Stopped"], rows, notes)
 
 

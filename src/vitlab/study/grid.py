@@ -1,9 +1,9 @@
 """Task sources of a study (`vary:` / `grid:`): a fixed set of runs, or adaptive seeding.
 
 `GridSource` queues every run of an expanded study that is not final yet (pending ones resume).
-`AdaptiveSource` starts from the spec's `min` seeds and adds seeds one at a time to the levels whose
-paired comparison with their reference is still undecided (`vitlab.stats.seeding_decision`), up to
-`max`. Its decisions depend only on the results of the seeds a level already has, so a killed and
+`AdaptiveSource` starts from the spec's `min` seeds and adds seeds one at a time to the levels of a
+declared comparison (`compare:`, default each level vs the reference) that is still undecided
+(`vitlab.stats.seeding_decision`: the report's paired t / TOST rule), up to `max`. Its decisions depend only on the results of the seeds a level already has, so a killed and
 rerun study replays them from the run directories and ends with the same seeds and tables.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ from .. import stats
 from ..analysis import missing_sections
 from ..metrics import metric_info
 from ..rundir import FINAL_STATUSES, MalformedFile, RunStatus, warn_damaged
+from . import compare
 from . import spec as specmod
 from . import plan as planmod
 from .levels import combo_label, level_label, value_key
@@ -125,10 +126,13 @@ class GridSource:
 class AdaptiveSource(GridSource):
     """Adaptive seeding over a `vary:` or `grid:` study (see the module doc).
 
-    For each compared level L (every level but its factor's reference) with n seeds: when L and the
-    reference have a final result at every seed < n, the paired differences on `adaptive.metric`
-    decide; undecided and n < max -> seed n is added to L and, if needed, to the reference. The
-    state of every level (seeds, why it stopped) goes into the index meta under "adaptive".
+    Each declared comparison (study/compare.py; default: each level vs its factor's reference) has n
+    seeds: when every level it involves has a final result at every seed < n, its paired differences
+    (a trend's per-seed slopes) on `adaptive.metric` are decided by `stats.seeding_decision` at
+    alpha / (its family's size), with the spec's equivalence_margin when that metric is the primary
+    one; undecided and n < max -> seed n is added to each level it involves. A level stops when every
+    comparison it is part of has. The state of every level (seeds, why it stopped) goes into the
+    index meta under "adaptive".
     """
 
     def __init__(self, study: specmod.StudySpec, runs: list[planmod.RunSpec], out: Path, index: IndexWriter,
@@ -136,20 +140,22 @@ class AdaptiveSource(GridSource):
         self.adaptive = study.adaptive
         self.meta = meta
         super().__init__(study, runs, out, index, max_retries, retrain_damaged)
-        refs = planmod.reference_levels(study)
-        self.levels: list[tuple[str, Any]] = []  # (factor, level) compared with refs[factor]
+        self.refs = planmod.reference_labels(study)
+        self.level_of: dict[tuple[str, str], Any] = {}  # (factor, label) -> level value
         for factor, levels in planmod.factor_levels(study):
-            ref_key = value_key(refs[factor])
-            self.levels += [(factor, lv) for lv, _ in levels if value_key(lv) != ref_key]
-        self.refs = refs
-        self.n: dict[tuple[str, str], int] = {}
-        self.stopped: dict[tuple[str, str], str] = {}
+            for lv, _ in levels:
+                self.level_of[(factor, _label(factor, lv))] = lv
+        self.family = compare.declared(study)
+        self.declared = set(study.compare)
+        self.n: dict[tuple[str, int], int] = {(f, i): self.adaptive.min for f, cs in self.family.items()
+                                              for i in range(len(cs))}
+        self.stopped: dict[tuple[str, int], str] = {}
         self.runs_of: dict[tuple[str, str, int], planmod.RunSpec] = {}
         for r in runs:
             self.runs_of[(r.factor, value_key(r.level), r.seed)] = r
-        for factor, lv in self.levels:
-            self.n[(factor, value_key(lv))] = self.adaptive.min
         self.percent = metric_info(self.adaptive.metric).unit == "%"
+        primary = study.metrics[0] if study.metrics else None
+        self.margin = study.equivalence_margin if self.adaptive.metric == primary else None
         self.advance()
 
     def run_at(self, factor: str, level: Any, seed: int) -> planmod.RunSpec:
@@ -174,58 +180,75 @@ class AdaptiveSource(GridSource):
         status, attempts = self.index.status(run_id)
         return status == RunStatus.FAILED and attempts > self.max_retries
 
+    def _values(self, factor: str, c: compare.Comparison, n: int) -> dict[str, dict[int, float]] | None:
+        """{label: {seed: value}} of the comparison's levels at seeds < n; None while one is not final."""
+        out: dict[str, dict[int, float]] = {}
+        for lab in c.members:
+            vals = {s: self.value(self.run_at(factor, self.level_of[(factor, lab)], s)) for s in range(n)}
+            if any(v is None for v in vals.values()):
+                return None
+            out[lab] = {s: v for s, v in vals.items() if math.isfinite(v)}
+        return out
+
     def advance(self) -> None:
-        """Decide every level whose current seeds are all final; add a seed where undecided (to a fixpoint)."""
-        compared = {}
-        for factor, _ in self.levels:
-            compared[factor] = compared.get(factor, 0) + 1
+        """Decide every comparison whose current seeds are all final; add a seed where undecided (to a fixpoint)."""
         changed = True
         while changed:
             changed = False
-            for factor, lv in self.levels:
-                key = (factor, value_key(lv))
-                if key in self.stopped:
-                    continue
-                n = self.n[key]
-                pairs = [(self.value(self.run_at(factor, lv, s)), self.value(self.run_at(factor, self.refs[factor], s)))
-                         for s in range(n)]
-                if any(a is None or b is None for a, b in pairs):
-                    continue  # still running
-                diffs = [a - b for a, b in pairs if math.isfinite(a) and math.isfinite(b)]
-                if len(diffs) >= 2:
-                    decided, reason = stats.seeding_decision(diffs, self.adaptive.target_delta,
-                                                             n_comparisons=compared[factor])
-                else:
-                    decided, reason = False, f"{len(diffs)} paired result(s)"
-                if decided:
-                    self.stopped[key] = f"stopped at n = {n}: {reason}"
-                elif n >= self.adaptive.max:
-                    self.stopped[key] = f"reached max = {n} seeds, still undecided: {reason}"
-                else:
-                    self.n[key] = n + 1
-                    self.run_at(factor, lv, n)
-                    self.run_at(factor, self.refs[factor], n)
-                    changed = True
+            for factor, cs in self.family.items():
+                for i, c in enumerate(cs):
+                    key = (factor, i)
+                    if key in self.stopped:
+                        continue
+                    n = self.n[key]
+                    values = self._values(factor, c, n)
+                    if values is None:
+                        continue  # still running
+                    diffs = compare.differences(values, c)
+                    if len(diffs) >= 2:
+                        decided, reason = stats.seeding_decision(
+                            diffs, self.adaptive.target_delta, n_comparisons=len(cs),
+                            margin=self.margin if c.kind == compare.PAIR else None)  # a trend: no margin
+                    else:
+                        decided, reason = False, f"{len(diffs)} paired result(s)"
+                    if decided:
+                        self.stopped[key] = f"stopped at n = {n}: {reason}"
+                    elif n >= self.adaptive.max:
+                        self.stopped[key] = f"reached max = {n} seeds, still undecided: {reason}"
+                    else:
+                        self.n[key] = n + 1
+                        for lab in c.members:
+                            self.run_at(factor, self.level_of[(factor, lab)], n)
+                        changed = True
         self._write_meta()
         if self.progress is not None:
             self.progress.total = self.total
 
     def _write_meta(self) -> None:
         state: dict[str, dict] = {}
-        for factor, lv in self.levels:
-            key = (factor, value_key(lv))
-            label = combo_label(lv) if factor == "grid" else level_label(lv)
-            state.setdefault(factor, {})[label] = {"seeds": self.n[key],
-                                                   "stopped": self.stopped.get(key, "running")}
-        for factor, ref in self.refs.items():
-            label = combo_label(ref) if factor == "grid" else level_label(ref)
-            seeds = max([self.n[(f, k)] for f, k in self.n if f == factor] or [self.adaptive.min])
-            state.setdefault(factor, {})[label] = {"seeds": seeds, "stopped": "reference"}
+        for (factor, label) in self.level_of:
+            mine = [i for i, c in enumerate(self.family.get(factor, [])) if c.involves(label)]
+            seeds = max([self.n[(factor, i)] for i in mine] or [self.adaptive.min])
+            if label == self.refs.get(factor) and factor not in self.declared:
+                stopped = "reference"
+            elif not mine:
+                stopped = "in no declared comparison"
+            elif any((factor, i) not in self.stopped for i in mine):
+                stopped = "running"
+            elif len(mine) == 1:
+                stopped = self.stopped[(factor, mine[0])]
+            else:
+                stopped = "; ".join(f"{self.family[factor][i].label}: {self.stopped[(factor, i)]}" for i in mine)
+            state.setdefault(factor, {})[label] = {"seeds": seeds, "stopped": stopped}
         self.meta["adaptive"] = state
         self.meta["adaptive_settings"] = {"min": self.adaptive.min, "max": self.adaptive.max,
                                           "target_delta": self.adaptive.target_delta,
-                                          "metric": self.adaptive.metric}
+                                          "metric": self.adaptive.metric, "equivalence_margin": self.margin}
         self.index.set_meta(self.meta)
 
     def finish(self, task: Task, status: RunStatus, summary: dict) -> None:
         self.advance()
+
+
+def _label(factor: str, level: Any) -> str:
+    return combo_label(level) if factor == "grid" else level_label(level)

@@ -28,6 +28,7 @@ from ..errors import UserError, warn
 from ..jsonread import MalformedFile, parse_json
 from ..rundir import (FINAL_STATUSES, RUNS_DIR, TRIAL_FILE, RunStatus, check_metrics_row, check_summary, read_metrics,
                       read_summary, read_trial, warn_damaged)
+from . import compare
 from . import spec as specmod
 from . import plan as planmod
 from .lock import STUDY_LOCK, DirLock
@@ -422,7 +423,9 @@ def study_meta(study) -> dict:
     if study.kind == "study":
         meta.update(mode=study.mode, factors=planmod.factor_labels(study),
                     reference=planmod.reference_labels(study), seeds=list(study.seed_list),
-                    levels={f: lv for f, lv in study.factors.items()})
+                    levels={f: lv for f, lv in study.factors.items()},
+                    compare=compare.to_meta({f: cs for f, cs in compare.declared(study).items() if f in study.compare}),
+                    equivalence_margin=study.equivalence_margin)
     else:
         meta.update(factors={"search": []}, reference={}, objective=study.objective.metric,
                     direction=study.objective.direction, space=spec["space"])

@@ -335,6 +335,23 @@ SeedsValue = Union[SeedRange, SeedList, Seeds]
 
 
 @dataclass
+class Compare:
+    """`compare:` entry of one factor: the comparisons the study is about, its Holm family (study/compare.py).
+    A factor without an entry compares each level with the reference."""
+
+    reference: bool = knob(False, "each level against the reference level")
+    pairs: Optional[list[list[Any]]] = knob(None, "named pairs [a, b] of levels, each compared as a minus b")
+    trend: bool = knob(False, "a linear trend over the factor's levels, in their listed order")
+
+    def __post_init__(self):
+        for i, pair in enumerate(self.pairs or []):
+            if len(pair) != 2 or value_key(pair[0]) == value_key(pair[1]):
+                raise ConfigError(f"pairs[{i}]", f"must be two different levels [a, b], got {short_repr(pair)}")
+        if not (self.reference or self.pairs or self.trend):
+            raise ConfigError("", "declares nothing: set reference: true, pairs: [[a, b], ...] or trend: true")
+
+
+@dataclass
 class Profile:
     """One entry of `profiles:`: a named variant of the spec (`--profile NAME`)."""
 
@@ -379,6 +396,10 @@ class StudySpec:
                                              "{adaptive: true, min, max, target_delta} or {init, split, order}")
     reference: dict[str, Any] = knob({}, "study: factor -> the level comparisons are against (default: the "
                                          "base value when it is a level, else the first level)")
+    compare: dict[str, Compare] = knob({}, "study: factor -> the declared comparisons, the Holm family "
+                                           "(default: each level vs the reference)")
+    equivalence_margin: Optional[Positive] = knob(None, "study: +- margin (primary metric's unit, e.g. pp) "
+                                                        "within which TOST can call a comparison equivalent")
     metrics: MetricNames = knob(list(DEFAULT_COLUMNS), "metrics the study tabulates, the first is the primary one")
     report: ReportSpec = field(default_factory=ReportSpec,
                                metadata={"doc": "how reports compute intervals and seeds needed"})
@@ -411,7 +432,7 @@ class StudySpec:
             if self.seeds is None:
                 self.seeds = range(DEFAULT_SEED_COUNT)
         else:
-            for key in ("seeds", "reference"):
+            for key in ("seeds", "reference", "compare", "equivalence_margin"):
                 if getattr(self, key):
                     raise ConfigError(key, "not used in search mode: each trial runs once with base seed")
             if self.slurm is not None:
@@ -426,6 +447,14 @@ class StudySpec:
                 shown = short_repr(", ".join(level_label(v) for v in self.factors[key])).strip("'")
                 raise ConfigError(f"reference.{key}", f"{brief_label(level)} is not one of its levels ({shown})"
                                   + _type_hint(level, self.factors[key]))
+        for key, entry in self.compare.items():
+            if key not in self.factors or self.mode != "vary":
+                raise ConfigError(f"compare.{key}", "is not a factor of this spec's vary:" + suggest(key, self.factors))
+            for i, pair in enumerate(entry.pairs or []):
+                for v in pair:
+                    if not _is_level(v, self.factors[key]):
+                        raise ConfigError(f"compare.{key}.pairs[{i}]", f"{brief_label(v)} is not one of its levels"
+                                          + _type_hint(v, self.factors[key]))
         for name, prof in self.profiles.items():
             self._check_profile(f"profiles.{name}", prof)
 
@@ -659,6 +688,13 @@ def resolve(spec: StudySpec, profile: str | None = None) -> StudySpec:
             out.factors[key] = list(levels)
             if key in out.reference and not _is_level(out.reference[key], levels):
                 del out.reference[key]  # the reference level is not in this profile: fall back to the default
+            if key in out.compare and out.compare[key].pairs:  # pairs of levels this profile runs
+                c = out.compare[key]
+                kept = [p for p in c.pairs if all(_is_level(v, levels) for v in p)]
+                if kept or c.reference or c.trend:
+                    out.compare[key] = dataclasses.replace(c, pairs=kept or None)
+                else:  # none of its pairs runs here: the default family (each level vs the reference)
+                    del out.compare[key]
         if prof.space is not None:
             out.space.update(copy.deepcopy(prof.space))
         if prof.analysis is not None:
@@ -703,9 +739,11 @@ def _plain(value: Any) -> Any:
 
 def same_study(a: dict, b: dict) -> bool:
     """Whether two spec dicts (as written to spec.yaml) describe the same runs: the origin, the
-    description and execution-only fields of the base (threads, progress, tracking) may differ."""
+    description, the declared comparisons and margin (`compare:`, `equivalence_margin`: they decide
+    the verdicts, so a study can be re-decided from its runs) and execution-only fields of the base
+    (threads, progress, tracking) may differ."""
     def strip(d: dict) -> dict:
-        out = {k: v for k, v in d.items() if k not in ("origin", "description")}
+        out = {k: v for k, v in d.items() if k not in ("origin", "description", "compare", "equivalence_margin")}
         base = copy.deepcopy(out.get("base") or {})
         for section, key in EXECUTION_ONLY:
             if isinstance(base.get(section), dict):
