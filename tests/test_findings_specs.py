@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from vitlab.study import compare, open_index, run_study
-from vitlab.study.spec import expand, load_spec, reference_labels, resolve
-from vitlab.train.flops import run_step_flops
+from vitlab.study.plan import expand, reference_labels
+from vitlab.study.spec import load_spec, resolve
+from vitlab.training.flops import run_step_flops
 
 FINDINGS = Path(__file__).resolve().parent.parent / "findings"
 SPECS = ["mobilevit_heads", "mobilevit_complexity", "vit_attention_norm", "mobilevit_expansion"]
