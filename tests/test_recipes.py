@@ -3,6 +3,7 @@ from pathlib import Path
 
 from vitlab.config import load_config
 from vitlab.models import build_model, count_params
+from vitlab.study.plan import expand
 
 RECIPES = Path(__file__).resolve().parents[1] / "studies" / "recipes"
 
@@ -29,7 +30,6 @@ def test_recipe_overrides_validate_like_any_config():
 
 def test_amp_paired_spec_pairs_precisions_by_seed():
     """benchmarks/amp_paired.yaml: per model, the same seeds and steps in float32 and bf16."""
-    from vitlab.study.spec import expand
     spec = Path(__file__).resolve().parents[1] / "benchmarks" / "amp_paired.yaml"
     for model in ("vit_study_b", "mobilevit_xxs"):
         runs = expand(spec, model)
