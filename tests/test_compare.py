@@ -36,7 +36,7 @@ def test_declared_family_pairs_trend_and_reference():
     assert [c.label for c in fam] == ["C5 − C1", "trend C1 → C5 (per level step)"]  # a repeated pair counts once
     assert s.equivalence_margin == 0.5
     d = spec_to_dict(s)
-    assert d["compare"] == {"model.level": {"pairs": [["C5", "C1"], ["C5", "C1"]], "trend": True}}
+    assert d["compare"] == {"model.level": {"reference": False, "pairs": [["C5", "C1"], ["C5", "C1"]], "trend": True}}
     again = resolve(load_spec(d))
     assert compare.declared(again) == compare.declared(s)  # spec.yaml reads back to the same family
     both = compare.declared(resolve(load_spec(spec(compare={"model.level": {"reference": True, "pairs": [["C5", "C1"]]}}))))

@@ -113,7 +113,7 @@ SECTIONS_AT = [(specmod.StudySpec, ""), (specmod.Seeds, "seeds."), (specmod.Repo
                (specmod.SearchParam, "space.NAME."), (specmod.Objective, "objective."), (specmod.Pruner, "pruner."),
                (specmod.Profile, "profiles.NAME."), (specmod.Seeds, "profiles.NAME.seeds."),
                (specmod.SearchParam, "profiles.NAME.space.NAME."), (specmod.Origin, "origin."),
-               (SlurmSpec, "slurm.")]
+               (SlurmSpec, "slurm."), (specmod.Compare, "compare.NAME.")]
 
 
 def test_the_spec_key_reference_has_every_field_of_every_section_with_its_doc(capsys):
