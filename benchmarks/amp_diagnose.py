@@ -16,6 +16,9 @@ Variants (the library's bf16 behaviour is whatever src/vitlab does when the scri
   bf16+s32     softmax attention's scores Q Kᵀ·s and softmax in float32, the weights cast back to bf16
   bf16+sm32    scores from the bf16 GEMM, softmax in float32, weights cast back to bf16
   bf16+head32  the classifier head (logits) in float32
+  bf16+patch32 the patch embedding (a convolution) in float32
+  bf16+attn32  every attention module (qkv, scores, softmax, projection) in float32
+  bf16+mlp32   every MLP (fc1, GELU, fc2) in float32
 """
 from __future__ import annotations
 
@@ -49,6 +52,10 @@ TEST_IMAGES = 2000
 WINDOW = 50
 """Steps per mean-loss window."""
 VARIANTS = ("none", "bf16", "bf16+s32", "bf16+sm32", "bf16+head32")
+"""The default variants; bf16+patch32, bf16+attn32 and bf16+mlp32 are asked for with --variants."""
+FP32_MODULES = {"bf16+head32": ("head",), "bf16+patch32": ("patch_embed",),
+                "bf16+attn32": ("blocks.*.attn",), "bf16+mlp32": ("blocks.*.mlp",)}
+"""Variant -> the submodules (`*`: every block) it computes in float32."""
 
 _mode = "bf16"
 """The variant whose step runs now (read by the patched attention)."""
@@ -71,16 +78,26 @@ def diagnostic_softmax_attention(q, k, v, *, scale, drop, training, need_weights
     return F.dropout(weights, drop, training) @ v, weights
 
 
-class Head32(torch.nn.Module):
-    """The wrapped head in float32 even under autocast."""
+class Float32(torch.nn.Module):
+    """The wrapped module in float32 even under autocast."""
 
-    def __init__(self, head):
+    def __init__(self, inner):
         super().__init__()
-        self.head = head
+        self.inner = inner
 
     def forward(self, x):
         with torch.autocast("cpu", enabled=False):
-            return self.head(x.float())
+            return self.inner(x.float())
+
+
+def wrap_float32(model: torch.nn.Module, pattern: str) -> None:
+    """Replace the submodules that `pattern` names (dotted, `*` = every child) by Float32 wrappers."""
+    *parents, leaf = pattern.split(".")
+    owners = [model]
+    for part in parents:
+        owners = [c for o in owners for c in (o.children() if part == "*" else [getattr(o, part)])]
+    for owner in owners:
+        setattr(owner, leaf, Float32(getattr(owner, leaf)))
 
 
 def lr_at(step: int, steps: int) -> float:
@@ -119,8 +136,8 @@ def main(argv=None) -> int:
     cases = {}
     for name in names:
         model = copy.deepcopy(base)
-        if name == "bf16+head32":
-            model.head = Head32(model.head)
+        for pattern in FP32_MODULES.get(name, ()):
+            wrap_float32(model, pattern)
         opt = torch.optim.AdamW(param_groups(model, WEIGHT_DECAY, False), lr=LR)
         cases[name] = (model, opt, "none" if name == "none" else "bf16")
     losses = {n: [] for n in names}
