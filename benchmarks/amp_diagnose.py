@@ -15,6 +15,7 @@ Variants (the library's bf16 behaviour is whatever src/vitlab does when the scri
   bf16         bf16 autocast as the library does it
   bf16+s32     softmax attention's scores Q Kᵀ·s and softmax in float32, the weights cast back to bf16
   bf16+sm32    scores from the bf16 GEMM, softmax in float32, weights cast back to bf16
+  bf16+a32     scores, softmax and weights @ V in float32 (only the projections in bf16)
   bf16+head32  the classifier head (logits) in float32
   bf16+patch32 the patch embedding (a convolution) in float32
   bf16+attn32  every attention module (qkv, scores, softmax, projection) in float32
@@ -51,7 +52,7 @@ TEST_IMAGES = 2000
 """Size of the fixed test subset scored after the last step."""
 WINDOW = 50
 """Steps per mean-loss window."""
-VARIANTS = ("none", "bf16", "bf16+s32", "bf16+sm32", "bf16+head32")
+VARIANTS = ("none", "bf16", "bf16+s32", "bf16+sm32", "bf16+a32", "bf16+head32")
 """The default variants; bf16+patch32, bf16+attn32 and bf16+mlp32 are asked for with --variants."""
 FP32_MODULES = {"bf16+head32": ("head",), "bf16+patch32": ("patch_embed",),
                 "bf16+attn32": ("blocks.*.attn",), "bf16+mlp32": ("blocks.*.mlp",)}
@@ -64,9 +65,13 @@ _library_softmax_attention = attention.softmax_attention
 
 def diagnostic_softmax_attention(q, k, v, *, scale, drop, training, need_weights, mask=None):
     """softmax attention with the variant's float32 upcast (the library's own code otherwise)."""
-    if _mode not in ("bf16+s32", "bf16+sm32") or q.dtype != torch.bfloat16:
+    if _mode not in ("bf16+s32", "bf16+sm32", "bf16+a32") or q.dtype != torch.bfloat16:
         return _library_softmax_attention(q, k, v, scale=scale, drop=drop, training=training,
                                           need_weights=need_weights, mask=mask)
+    if _mode == "bf16+a32":
+        with torch.autocast("cpu", enabled=False):
+            weights = ((q.float() @ k.float().transpose(-2, -1)) * scale).softmax(dim=-1)
+            return (F.dropout(weights, drop, training) @ v.float()).to(v.dtype), weights
     if _mode == "bf16+s32":
         with torch.autocast("cpu", enabled=False):
             scores = (q.float() @ k.float().transpose(-2, -1)) * scale
