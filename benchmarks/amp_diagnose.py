@@ -12,7 +12,7 @@ AdamW 2e-3, weight decay 0.05, cosine with 5% warmup, label smoothing 0.1, gradi
 
 Variants (the library's bf16 behaviour is whatever src/vitlab does when the script runs):
   none         float32, no autocast
-  bf16         bf16 autocast as the library does it
+  bf16         bf16 autocast as the library does it (since the fix, the same arithmetic as bf16+sm32)
   bf16+s32     softmax attention's scores Q Kᵀ·s and softmax in float32, the weights cast back to bf16
   bf16+sm32    scores from the bf16 GEMM, softmax in float32, weights cast back to bf16
   bf16+a32     scores, softmax and weights @ V in float32 (only the projections in bf16)
@@ -20,6 +20,8 @@ Variants (the library's bf16 behaviour is whatever src/vitlab does when the scri
   bf16+patch32 the patch embedding (a convolution) in float32
   bf16+attn32  every attention module (qkv, scores, softmax, projection) in float32
   bf16+mlp32   every MLP (fc1, GELU, fc2) in float32
+
+Results: benchmarks/RESULTS.md, "bf16 against float32 at equal steps, paired by seed".
 """
 from __future__ import annotations
 
@@ -70,7 +72,10 @@ def diagnostic_softmax_attention(q, k, v, *, scale, drop, training, need_weights
                                           need_weights=need_weights, mask=mask)
     if _mode == "bf16+a32":
         with torch.autocast("cpu", enabled=False):
-            weights = ((q.float() @ k.float().transpose(-2, -1)) * scale).softmax(dim=-1)
+            scores = (q.float() @ k.float().transpose(-2, -1)) * scale
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            weights = scores.softmax(dim=-1)
             return (F.dropout(weights, drop, training) @ v.float()).to(v.dtype), weights
     if _mode == "bf16+s32":
         with torch.autocast("cpu", enabled=False):
