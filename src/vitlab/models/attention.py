@@ -59,15 +59,6 @@ explicit ops run on the bf16 GEMM units; at 64 tokens the N×N matrix is small. 
 benchmarks/RESULTS.md ("bf16 on the CPU") for the formulations compared."""
 
 
-SOFTMAX_FLOAT32_DTYPES = frozenset({torch.bfloat16, torch.float16})
-"""Score dtypes whose softmax is computed in float32 on the explicit path (the weights are cast back
-for the product with V). Rounded to bf16, the probabilities of a row no longer sum to 1 (off by up to
-2e-3 at 65 tokens), and the softmax backward, which subtracts Σⱼ gⱼpⱼ from every g = dL/dp, then leaks
-the common part of g (large when the values share a direction) into the score gradients: 5% error in
-dQ, dK against 0.5% in float32, and vit_study_b trained 4.6 points worse at 300 steps. In float32 the
-softmax costs ≈ 2% of a bf16 training step (benchmarks/RESULTS.md, "bf16 against float32 ...")."""
-
-
 def check_heads(dim: int, num_heads: int, field: str = "model.num_heads") -> int:
     """The head width dim // num_heads; a ConfigError when num_heads does not divide dim."""
     if num_heads <= 0:
@@ -87,8 +78,7 @@ def _apply(weights: Tensor, v: Tensor, drop: float, training: bool) -> Tensor:
 
 def softmax_attention(q, k, v, *, scale: float, drop: float, training: bool, need_weights: bool, mask=None):
     """softmax(s·Q Kᵀ) V, through the fused `scaled_dot_product_attention` kernel unless weights are
-    needed or the inputs' device and dtype are in FUSED_SLOW_DTYPES. On the explicit path a bf16 or
-    float16 softmax is computed in float32 (SOFTMAX_FLOAT32_DTYPES), and the weights it returns are float32.
+    needed or the inputs' device and dtype are in FUSED_SLOW_DTYPES.
 
     `mask` is a boolean (N, N) matrix, True where a query may attend to a key.
     """
@@ -98,8 +88,8 @@ def softmax_attention(q, k, v, *, scale: float, drop: float, training: bool, nee
     scores = (q @ k.transpose(-2, -1)) * scale
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
-    weights = scores.softmax(dim=-1, dtype=torch.float32 if scores.dtype in SOFTMAX_FLOAT32_DTYPES else None)
-    return _apply(weights.to(v.dtype), v, drop, training), weights
+    weights = scores.softmax(dim=-1)
+    return _apply(weights, v, drop, training), weights
 
 
 def standardize(x: Tensor) -> Tensor:
