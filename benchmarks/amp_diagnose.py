@@ -12,7 +12,7 @@ AdamW 2e-3, weight decay 0.05, cosine with 5% warmup, label smoothing 0.1, gradi
 
 Variants (the library's bf16 behaviour is whatever src/vitlab does when the script runs):
   none         float32, no autocast
-  bf16         bf16 autocast as the library does it (since the fix, the same arithmetic as bf16+sm32)
+  bf16         bf16 autocast as the library does it (since the fix, the same arithmetic as bf16+patch32)
   bf16+s32     softmax attention's scores Q Kᵀ·s and softmax in float32, the weights cast back to bf16
   bf16+sm32    scores from the bf16 GEMM, softmax in float32, weights cast back to bf16
   bf16+a32     scores, softmax and weights @ V in float32 (only the projections in bf16)
