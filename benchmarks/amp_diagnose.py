@@ -2,6 +2,8 @@
 bf16 autocast as the library does it, and in bf16 with one suspect at a time computed in float32.
 
     VITLAB_DATA_ROOT=/work/shared/data python benchmarks/amp_diagnose.py [--steps 250] [--seed 0]
+    VITLAB_DATA_ROOT=/work/shared/data python benchmarks/amp_diagnose.py --gradients RUN/checkpoints/last.pt \
+        --variants bf16-patch16,bf16,bf16+sm32,bf16+s32,bf16+a32,bf16+head32,bf16+attn32,bf16+mlp32
 
 Every variant starts from the same weights and sees the same batches and the same drop-path masks
 (the RNG is reseeded per step); the variants run interleaved, one step each in turn, so load from
@@ -9,6 +11,10 @@ other processes hits all alike. Printed: the mean training loss over windows of 
 top-1 on a fixed test subset after the last step, and the median per-step CPU time (1 thread)
 relative to float32. The recipe is studies/base/fashion_mnist.yaml without augmentation: batch 64,
 AdamW 2e-3, weight decay 0.05, cosine with 5% warmup, label smoothing 0.1, gradient clipping 1.0.
+
+With --gradients, nothing is trained: the checkpoint's weights (a vit_study_b run) get one backward
+pass on 128 training images per variant, and each parameter's gradient is compared with a float64
+reference, ‖g − g₆₄‖/‖g₆₄‖ (median and max over the parameters).
 
 Variants (the library's bf16 behaviour is whatever src/vitlab does when the script runs):
   none         float32, no autocast
@@ -20,6 +26,7 @@ Variants (the library's bf16 behaviour is whatever src/vitlab does when the scri
   bf16+patch32 the patch embedding (a convolution) in float32
   bf16+attn32  every attention module (qkv, scores, softmax, projection) in float32
   bf16+mlp32   every MLP (fc1, GELU, fc2) in float32
+  bf16-patch16 the patch embedding in bf16 (the library before the fix)
 
 Results: benchmarks/RESULTS.md, "bf16 against float32 at equal steps, paired by seed".
 """
@@ -58,6 +65,10 @@ VARIANTS = ("none", "bf16", "bf16+s32", "bf16+sm32", "bf16+a32", "bf16+head32")
 """The default variants; bf16+patch32, bf16+attn32 and bf16+mlp32 are asked for with --variants."""
 FP32_MODULES = {"bf16+head32": ("head",), "bf16+patch32": ("patch_embed",),
                 "bf16+attn32": ("blocks.*.attn",), "bf16+mlp32": ("blocks.*.mlp",)}
+BF16_MODULES = {"bf16-patch16": ("patch_embed",)}
+"""Variant -> the submodules it computes in bf16 even where the library computes them in float32."""
+GRADIENT_IMAGES = 128
+"""Training images of the --gradients check."""
 """Variant -> the submodules (`*`: every block) it computes in float32."""
 
 _mode = "bf16"
@@ -100,14 +111,62 @@ class Float32(torch.nn.Module):
             return self.inner(x.float())
 
 
-def wrap_float32(model: torch.nn.Module, pattern: str) -> None:
-    """Replace the submodules that `pattern` names (dotted, `*` = every child) by Float32 wrappers."""
+class Bf16(torch.nn.Module):
+    """The wrapped module under bf16 autocast, even where the caller turned autocast off."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.inner(x)
+
+
+def wrap_float32(model: torch.nn.Module, pattern: str, wrapper=Float32) -> None:
+    """Replace the submodules that `pattern` names (dotted, `*` = every child) by `wrapper`s."""
     *parents, leaf = pattern.split(".")
     owners = [model]
     for part in parents:
         owners = [c for o in owners for c in (o.children() if part == "*" else [getattr(o, part)])]
     for owner in owners:
-        setattr(owner, leaf, Float32(getattr(owner, leaf)))
+        setattr(owner, leaf, wrapper(getattr(owner, leaf)))
+
+
+def variant_model(base: torch.nn.Module, name: str) -> torch.nn.Module:
+    """A copy of `base` with the variant's modules wrapped."""
+    model = copy.deepcopy(base)
+    for pattern in FP32_MODULES.get(name, ()):
+        wrap_float32(model, pattern)
+    for pattern in BF16_MODULES.get(name, ()):
+        wrap_float32(model, pattern, Bf16)
+    return model
+
+
+def gradient_errors(checkpoint: str, names: list[str], model_name: str, raw) -> None:
+    """Per-variant ‖g − g₆₄‖/‖g₆₄‖ of every parameter at the checkpoint's weights (median, max)."""
+    global _mode
+    base = create_model(model_name, num_classes=10, in_chans=1)
+    base.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["model"])
+    base.train()
+    x, y = prepare(raw.train_x[:GRADIENT_IMAGES]), raw.train_y[:GRADIENT_IMAGES]
+
+    def grads(model, dtype, amp):
+        model.zero_grad()
+        torch.manual_seed(0)  # the same drop-path masks for every variant
+        with autocast(torch.device("cpu"), amp):
+            logits = model(x.to(dtype))
+        soft_cross_entropy(logits.double(), y, LABEL_SMOOTHING).backward()
+        return [p.grad.double() for p in model.parameters()]
+
+    ref = grads(copy.deepcopy(base).double(), torch.float64, "none")
+    print(f"# amp_diagnose --gradients {checkpoint}  {GRADIENT_IMAGES} images  load {os.getloadavg()[0]:.2f}")
+    print("| variant | median ‖g − g₆₄‖/‖g₆₄‖ | max |\n|---|---:|---:|")
+    for name in names:
+        _mode = name
+        got = grads(variant_model(base, name), torch.float32, "none" if name == "none" else "bf16")
+        errs = sorted(((g - r).norm() / r.norm()).item() for g, r in zip(got, ref, strict=True))
+        print(f"| {name} | {errs[len(errs) // 2]:.4f} | {errs[-1]:.4f} |")
 
 
 def lr_at(step: int, steps: int) -> float:
@@ -129,6 +188,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", default="vit_study_b")
     ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--gradients", metavar="CHECKPOINT", help="compare gradients at a checkpoint's weights instead")
     a = ap.parse_args(argv)
     global _mode
     torch.set_num_threads(1)
@@ -140,14 +200,15 @@ def main(argv=None) -> int:
     test_x, test_y = prepare(raw.test_x[test_idx]), raw.test_y[test_idx]
 
     attention.softmax_attention = diagnostic_softmax_attention
+    if a.gradients:
+        gradient_errors(a.gradients, a.variants.split(","), a.model, raw)
+        return 0
     torch.manual_seed(a.seed)
     base = create_model(a.model, num_classes=10, in_chans=1)
     names = a.variants.split(",")
     cases = {}
     for name in names:
-        model = copy.deepcopy(base)
-        for pattern in FP32_MODULES.get(name, ()):
-            wrap_float32(model, pattern)
+        model = variant_model(base, name)
         opt = torch.optim.AdamW(param_groups(model, WEIGHT_DECAY, False), lr=LR)
         cases[name] = (model, opt, "none" if name == "none" else "bf16")
     losses = {n: [] for n in names}
