@@ -115,8 +115,8 @@ class ViT(nn.Module):
         # Fashion-MNIST image) that LayerNorm then amplifies: the gradient of every parameter was 2.7%
         # off float32's (median) against 0.6% with this conv in float32, and vit_study_b's paired
         # bf16 − float32 gap at 300 steps went from −4.6 to −2.7 points at the same 3 seeds, −1.1 [−3.8,
-        # +1.6] over 6 (benchmarks/RESULTS.md). The
-        # conv is < 1% of a step's FLOPs. (The meta device of FLOP counting has no autocast state.)
+        # +1.6] over 6 (benchmarks/RESULTS.md). The conv is < 1% of a step's FLOPs. (The meta device
+        # of FLOP counting has no autocast state.)
         if x.device.type != "meta" and torch.is_autocast_enabled(x.device.type):
             with torch.autocast(x.device.type, enabled=False):
                 x = self.patch_embed(x.float())
