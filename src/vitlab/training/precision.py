@@ -7,7 +7,8 @@ recorded in summary.json and in every checkpoint (`amp`), and a resumed run or a
 recorded one: a run never changes precision when it moves to another machine.
 
 The parts that are slow in bf16 on a CPU are handled where they are computed: softmax attention
-avoids the fused kernel's bf16 backward (`models.attention.softmax_attention`), and MobileViT keeps
+avoids the fused kernel's bf16 backward (`models.attention.softmax_attention`), the ViT's patch
+embedding stays float32 (`models.vit.ViT.embed`: its bf16 output costs accuracy), and MobileViT keeps
 its convolution + BatchNorm + SiLU units in float32 (`models.mobilevit.ConvBNAct`).
 """
 from __future__ import annotations
