@@ -11,6 +11,8 @@ from scipy import stats as st
 
 from vitlab import stats
 
+from test_report_stats import naive_holm
+
 SIM_REPS = 4000
 """Simulated studies per seed count (vectorized: well under a second each)."""
 
@@ -31,16 +33,6 @@ def naive_tost(d, margin):
     p_a = 1 - st.t.cdf((m + margin) / se, n - 1)
     p_b = st.t.cdf((m - margin) / se, n - 1)
     return max(p_a, p_b)
-
-
-def naive_holm(p):
-    m = len(p)
-    order = sorted(range(m), key=lambda i: p[i])
-    out, running = [0.0] * m, 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p[i]))
-        out[i] = running
-    return out
 
 
 def test_paired_t_matches_naive_and_scipy():

@@ -421,15 +421,14 @@ def test_storage_mismatches_are_refused_and_leave_nothing(stored_study, tmp_path
     assert not (base / "ref" / "storage.json").exists()
 
 
-def test_killed_coordinator_resumes_from_storage_and_redoes_nothing(stored_study, tmp_path):
-    """SIGKILL the coordinator once a run has published an epoch; the rerun completes the study with the
-    results of an uninterrupted run, and no run completed before the kill is trained again."""
-    base, spec, _ = stored_study
+def start_study_until_an_epoch_is_in_storage(spec: Path, tmp_path: Path, stderr: int):
+    """`vitlab study SPEC --storage file://TMP/bucket` in its own process group, returned (with its storage)
+    once a run has published an epoch there, and before the study finishes."""
     url = f"file://{tmp_path}/bucket"
     env = {**os.environ, "PYTHONPATH": str(SRC), "VITLAB_SCRATCH": str(tmp_path / "scratch")}
     cmd = [sys.executable, "-m", "vitlab", "study", str(spec), "--out", str(tmp_path / "study"),
            "--storage", url, "--workers", "1"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
     st = open_storage(url)
     deadline = time.monotonic() + 240
     try:
@@ -438,9 +437,20 @@ def test_killed_coordinator_resumes_from_storage_and_redoes_nothing(stored_study
                 break
             time.sleep(0.02)
         assert proc.poll() is None, "the study finished before it could be interrupted"
-    finally:
+    except BaseException:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        raise
+    return proc, st
+
+
+def test_killed_coordinator_resumes_from_storage_and_redoes_nothing(stored_study, tmp_path):
+    """SIGKILL the coordinator once a run has published an epoch; the rerun completes the study with the
+    results of an uninterrupted run, and no run completed before the kill is trained again."""
+    base, spec, _ = stored_study
+    proc, st = start_study_until_an_epoch_is_in_storage(spec, tmp_path, stderr=subprocess.DEVNULL)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
     done_before = {k.split("/")[1] for k in st.list("runs") if k.endswith("/summary.json")
                    and json.loads(st.get(k))["status"] == "completed"}
     result = run_study(spec, tmp_path / "study", workers=1, progress=False)
@@ -455,19 +465,8 @@ def test_ctrl_c_marks_the_runs_in_storage_interrupted_and_a_rerun_completes_them
     """Ctrl-C (SIGINT to the process group) once a run has published an epoch: the runs that were
     training say `interrupted` in storage (not `running`), no lease is left, and a rerun completes them."""
     base, spec, _ = stored_study
-    url = f"file://{tmp_path}/bucket"
-    env = {**os.environ, "PYTHONPATH": str(SRC), "VITLAB_SCRATCH": str(tmp_path / "scratch")}
-    cmd = [sys.executable, "-m", "vitlab", "study", str(spec), "--out", str(tmp_path / "study"),
-           "--storage", url, "--workers", "1"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    st = open_storage(url)
-    deadline = time.monotonic() + 240
+    proc, st = start_study_until_an_epoch_is_in_storage(spec, tmp_path, stderr=subprocess.PIPE)
     try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if any(st.get(k) for k in st.list("runs") if k.endswith("/metrics.jsonl")):
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, "the study finished before it could be interrupted"
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=60) == 130
     finally:
