@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,8 @@ def wandb_records(path: Path) -> list:
     from wandb.proto import wandb_internal_pb2 as pb
 
     data = path.read_bytes()
+    if len(data) < HEADER_BYTES:  # not written yet
+        return []
     assert data[:4] == b":W&B"
     records, pos, pending = [], HEADER_BYTES, b""
     while pos + RECORD_HEADER <= len(data):
@@ -44,6 +47,8 @@ def wandb_records(path: Path) -> list:
             pos += room
             continue
         chunk = data[pos + RECORD_HEADER:pos + RECORD_HEADER + length]
+        if len(chunk) < length:  # a record still being written: the log so far
+            break
         pos += RECORD_HEADER + length
         pending = chunk if kind in (FULL, FIRST) else pending + chunk
         if kind in (FULL, LAST):
@@ -53,12 +58,28 @@ def wandb_records(path: Path) -> list:
     return records
 
 
+#: How long a test waits for W&B's service process to write a finished run's log to disk.
+FLUSH_TIMEOUT_S = 120.0
+
+
+def finished_records(log: Path) -> list:
+    """The records of a finished run's log, once W&B's service (a separate process that buffers its
+    writes) has written them through the `exit` record: `run.finish()` can return before that."""
+    deadline = time.monotonic() + FLUSH_TIMEOUT_S
+    while True:
+        records = wandb_records(log)
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            return records
+        assert time.monotonic() < deadline, f"{log}: no exit record after {FLUSH_TIMEOUT_S:.0f} s"
+        time.sleep(0.2)
+
+
 def wandb_run(run_dir: Path) -> dict:
     """What the offline W&B runs of a run directory hold: run record, config, history by step, summary."""
     out = {"runs": [], "config": {}, "history": {}, "summary": {}, "artifacts": []}
     for d in offline_runs(run_dir):
         (log,) = d.glob("run-*.wandb")
-        for rec in wandb_records(log):
+        for rec in finished_records(log):
             kind = rec.WhichOneof("record_type")
             if kind == "run":
                 out["runs"].append(rec.run)
