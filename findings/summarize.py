@@ -54,16 +54,22 @@ class Study:
     name: str  # its directory under findings/
     factor: str
     extra: tuple[Family, ...] = ()  # families on the other metrics the README quotes
-    spec: str = ""  # studies/SPEC.yaml the committed runs came from; default: the name
-    profile: str = "fmnist_time"  # the committed runs used the time budget (fmnist is now a FLOP budget)
+    spec: str = ""  # the spec the runs came from, relative to the repository; default: studies/NAME.yaml
+    profile: str | None = "fmnist_time"  # the first runs used the time budget (fmnist is now a FLOP budget)
 
     @property
-    def spec_name(self) -> str:
-        return self.spec or self.name
+    def spec_file(self) -> str:
+        return self.spec or f"studies/{self.name}.yaml"
 
     @property
     def spec_path(self) -> Path:
-        return STUDIES_DIR / f"{self.spec_name}.yaml"
+        return STUDIES_DIR.parent / self.spec_file
+
+    @property
+    def command(self) -> str:
+        """The command that ran (and resumes) the study."""
+        profile = f" --profile {self.profile}" if self.profile else ""
+        return f"vitlab study {self.spec_file}{profile} --out findings/{self.name} --workers 2"
 
 
 def pairs(*ps) -> tuple[compare.Comparison, ...]:
@@ -82,7 +88,7 @@ STUDIES = [
           extra=(Family("train_top1", pairs(("8", "2"))), Family("gap", pairs(("8", "2"))))),
     Study("mobilevit_expansion_small_data", "model.expansion",
           extra=(Family("train_top1", pairs(("16", "2")) + (TREND,)), Family("gap", pairs(("16", "2")))),
-          spec="mobilevit_expansion", profile="fmnist_small_data"),
+          spec="studies/mobilevit_expansion.yaml", profile="fmnist_small_data"),
     Study("mobilevit_complexity", "model.level",
           extra=(Family("latency_ms_b1", pairs(("C5", "C1"), ("C3", "C1"), ("C5", "C3")) + (TREND,)),)),
 ]

@@ -68,7 +68,5 @@ def test_each_study_is_linked_and_reproducible_from_the_readmes(name):
     findings_readme = (FINDINGS / "README.md").read_text(encoding="utf-8")
     assert f"]({name}/report/report.html)" in findings_readme
     study = BY_NAME[name]
-    command = (f"vitlab study studies/{study.spec_name}.yaml --profile {study.profile} --out findings/{name} "
-               "--workers 2")
-    assert command in findings_readme, command
+    assert study.command in findings_readme, study.command
     assert f"](findings/{name}/report/report.html)" in (ROOT / "README.md").read_text(encoding="utf-8")
