@@ -205,3 +205,26 @@ def test_ctrl_c_marks_the_run_interrupted_and_says_how_to_resume(tmp_path, capsy
     assert capsys.readouterr().err.strip() == "interrupted — rerun the same command with --resume to continue"
     assert main(["study", "spec.yaml", "--out", str(tmp_path / "s")]) == 130
     assert capsys.readouterr().err.strip() == "interrupted — rerun the same command to resume"
+
+
+def test_ema_averages_parameters_and_takes_the_live_models_normalization_statistics(tmp_path):
+    """Averaged BatchNorm statistics do not describe averaged weights (a MobileViT evaluated with them
+    scored chance on Fashion-MNIST): the EMA keeps the live model's buffers, and its parameters are the
+    exponential average, checked against a naive per-step average."""
+    cfg = load_config(None, ["data.name=synthetic", "data.synthetic_train=64", "model.name=mobilevit_xxs",
+                             "model.level=C1", "train.batch_size=16", "train.ema=true", "train.ema_decay=0.5",
+                             "train.amp=none"])
+    t = loop.Trainer(cfg, tmp_path / "run", progress=False)
+    naive = {k: v.detach().clone() for k, v in t.model.named_parameters()}
+    t.model.train()
+    for step in range(3):
+        x, target = t.train_batch(torch.arange(16 * step, 16 * (step + 1)))
+        t.optimize(t.forward_loss(x, target)[0])
+        for k, v in t.model.named_parameters():  # the first update copies, each later one averages
+            naive[k] = v.detach().clone() if step == 0 else 0.5 * naive[k] + 0.5 * v.detach()
+    live, ema = dict(t.model.named_buffers()), dict(t.ema.module.named_buffers())
+    assert any(k.endswith("running_var") for k in live)
+    for k in live:
+        assert torch.equal(ema[k], live[k]), k
+    for k, v in t.ema.module.named_parameters():
+        torch.testing.assert_close(v, naive[k], rtol=1e-6, atol=1e-7)

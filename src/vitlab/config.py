@@ -244,7 +244,8 @@ class TrainConfig(Section):
     compile: bool = knob(False, "torch.compile the model")
     channels_last: bool = knob(True, "channels-last memory format for the model and its inputs (faster convolutions on "
                                      "CPU and CUDA; MobileViT runs channels-last inside either way)")
-    ema: bool = knob(False, "keep an exponential moving average of the weights and evaluate it")
+    ema: bool = knob(False, "keep an exponential moving average of the weights and evaluate it (normalization "
+                            "statistics are the live model's)")
     ema_decay: float = knob(0.999, "EMA decay per step", ge=0.0, lt=1.0)
     patience: int = knob(0, "early stopping: epochs without improvement of `monitor` (0 disables)", ge=0)
     monitor: str = knob("val_top1", "validation metric for best checkpoint and early stopping",
