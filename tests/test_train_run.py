@@ -210,7 +210,7 @@ def test_ctrl_c_marks_the_run_interrupted_and_says_how_to_resume(tmp_path, capsy
 def test_ema_averages_parameters_and_takes_the_live_models_normalization_statistics(tmp_path):
     """Averaged BatchNorm statistics do not describe averaged weights (a MobileViT evaluated with them
     scored chance on Fashion-MNIST): the EMA keeps the live model's buffers, and its parameters are the
-    exponential average, checked against a naive per-step average."""
+    warmed-up exponential average, checked against a naive per-step average."""
     cfg = load_config(None, ["data.name=synthetic", "data.synthetic_train=64", "model.name=mobilevit_xxs",
                              "model.level=C1", "train.batch_size=16", "train.ema=true", "train.ema_decay=0.5",
                              "train.amp=none"])
@@ -220,8 +220,9 @@ def test_ema_averages_parameters_and_takes_the_live_models_normalization_statist
     for step in range(3):
         x, target = t.train_batch(torch.arange(16 * step, 16 * (step + 1)))
         t.optimize(t.forward_loss(x, target)[0])
+        decay = min(0.5, (1 + step) / (loop.EMA_WARMUP + step))  # step = the updates before this one
         for k, v in t.model.named_parameters():  # the first update copies, each later one averages
-            naive[k] = v.detach().clone() if step == 0 else 0.5 * naive[k] + 0.5 * v.detach()
+            naive[k] = v.detach().clone() if step == 0 else decay * naive[k] + (1 - decay) * v.detach()
     live, ema = dict(t.model.named_buffers()), dict(t.ema.module.named_buffers())
     assert any(k.endswith("running_var") for k in live)
     for k in live:

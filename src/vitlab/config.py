@@ -246,7 +246,8 @@ class TrainConfig(Section):
                                      "CPU and CUDA; MobileViT runs channels-last inside either way)")
     ema: bool = knob(False, "keep an exponential moving average of the weights and evaluate it (normalization "
                             "statistics are the live model's)")
-    ema_decay: float = knob(0.999, "EMA decay per step", ge=0.0, lt=1.0)
+    ema_decay: float = knob(0.999, "EMA decay per step (the n-th update uses at most (1 + n) / (10 + n): a warm-up "
+                                   "that forgets the random initialization)", ge=0.0, lt=1.0)
     patience: int = knob(0, "early stopping: epochs without improvement of `monitor` (0 disables)", ge=0)
     monitor: str = knob("val_top1", "validation metric for best checkpoint and early stopping",
                      choices=MONITOR_METRICS)
