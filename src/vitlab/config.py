@@ -248,6 +248,10 @@ class TrainConfig(Section):
                             "statistics are the live model's)")
     ema_decay: float = knob(0.999, "EMA decay per step (the n-th update uses at most (1 + n) / (10 + n): a warm-up "
                                    "that forgets the random initialization)", ge=0.0, lt=1.0)
+    eval_hflip: bool = knob(False, "evaluate an image by the mean of its and its mirror image's class "
+                                   "probabilities (test-time augmentation: validation, test and analysis alike; "
+                                   "twice the inference cost; meant for models trained with aug.hflip)",
+                            identity="omit_unset")
     patience: int = knob(0, "early stopping: epochs without improvement of `monitor` (0 disables)", ge=0)
     monitor: str = knob("val_top1", "validation metric for best checkpoint and early stopping",
                      choices=MONITOR_METRICS)

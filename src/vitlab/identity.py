@@ -35,7 +35,7 @@ def _declared(role: str) -> set[tuple[str, str]]:
 
 #: Fields that change how a run executes but not what it computes: excluded from the run's identity.
 EXECUTION_ONLY = _declared("never")
-#: Fields added after run IDs were first issued, omitted from the identity while unset (None or []).
+#: Fields added after run IDs were first issued, omitted from the identity while unset (None, [] or False).
 OMITTED_UNSET = _declared("omit_unset")
 
 
@@ -45,7 +45,7 @@ def _drop(d: dict, obj: Any) -> None:
         value = getattr(obj, fl.name)
         if dataclasses.is_dataclass(value):
             _drop(d[fl.name], value)
-        elif _role(fl) == "never" or (_role(fl) == "omit_unset" and value in (None, [])):
+        elif _role(fl) == "never" or (_role(fl) == "omit_unset" and (value in (None, []) or value is False)):
             d.pop(fl.name, None)
 
 

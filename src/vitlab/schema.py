@@ -24,7 +24,7 @@ from .jsonread import MAX_INT
 from .yamlsafe import yaml_load
 
 #: `knob(identity=...)`: how a field enters a run's identity (`vitlab.identity`). "always": as is;
-#: "omit_unset": left out while None or [] (a field added after run IDs were first issued, so configs
+#: "omit_unset": left out while None, [] or False (a field added after run IDs were first issued, so configs
 #: written before it existed keep their IDs); "never": execution-only, it changes how a run executes,
 #: not what it computes.
 IDENTITY_ROLES = ("always", "omit_unset", "never")

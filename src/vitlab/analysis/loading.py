@@ -19,6 +19,7 @@ from ..models import build_model
 from ..rundir import BEST_CHECKPOINT, CONFIG_FILE, checkpoint_path, read_summary
 from ..training.checkpoint import BEST_KEYS, load_checkpoint
 from ..training.loop import resolve_device
+from ..training.predict import predict_logits
 from ..training.precision import autocast, check_recorded, legacy_amp
 
 
@@ -46,12 +47,12 @@ class LoadedRun:
     @torch.inference_mode()
     def logits(self, x_uint8: Tensor, batch: int | None = None) -> Tensor:
         """float32 logits of uint8 images, evaluated in batches (default the run's train.eval_batch_size)
-        under the run's precision."""
+        under the run's precision, as its training evaluated them (`train.eval_hflip`)."""
         batch = batch or self.cfg.train.eval_batch_size
         out = []
         for i in range(0, len(x_uint8), batch):
             with self.autocast():
-                out.append(self.model(self.inputs(x_uint8[i:i + batch])).float())
+                out.append(predict_logits(self.model, self.inputs(x_uint8[i:i + batch]), self.cfg.train.eval_hflip))
         return torch.cat(out) if out else torch.empty(0, self.data.num_classes, device=self.device)
 
 

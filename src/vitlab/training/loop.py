@@ -40,6 +40,7 @@ from .budget import CLOCKS, plan_budget
 from .flops import run_step_flops, steps_for_flops
 from .checkpoint import BEST_KEYS, LAST_KEYS, capture_rng, damaged, load_checkpoint, restore_rng, save_checkpoint
 from .metrics import SplitMetrics
+from .predict import predict_logits
 from .precision import autocast, check_recorded, legacy_amp, resolve_amp
 from .progress import EpochProgress
 from .schedules import make_scheduler
@@ -347,7 +348,7 @@ class Trainer:
         for i in range(0, len(y_all), bs):
             x = self.to_input(self.augment.eval_batch(x_all[i:i + bs]))
             with self.autocast():
-                logits = model(x)
+                logits = predict_logits(model, x, self.cfg.train.eval_hflip)
             metrics.update(logits, y_all[i:i + bs])
         return metrics.compute(prefix), (metrics.confusion_matrix() if confusion else None)
 
