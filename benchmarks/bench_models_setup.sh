@@ -10,6 +10,7 @@ TORCH=${TORCH:-torch==2.13.0}
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q "$TORCH"
 "$VENV/bin/pip" install -q --no-deps timm safetensors huggingface_hub pyyaml pillow numpy
-# What `import vitlab` needs beside torch (the benchmark imports vitlab.models from src/).
-"$VENV/bin/pip" install -q --no-deps torchmetrics lightning-utilities packaging rich markdown-it-py mdurl pygments
+# vitlab itself with its dependencies (none of them pulls torchvision; torch is already satisfied), so that
+# `import vitlab` keeps working whatever its top-level modules import.
+"$VENV/bin/pip" install -q -e ..
 "$VENV/bin/python" -c "import sys; sys.path.insert(0, '.'); import torchvision_stub; torchvision_stub.install(); import timm; print('timm', timm.__version__, 'ready in benchmarks/$VENV')"
