@@ -157,8 +157,8 @@ class Trainer:
         if cfg.train.ema:
             multi_avg = ema_update_fn(cfg.train.ema_decay)
             # Parameters only: BatchNorm statistics averaged over steps do not describe the averaged weights
-            # (mobilevit_xxs on Fashion-MNIST: 10.6% val top-1 with averaged statistics, 93.2% with the live
-            # model's); without use_buffers the average takes the live model's buffers at every update.
+            # (the 10-minute recipe's EMA scored 11% val top-1 at epoch 3 with averaged statistics, 57% with
+            # the live model's, before the warm-up); without use_buffers the average takes the live buffers.
             self.ema = torch.optim.swa_utils.AveragedModel(self.model, multi_avg_fn=multi_avg, use_buffers=False)
         self.forward = torch.compile(self.model) if cfg.train.compile else self.model
         # Separate streams so that evaluation or model changes never shift the data order.
