@@ -10,21 +10,24 @@ RECIPES = Path(__file__).resolve().parents[1] / "studies" / "recipes"
 FASHION_MNIST_SHAPE = dict(num_classes=10, in_chans=1, data_image_size=28)
 MAX_PARAMS = 1_000_000
 """The 10-minute recipe's model limit (issue 17)."""
-WALL_LIMIT_MINUTES = 10.0
+SECONDS_PER_STEP = 0.22
+"""The recipe's training step on the quiet 2-core machine, measured (benchmarks/RESULTS.md)."""
+TRAIN_LIMIT_MINUTES = 9.0
+"""Training's share of the 10 minutes: evaluations, checkpoints and start-up take the rest."""
 
 
 def test_fashion_mnist_10min_recipe_validates():
     cfg = load_config(RECIPES / "fashion_mnist_10min.yaml")
     assert cfg.data.name == "fashion_mnist" and cfg.data.root is None  # VITLAB_DATA_ROOT or data.root=
-    assert cfg.train.budget_clock == "wall" and cfg.train.budget_minutes < WALL_LIMIT_MINUTES
+    assert cfg.train.steps * SECONDS_PER_STEP / 60 < TRAIN_LIMIT_MINUTES  # the same steps on any machine
+    assert cfg.train.budget_minutes is None and cfg.train.eval_hflip
     assert cfg.train.amp == "auto" and cfg.train.monitor.startswith("val_")
     model = build_model(cfg.model, **FASHION_MNIST_SHAPE)
     assert count_params(model) <= MAX_PARAMS
 
 
 def test_recipe_overrides_validate_like_any_config():
-    cfg = load_config(RECIPES / "fashion_mnist_10min.yaml", ["data.root=/data", "train.steps=100",
-                                                             "train.budget_minutes=null"])
+    cfg = load_config(RECIPES / "fashion_mnist_10min.yaml", ["data.root=/data", "train.steps=100"])
     assert cfg.data.root == "/data" and cfg.train.steps == 100
 
 
