@@ -14,6 +14,7 @@ from vitlab.cli import main
 from vitlab.errors import UserError
 from vitlab.study import results_rows, run_study
 from vitlab.study.runner import RunOptions
+from vitlab.study.status import planned_epochs
 
 BASE = {
     "device": "cpu",
@@ -134,3 +135,14 @@ def test_search_runs_trials_and_refuses_run(tmp_path, write_spec):
     result = Study(tmp_path / "search", progress=False).search(trials=2)
     assert result.ok and result.finished == 2
     assert len(results_rows(study.path)) == 2
+
+
+def test_status_shows_the_epochs_a_budgeted_run_will_train():
+    """A FLOP, time or step budget fixes a run's epochs when it starts (summary.json `steps`): the status
+    line shows those, not train.epochs (a findings run with 6,229 steps of 843 showed 'epoch 6/3')."""
+    budgeted = {"train": {"epochs": 3, "budget_flops": 1.7e13}}
+    assert planned_epochs({"status": "running", "steps": 6229, "steps_per_epoch": 843}, budgeted) == 8
+    assert planned_epochs({"status": "running", "steps": 843, "steps_per_epoch": 843}, budgeted) == 1
+    assert planned_epochs(None, budgeted) == "?"  # not started: the step count is not known yet
+    assert planned_epochs({"steps": "6229", "steps_per_epoch": 843}, budgeted) == "?"  # a hand-edited file
+    assert planned_epochs(None, {"train": {"epochs": 3}}) == 3

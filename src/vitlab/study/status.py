@@ -6,6 +6,8 @@ is only brought up to date by a coordinator: rerunning `vitlab study` collects f
 """
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 from ..errors import UserError
@@ -25,6 +27,18 @@ def _job(path: Path) -> tuple[str, str, str]:
     except ImportError:  # submitit not installed here: the job is still named
         state = "?"
     return last["job_id"], state, str(last.get("stderr", "-"))
+
+
+def planned_epochs(summary: dict | None, config: dict) -> int | str:
+    """The epochs a run will train: from the step count its summary records once it started (a budget or
+    train.steps fixes it then), else train.epochs; "?" for a budgeted run that has not started."""
+    steps, per_epoch = (summary or {}).get("steps"), (summary or {}).get("steps_per_epoch")
+    if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (steps, per_epoch)):
+        return math.ceil(steps / per_epoch)
+    train = config.get("train") or {}
+    if any(train.get(k) is not None for k in ("steps", "budget_minutes", "budget_flops")):
+        return "?"
+    return train.get("epochs", "?")
 
 
 def study_status(study_dir: str | Path) -> str:
@@ -54,7 +68,7 @@ def study_status(study_dir: str | Path) -> str:
         if status.final:
             continue
         epochs = len(rows)
-        total = (rec.config.get("train") or {}).get("epochs", "?")
+        total = planned_epochs(summary, rec.config)
         job, state, log = _job(path)
         label = f"{rec.factor}={rec.level_label} seed={rec.seed}"
         lines.append(f"  {rid}  {label:32s} {str(status):9s} epoch {epochs}/{total}  job {job} {state}  log {log}")
