@@ -11,15 +11,16 @@ FASHION_MNIST_SHAPE = dict(num_classes=10, in_chans=1, data_image_size=28)
 MAX_PARAMS = 1_000_000
 """The 10-minute recipe's model limit (issue 17)."""
 SECONDS_PER_STEP = 0.22
-"""The recipe's training step on the quiet 2-core machine, measured (benchmarks/RESULTS.md)."""
-TRAIN_LIMIT_MINUTES = 9.0
-"""Training's share of the 10 minutes: evaluations, checkpoints and start-up take the rest."""
+"""The recipe's training step on the quiet 2-core machine, the slower of two measurements (benchmarks/RESULTS.md)."""
+OVERHEAD_MINUTES = 0.7
+"""Process start-up, data loading and the test evaluation, measured (process wall clock minus training)."""
+WALL_LIMIT_MINUTES = 10.0
 
 
 def test_fashion_mnist_10min_recipe_validates():
     cfg = load_config(RECIPES / "fashion_mnist_10min.yaml")
     assert cfg.data.name == "fashion_mnist" and cfg.data.root is None  # VITLAB_DATA_ROOT or data.root=
-    assert cfg.train.steps * SECONDS_PER_STEP / 60 < TRAIN_LIMIT_MINUTES  # the same steps on any machine
+    assert cfg.train.steps * SECONDS_PER_STEP / 60 + OVERHEAD_MINUTES < WALL_LIMIT_MINUTES  # same steps anywhere
     assert cfg.train.budget_minutes is None and cfg.train.eval_hflip
     assert cfg.train.amp == "auto" and cfg.train.monitor.startswith("val_")
     model = build_model(cfg.model, **FASHION_MNIST_SHAPE)

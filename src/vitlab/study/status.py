@@ -7,7 +7,6 @@ is only brought up to date by a coordinator: rerunning `vitlab study` collects f
 from __future__ import annotations
 
 import math
-
 from pathlib import Path
 
 from ..errors import UserError
