@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from test_report_data import FACTOR, make_run
+from test_report_data import FACTOR
+from test_report_tables import clear_effect_records
 from test_study_adaptive import SPEC, fake_trainer, seeds_by_level
 from vitlab import stats
 from vitlab.errors import UserError
@@ -75,21 +76,9 @@ def test_a_profile_drops_pairs_of_levels_it_does_not_run():
     assert [c.label for c in fam] == ["C1 − C3", "C2 − C3"]
 
 
-def records(effects: dict, n: int, sd: float = 0.002):
-    rng = np.random.default_rng(4)
-    seed_effect = rng.normal(0, 0.02, n)
-    out = []
-    for order, (lab, eff) in enumerate(effects.items()):
-        for s in range(n):
-            r = make_run(FACTOR, lab, order, s, 0.7)
-            r.summary["test_top1"] = 0.7 + eff + seed_effect[s] + rng.normal(0, sd)
-            out.append(r)
-    return out
-
-
 def test_report_table_uses_exactly_the_declared_family_with_tost():
     effects = {"C1": 0.0, "C2": 0.0, "C3": -0.02, "C4": -0.03, "C5": -0.0805}
-    recs = records(effects, 4)
+    recs = clear_effect_records(4, effects, rng_seed=4)
     m = tables.metric_for("test_top1")
     fam = [compare.Comparison(compare.PAIR, "C5", "C1"), compare.Comparison(compare.PAIR, "C2", "C1"),
            compare.Comparison(compare.TREND, levels=tuple(effects))]

@@ -183,9 +183,9 @@ def test_paired_table_matches_stats_by_seed():
     assert float(parsed[0]["mde"]) == pytest.approx(got.mde)
 
 
-def clear_effect_records(n_seeds: int, effects: dict, metric: str = "test_top1", sd: float = 0.002):
+def clear_effect_records(n_seeds: int, effects: dict, metric: str = "test_top1", sd: float = 0.002, rng_seed: int = 1):
     """Levels with a known effect on `metric` (fractions), shared seed effects, n_seeds seeds."""
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(rng_seed)
     seed_effect = rng.normal(0, 0.02, n_seeds)
     recs = []
     for order, (lab, eff) in enumerate(effects.items()):
