@@ -2,12 +2,13 @@
 spent generating the corruptions and the time spent classifying them.
 
     python benchmarks/bench_corruptions.py [--images 10000] [--model vit_study_b] [--threads 2]
-                                           [--generation-only] [--batch 500]
+                                           [--generation-only] [--batch 500] [--amp auto|bf16|none]
 
 Runs `vitlab.analysis.robustness.compute_robustness` itself (the code `vitlab analyze` runs) on
 CIFAR-shaped synthetic images (32×32 RGB; timing does not depend on the pixels) with an untrained
 model (timing does not depend on the weights). `--generation-only` replaces the model by a constant
-classifier, so only the corruptions are timed.
+classifier, so only the corruptions are timed. `--amp` is the precision the run would have trained and
+be evaluated in (`train.amp`; auto resolves as training does: bf16 on a CPU with bf16 units).
 """
 from __future__ import annotations
 
@@ -26,14 +27,15 @@ from vitlab.data import Augmenter
 from vitlab.config import AugmentConfig
 from vitlab.data.synthetic import load as load_synthetic
 from vitlab.models import create_model
+from vitlab.training.precision import autocast, resolve_amp
 
 
 class BenchRun:
     """The parts of a LoadedRun the sweep uses, timing the classifier separately."""
 
-    def __init__(self, x, y, model, classes: int):
+    def __init__(self, x, y, model, classes: int, amp: str):
         self.data = SimpleNamespace(test_x=x, test_y=y)
-        self.model, self.classes = model, classes
+        self.model, self.classes, self.amp = model, classes, amp
         self.augment = Augmenter(AugmentConfig(), (0.5,) * 3, (0.25,) * 3, classes, 32)
         self.eval_s = 0.0
 
@@ -43,8 +45,9 @@ class BenchRun:
         if self.model is None:
             out = torch.zeros(len(x_uint8), self.classes)
         else:
-            out = torch.cat([self.model(self.augment.eval_batch(x_uint8[i:i + batch]))
-                             for i in range(0, len(x_uint8), batch)])
+            with autocast(torch.device("cpu"), self.amp):  # as LoadedRun.logits: the run's precision
+                out = torch.cat([self.model(self.augment.eval_batch(x_uint8[i:i + batch])).float()
+                                 for i in range(0, len(x_uint8), batch)])
         self.eval_s += time.perf_counter() - t
         return out
 
@@ -56,11 +59,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--generation-only", action="store_true")
+    ap.add_argument("--amp", default="auto", choices=("auto", "bf16", "none"))
     a = ap.parse_args()
+    amp = resolve_amp(a.amp, torch.device("cpu"))
     torch.set_num_threads(a.threads)
     raw = load_synthetic(10, 10, a.images, 1234)
     model = None if a.generation_only else create_model(a.model, num_classes=100).eval()
-    run = BenchRun(raw.test_x, raw.test_y, model, 100)
+    run = BenchRun(raw.test_x, raw.test_y, model, 100, amp)
     opts = make_options(corruption_batch=a.batch)
     load0 = os.getloadavg()[0]
     cpu0 = time.process_time()
