@@ -153,13 +153,6 @@ def test_strides_presets_and_tokens():
     assert e.value.field == "model.patch_size" and "model.image_size" in str(e.value)
     one_token = create_model("mobilevit_xxs", image_size=32, strides="imagenet", patch_size=1)
     assert one_token.tokens_per_attention == [16, 4, 1]
-    # stem2: cifar's stage 3-5 maps (same tokens), stem and stages 1-2 at half the resolution
-    for size, patch in ((28, 1), (32, 2)):
-        c = create_model("mobilevit_xxs", image_size=size, patch_size=patch, strides="cifar")
-        s2 = create_model("mobilevit_xxs", image_size=size, patch_size=patch, strides="stem2")
-        assert s2.feature_sizes[2:] == c.feature_sizes[2:] and s2.tokens_per_attention == c.tokens_per_attention
-        assert s2.feature_sizes[:2] == [f // 2 for f in c.feature_sizes[:2]]
-        assert s2(torch.randn(2, 3, size, size)).shape == (2, 1000)
 
 
 def test_feature_map_not_divisible_by_patch_is_an_error_not_a_resize():

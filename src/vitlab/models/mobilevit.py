@@ -67,16 +67,12 @@ STRIDES = {
     # (stem, stage 1, ..., stage 5)
     "imagenet": (2, 1, 2, 2, 2, 2),  # official: total stride 32; 256 px -> 32, 16, 8 px maps in stages 3-5
     "cifar": (1, 1, 2, 2, 2, 1),  # total stride 8; 32 px -> 8, 4, 4 px maps: 16, 4, 4 tokens with 2×2 patches
-    # total stride 8 as cifar, with the stem's stride moved from stage 3: the same maps (and tokens) in
-    # stages 3-5, while the stem and stages 1-2 run at half cifar's resolution (28 px -> 14, 14, 7, then 7, 4, 4)
-    "stem2": (2, 1, 2, 1, 2, 1),
 }
 """Stride presets. With imagenet strides a 32 px input leaves 2×2 and 1×1 maps in stages 4-5, so each
 attention sees 1 token (every normalization then returns V) and stage 5 cannot be cut into 2×2
 patches; the cifar preset drops the stem and last-stage strides so every MobileViT stage attends
 across ≥ 4 tokens at 32×32. A stage whose stride is 1 keeps its leading MV2 block (as ml-cvnets does
-when it dilates a stage). stem2 makes the early stages, where the maps are largest, run at half the
-resolution (a 1.5× cheaper C2 training step at 28 px: benchmarks/RESULTS.md)."""
+when it dilates a stage)."""
 CIFAR_MAX_SIZE = 64
 """`model.strides` defaults to cifar for inputs up to this size, imagenet above."""
 
@@ -395,8 +391,7 @@ class MobileViTConfig(ModelConfig):
                                 choices=(None, *LEVELS), excludes=("width_mult",))
     width_mult: Optional[float] = knob(None, "MobileViT: channel and transformer width multiplier", gt=0)
     strides: Optional[str] = knob(None, "MobileViT stride preset: imagenet = official total stride 32, cifar = 8 "
-                                  "(≥ 4 tokens per attention at 32 px), stem2 = cifar's stage 3-5 maps with a stride-2 "
-                                  "stem (cheaper early stages); default cifar up to 64 px input, else imagenet",
+                                  "(≥ 4 tokens per attention at 32 px); default cifar up to 64 px input, else imagenet",
                                   choices=(None, *sorted(STRIDES)))
 
 
