@@ -20,13 +20,14 @@ from PIL import Image
 
 from vitlab.cli import main
 from vitlab.config import load_config
-from vitlab.io import append_jsonl, atomic_write_json, atomic_write_text, read_json_object, read_jsonl
-from vitlab.safepath import UnsafePathError, check_tree, inside
+from vitlab.io import append_jsonl, atomic_write_json, atomic_write_text, mark_interrupted, read_json_object, read_jsonl
+from vitlab.safepath import UnsafePathError, check_tree, inside, writable_run_dir
 from vitlab.study import open_index, run_study
 from vitlab.study import plan as planmod
 from vitlab.study import spec as specmod
 from vitlab.study import storage as storagemod
 from vitlab.study.query import format_rows
+from vitlab.study.lock import DirLock
 from vitlab.study.runsync import StudyStore
 from vitlab.study.storage import open_storage
 from vitlab.training import run_training
@@ -108,6 +109,29 @@ def test_inside_refuses_links_below_the_root_and_paths_that_leave_it(tmp_path):
     assert inside(linked_root, "real/x").parent == linked_root / "real"
     with pytest.raises(UnsafePathError, match="symbolic link"):
         check_tree(root)
+
+
+def test_paths_relative_to_the_working_directory_are_checked_where_they_point(tmp_path, monkeypatch):
+    """A study run with a relative `--out findings/x` hands relative run paths to the write checks: they
+    check and write where the path points, not at ROOT/ROOT/... (a Ctrl-C'd run's summary once landed in
+    RUN/findings/x/runs/ID/summary.json, and a planted run-folder link went unseen)."""
+    monkeypatch.chdir(tmp_path)
+    run = Path("study", "runs", "abc123")
+    run.mkdir(parents=True)
+    atomic_write_json(run / "summary.json", {"status": "running"}, root=run)
+    assert mark_interrupted(run)
+    assert read_json_object(run / "summary.json")["status"] == "interrupted"
+    assert sorted(p.name for p in run.iterdir()) == ["summary.json"]  # nothing nested under the run
+    vic, before = victim(tmp_path)
+    linked = Path("study", "runs", "linked")
+    linked.symlink_to(vic)
+    with pytest.raises(UnsafePathError, match="symbolic link"):
+        writable_run_dir(linked)
+    with pytest.raises(UnsafePathError, match="symbolic link"):
+        atomic_write_json(linked / "summary.json", {"status": "completed"}, root=Path("study"))
+    with pytest.raises(UnsafePathError, match="symbolic link"):
+        DirLock(linked, root=Path("study")).try_acquire()
+    assert snapshot(vic) == before and not Path("study", "study").exists()
 
 
 def test_file_writes_never_follow_a_link_at_the_name(tmp_path):

@@ -21,7 +21,7 @@ import torch
 
 from .errors import UserError
 from .rundir import SUMMARY_FILE, RunStatus, read_summary
-from .safepath import inside
+from .safepath import within
 
 #: Open flags of every file vitlab writes: a planted symbolic link at the name is refused (ELOOP).
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -51,7 +51,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, root: str | os.Path
     """Write `data` to `path` via a temporary file, fsync and os.replace. With `root`, the path must lie
     inside that directory with no symbolic link below it (safepath.inside), checked before anything
     is created."""
-    path = Path(path) if root is None else inside(root, path)
+    path = Path(path) if root is None else within(root, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
     try:

@@ -58,6 +58,13 @@ def inside(root: str | os.PathLike, path: str | os.PathLike, label: str = "direc
     return target
 
 
+def within(root: str | os.PathLike, path: str | os.PathLike, label: str = "directory") -> Path:
+    """`inside` for a path as the process sees it (absolute, or relative to the working directory, such as
+    `run_dir / "summary.json"`), not relative to `root`: with a relative root, `inside(root, root / x)`
+    would check (and return) ROOT/ROOT/x. Returns the absolute path."""
+    return inside(root, os.path.abspath(path), label)
+
+
 def walk_files(root: str | os.PathLike) -> tuple[dict[str, int], list[str]]:
     """({relative POSIX path: size} of the regular files below `root`, [relative paths of the symbolic
     links met]), never following a link (so a linked folder or a link loop is listed, not entered).
@@ -108,7 +115,7 @@ def writable_run_dir(run_dir: str | os.PathLike) -> Path:
     directory not created yet passes."""
     run_dir = Path(run_dir)
     if run_dir.parent.name == RUNS_DIR:
-        inside(run_dir.parent.parent, run_dir, "study directory")
+        within(run_dir.parent.parent, run_dir, "study directory")
     for name in sorted(RUN_DIR_ENTRIES):
         entry = inside(run_dir, name, "run directory")
         if name not in FOREIGN_LINK_DIRS:

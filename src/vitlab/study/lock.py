@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..io import NOFOLLOW
-from ..safepath import inside
+from ..safepath import within
 
 STUDY_LOCK = ".lock"
 RUN_LOCK = ".lock"
@@ -31,7 +31,7 @@ class DirLock:
 
     def try_acquire(self) -> bool:
         if self.root is not None:
-            inside(self.root, self.path, "storage")
+            within(self.root, self.path, "storage")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o644)
         try:

@@ -32,7 +32,7 @@ from pathlib import Path
 from ..errors import UserError, warn
 from ..io import atomic_write_bytes, atomic_write_json, json_bytes, mark_interrupted
 from ..jsonread import MalformedFile, parse_json, read_json_file
-from ..safepath import UnsafePathError, check_tree, inside, walk_files, writable_run_dir
+from ..safepath import UnsafePathError, check_tree, inside, walk_files, within, writable_run_dir
 from ..rundir import (ANALYSIS_DIR, BEST_CHECKPOINT, CHECKPOINTS_DIR, CONFIG_FILE, CONFUSION_FILE, FINAL_STATUSES,
                       LAST_CHECKPOINT, LEASE_FILE, MAX_METRICS_BYTES, METRICS_FILE, RUNS_DIR, SUMMARY_FILE, RunStatus,
                       check_metrics_row, read_metrics, read_summary)
@@ -178,7 +178,7 @@ class Workspace:
             self.lease = None
             raise RuntimeError(f"run {self.run_id}: still leased in {storage.url} by {holder} after {LEASE_WAIT_S:.0f} s")
         try:
-            inside(scratch_root(), self.path, "scratch directory")  # a link planted in a shared temp dir
+            within(scratch_root(), self.path, "scratch directory")  # a link planted in a shared temp dir
             self.publisher = Publisher(storage, self.run_id, self.path, self.lease)
             self.publisher.pull()
         except BaseException:
@@ -248,7 +248,7 @@ class StudyStore:
             return local
 
     def _fetch(self, run_id: str, local: Path, sizes: dict[str, int] | None, force: bool) -> Path:
-        inside(self.study_dir, local, "study directory")
+        within(self.study_dir, local, "study directory")
         prefix = run_key(run_id)
         if sizes is None:
             sizes = self.storage.sizes(prefix)
@@ -261,12 +261,12 @@ class StudyStore:
             if data is None:
                 wanted.pop(rel)
                 continue
-            path = inside(self.study_dir, local.joinpath(*rel.split("/")), "study directory")
+            path = within(self.study_dir, local.joinpath(*rel.split("/")), "study directory")
             if not (path.is_file() and path.read_bytes() == data):
                 atomic_write_bytes(path, data)
         for name in STATE_FILES:
             if name not in wanted:
-                inside(self.study_dir, local / name, "study directory").unlink(missing_ok=True)
+                within(self.study_dir, local / name, "study directory").unlink(missing_ok=True)
         return local
 
     @staticmethod
@@ -298,7 +298,7 @@ class StudyStore:
 
     def fetch_file(self, run_id: str, rel: str) -> Path | None:
         """A run file (e.g. "checkpoints/best.pt") on this machine, downloaded when needed; None if absent."""
-        path = inside(self.study_dir, self.run_path(run_id).joinpath(*rel.split("/")), "study directory")
+        path = within(self.study_dir, self.run_path(run_id).joinpath(*rel.split("/")), "study directory")
         if self.storage is None or path.is_file():
             return path if path.is_file() else None
         return path if self.storage.download(run_key(run_id, rel), path) else None

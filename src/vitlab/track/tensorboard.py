@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..metrics import DATA_SPLITS, HEADLINE_METRICS
 from ..rundir import CONFUSION_FILE, TENSORBOARD_DIR
-from ..safepath import check_tree, inside, writable_run_dir
+from ..safepath import check_tree, within, writable_run_dir
 from .base import FINAL_PREFIX, RunInfo, epoch_metrics, final_metrics, require
 from .images import confusion_figure, figure_rgb, read_confusion
 
@@ -98,7 +98,7 @@ class TensorBoardTracker:
 
         if self.root is None:
             writable_run_dir(self.info.run_dir)  # also: a study's run folder that is itself a link
-        check_tree(inside(self.root or self.info.run_dir, self.log_dir, "directory"), "TensorBoard directory")
+        check_tree(within(self.root or self.info.run_dir, self.log_dir, "directory"), "TensorBoard directory")
         if self.replace:
             for f in self.log_dir.glob(EVENT_FILE_GLOB):
                 if f.is_file() and not f.is_symlink():
