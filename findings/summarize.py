@@ -91,6 +91,9 @@ STUDIES = [
           spec="studies/mobilevit_expansion.yaml", profile="fmnist_small_data"),
     Study("mobilevit_complexity", "model.level",
           extra=(Family("latency_ms_b1", pairs(("C5", "C1"), ("C3", "C1"), ("C5", "C3")) + (TREND,)),)),
+    Study("mobilevit_complexity_2ep", "model.level",
+          extra=(Family("latency_ms_b1", pairs(("C5", "C1"), ("C3", "C1"), ("C5", "C3")) + (TREND,)),),
+          spec="findings/mobilevit_complexity.yaml", profile=None),
 ]
 
 PERCENT = {"test_top1", "train_top1", "val_top1", "gap", "corruption_top1_mean", "test_ece"}
