@@ -35,9 +35,10 @@ def test_recipe_overrides_validate_like_any_config():
 def test_amp_paired_spec_pairs_precisions_by_seed():
     """benchmarks/amp_paired.yaml: per model, the same seeds and steps in float32 and bf16."""
     spec = Path(__file__).resolve().parents[1] / "benchmarks" / "amp_paired.yaml"
-    for model in ("vit_study_b", "mobilevit_xxs"):
-        runs = expand(spec, model)
+    for profile, model, steps in (("vit_study_b", "vit_study_b", 300), ("mobilevit_xxs", "mobilevit_xxs", 300),
+                                  ("vit_study_b_2ep", "vit_study_b", 1692)):
+        runs = expand(spec, profile)
         assert {r.config.model.name for r in runs} == {model}
         by_amp = {amp: sorted(r.seed for r in runs if r.config.train.amp == amp) for amp in ("none", "bf16")}
         assert by_amp == {"none": [0, 1, 2], "bf16": [0, 1, 2]}
-        assert {r.config.train.steps for r in runs} == {300} and {r.config.data.name for r in runs} == {"fashion_mnist"}
+        assert {r.config.train.steps for r in runs} == {steps} and {r.config.data.name for r in runs} == {"fashion_mnist"}
