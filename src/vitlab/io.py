@@ -49,7 +49,7 @@ def _fsync_dir(path: Path) -> None:
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, root: str | os.PathLike | None = None) -> None:
     """Write `data` to `path` via a temporary file, fsync and os.replace. With `root`, the path must lie
-    inside that directory with no symbolic link below it (safepath.inside), checked before anything
+    inside that directory with no symbolic link below it (safepath.within), checked before anything
     is created."""
     path = Path(path) if root is None else within(root, path)
     path.parent.mkdir(parents=True, exist_ok=True)

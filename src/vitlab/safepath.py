@@ -2,7 +2,8 @@
 
 A run directory, a study directory or a storage may have been handed over by someone else, who can
 plant a symbolic link where vitlab will write (`RUN/analysis -> /home/you/.ssh`, a storage run folder
-linked to another run's). Before writing, a destination is resolved against its root with `inside`:
+linked to another run's). Before writing, a destination is resolved against its root with `inside` (a
+name relative to the root) or `within` (a path as the process sees it):
 
 - the path must stay under the root lexically (no `..` that climbs out of it), and
 - no existing component *below* the root may be a symbolic link (the root itself may be one: that is
