@@ -91,6 +91,7 @@ STUDIES = [
           spec="studies/mobilevit_expansion.yaml", profile="fmnist_small_data"),
     Study("mobilevit_complexity", "model.level",
           extra=(Family("latency_ms_b1", pairs(("C5", "C1"), ("C3", "C1"), ("C5", "C3")) + (TREND,)),)),
+    # the re-runs (issue 18): equal training FLOPs, comparisons and margin declared in the spec before running
     Study("mobilevit_complexity_2ep", "model.level",
           extra=(Family("latency_ms_b1", pairs(("C5", "C1"), ("C3", "C1"), ("C5", "C3")) + (TREND,)),),
           spec="findings/mobilevit_complexity.yaml", profile=None),
