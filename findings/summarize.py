@@ -95,6 +95,10 @@ STUDIES = [
     Study("mobilevit_complexity_2ep", "model.level",
           extra=(Family("latency_ms_b1", pairs(("C5", "C1"), ("C3", "C1"), ("C5", "C3")) + (TREND,)),),
           spec="findings/mobilevit_complexity.yaml", profile=None),
+    Study("vit_attention_norm_2ep", "model.attn_norm",
+          extra=(Family("corruption_top1_mean", pairs(("zscore", "softmax"), ("zscore_qkv", "softmax"), ("cosine", "softmax"),
+                                                      ("linear", "softmax"), ("linear_scale", "softmax"))),),
+          spec="findings/vit_attention_norm.yaml", profile=None),
 ]
 
 PERCENT = {"test_top1", "train_top1", "val_top1", "gap", "corruption_top1_mean", "test_ece"}
