@@ -5,7 +5,7 @@
 # timm's import-time data modules.
 set -euo pipefail
 cd "$(dirname "$0")"
-VENV=.venv-timm
+VENV=${VENV:-.venv-timm}  # another torch: TORCH=torch==2.14.1 VENV=.venv-timm-2.14
 TORCH=${TORCH:-torch==2.13.0}
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q "$TORCH"
