@@ -96,8 +96,9 @@ STUDIES = [
           extra=(Family("latency_ms_b1", pairs(("C5", "C1"), ("C3", "C1"), ("C5", "C3")) + (TREND,)),),
           spec="findings/mobilevit_complexity.yaml", profile=None),
     Study("vit_attention_norm_2ep", "model.attn_norm",
-          extra=(Family("corruption_top1_mean", pairs(("zscore", "softmax"), ("zscore_qkv", "softmax"), ("cosine", "softmax"),
-                                                      ("linear", "softmax"), ("linear_scale", "softmax"))),),
+          extra=(Family("corruption_top1_mean", pairs(("zscore", "softmax"), ("zscore_qkv", "softmax"),
+                                                      ("cosine", "softmax"), ("linear", "softmax"),
+                                                      ("linear_scale", "softmax"))),),
           spec="findings/vit_attention_norm.yaml", profile=None),
 ]
 
