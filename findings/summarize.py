@@ -100,6 +100,9 @@ STUDIES = [
                                                       ("cosine", "softmax"), ("linear", "softmax"),
                                                       ("linear_scale", "softmax"))),),
           spec="findings/vit_attention_norm.yaml", profile=None),
+    Study("mobilevit_expansion_2ep", "model.expansion",
+          extra=(Family("train_top1", pairs(("8", "2"))), Family("gap", pairs(("8", "2")))),
+          spec="findings/mobilevit_expansion.yaml", profile=None),
 ]
 
 PERCENT = {"test_top1", "train_top1", "val_top1", "gap", "corruption_top1_mean", "test_ece"}
