@@ -79,29 +79,34 @@ def pairs(*ps) -> tuple[compare.Comparison, ...]:
 TREND = "trend"
 """Stands for the trend over a study's levels in a family (the levels are known only from the runs)."""
 
+
+def corruption_vs_softmax(*levels: str) -> Family:
+    """Corrupted top-1 of each attention normalization against softmax (the robustness family of study B)."""
+    return Family("corruption_top1_mean", pairs(*((level, "softmax") for level in levels)))
+
+
+EXPANSION_FIT = (Family("train_top1", pairs(("8", "2"))), Family("gap", pairs(("8", "2"))))
+"""At equal compute: does r = 8 fit its training batches better than r = 2, and is its train − test gap wider."""
+
+COMPLEXITY_LATENCY = Family("latency_ms_b1", pairs(("C5", "C1"), ("C3", "C1"), ("C5", "C3")) + (TREND,))
+"""The complexity study's second family: batch-1 latency over the same comparisons as its accuracy."""
+
 STUDIES = [
     Study("vit_attention_norm", "model.attn_norm",
-          extra=(Family("corruption_top1_mean", pairs(("zscore", "softmax"), ("cosine", "softmax"),
-                                                      ("linear", "softmax"), ("linear_scale", "softmax"))),)),
+          extra=(corruption_vs_softmax("zscore", "cosine", "linear", "linear_scale"),)),
     Study("mobilevit_heads", "model.num_heads"),
-    Study("mobilevit_expansion", "model.expansion",
-          extra=(Family("train_top1", pairs(("8", "2"))), Family("gap", pairs(("8", "2"))))),
+    Study("mobilevit_expansion", "model.expansion", extra=EXPANSION_FIT),
     Study("mobilevit_expansion_small_data", "model.expansion",
           extra=(Family("train_top1", pairs(("16", "2")) + (TREND,)), Family("gap", pairs(("16", "2")))),
           spec="studies/mobilevit_expansion.yaml", profile="fmnist_small_data"),
-    Study("mobilevit_complexity", "model.level",
-          extra=(Family("latency_ms_b1", pairs(("C5", "C1"), ("C3", "C1"), ("C5", "C3")) + (TREND,)),)),
+    Study("mobilevit_complexity", "model.level", extra=(COMPLEXITY_LATENCY,)),
     # the re-runs (issue 18): equal training FLOPs, comparisons and margin declared in the spec before running
-    Study("mobilevit_complexity_2ep", "model.level",
-          extra=(Family("latency_ms_b1", pairs(("C5", "C1"), ("C3", "C1"), ("C5", "C3")) + (TREND,)),),
+    Study("mobilevit_complexity_2ep", "model.level", extra=(COMPLEXITY_LATENCY,),
           spec="findings/mobilevit_complexity.yaml", profile=None),
     Study("vit_attention_norm_2ep", "model.attn_norm",
-          extra=(Family("corruption_top1_mean", pairs(("zscore", "softmax"), ("zscore_qkv", "softmax"),
-                                                      ("cosine", "softmax"), ("linear", "softmax"),
-                                                      ("linear_scale", "softmax"))),),
+          extra=(corruption_vs_softmax("zscore", "zscore_qkv", "cosine", "linear", "linear_scale"),),
           spec="findings/vit_attention_norm.yaml", profile=None),
-    Study("mobilevit_expansion_2ep", "model.expansion",
-          extra=(Family("train_top1", pairs(("8", "2"))), Family("gap", pairs(("8", "2")))),
+    Study("mobilevit_expansion_2ep", "model.expansion", extra=EXPANSION_FIT,
           spec="findings/mobilevit_expansion.yaml", profile=None),
 ]
 
