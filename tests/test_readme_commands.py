@@ -8,6 +8,7 @@ arguments verbatim, tiny overrides appended) and their `--resume` lines then run
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import shlex
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 
 from vitlab.cli import main, parse_args
 from vitlab.config import load_config
+from vitlab.families import FAMILIES, family_of
 from vitlab.study import plan as planmod
 from vitlab.study import spec as specmod
 
@@ -32,8 +34,12 @@ RUN_VERBATIM = {"config", "models"}
 #: (later overrides win; budgets and step counts are dropped because they fix the run's length).
 TINY = ["data.name=synthetic", "data.synthetic_train=96", "data.synthetic_test=48", "data.val_fraction=0.25",
         "model.name=vit_nano", "model.dim=16", "model.depth=1", "model.num_heads=2", "model.image_size=32",
-        "train.batch_size=32", "train.eval_batch_size=48", "train.epochs=1", "train.steps=null",
+        "model.patch_size=8", "train.batch_size=32", "train.eval_batch_size=48", "train.epochs=1", "train.steps=null",
         "train.budget_minutes=null", "train.budget_flops=null", "train.progress=false", "train.threads=1", "sched.warmup_epochs=0"]
+# ...and the knobs a documented config sets for another family (a MobileViT recipe's `level`, `strides`)
+# are cleared, since vit_nano rejects them.
+TINY += [f"model.{k}=null" for k in sorted({fl.name for f in FAMILIES.values() for fl in dataclasses.fields(f.knobs)}
+                                           - {fl.name for fl in dataclasses.fields(family_of("vit_nano").knobs)})]
 
 
 def _doc_files() -> list[Path]:
@@ -143,7 +149,9 @@ def test_cheap_documented_command_runs_verbatim(source, command, tmp_path, monke
 
 def test_documented_train_commands_train_and_resume(tmp_path, monkeypatch, capsys):
     """Each `vitlab train` line as written (tiny settings appended); then each `--resume` line verbatim
-    continues the run an earlier line made, from the config saved in the run directory."""
+    continues the run an earlier line made, from the config saved in the run directory. An absolute
+    `--out` (`/tmp/fm10`) is moved under the test's directory: a test writes nothing outside it, and a
+    directory left by an earlier session must not let a line skip."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "studies").symlink_to(ROOT / "studies")
     trains = [_argv(c) for _, c in COMMANDS if _argv(c)[:1] == ["train"]]
@@ -151,9 +159,20 @@ def test_documented_train_commands_train_and_resume(tmp_path, monkeypatch, capsy
     resumes = [a for a in trains if "--resume" in a]
     assert fresh and resumes
     for argv in fresh:
-        out = argv[argv.index("--out") + 1]
-        if Path(out).exists():  # two documented lines writing one directory: the first wins
+        out = _inside(argv[argv.index("--out") + 1], tmp_path)
+        if out.exists():  # two documented lines writing one directory: the first wins
             continue
-        assert main([*argv, *TINY]) == 0, capsys.readouterr().err
+        assert main([*_with_out(argv, out), *TINY]) == 0, capsys.readouterr().err
     for argv in resumes:
-        assert main(argv) == 0, capsys.readouterr().err
+        assert main(_with_out(argv, _inside(argv[argv.index("--out") + 1], tmp_path))) == 0, capsys.readouterr().err
+
+
+def _inside(path: str, root: Path) -> Path:
+    """A documented output path, kept under the test's directory (`/tmp/fm10` -> root/tmp/fm10)."""
+    return root / Path(path).relative_to("/") if Path(path).is_absolute() else root / path
+
+
+def _with_out(argv: list[str], path: Path) -> list[str]:
+    """argv with its `--out` directory replaced by `path`."""
+    i = argv.index("--out") + 1
+    return [*argv[:i], str(path), *argv[i + 1:]]
