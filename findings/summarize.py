@@ -109,6 +109,7 @@ STUDIES = [
     Study("mobilevit_expansion_2ep", "model.expansion", extra=EXPANSION_FIT,
           spec="findings/mobilevit_expansion.yaml", profile=None),
     Study("mobilevit_heads_2ep", "model.num_heads", spec="findings/mobilevit_heads.yaml", profile=None),
+    Study("mobilevit_heads_time", "model.num_heads", spec="findings/mobilevit_heads.yaml", profile="equal_time"),
 ]
 
 PERCENT = {"test_top1", "train_top1", "val_top1", "gap", "corruption_top1_mean", "test_ece"}
