@@ -428,7 +428,10 @@ def start_study_until_an_epoch_is_in_storage(spec: Path, tmp_path: Path, stderr:
     env = {**os.environ, "PYTHONPATH": str(SRC), "VITLAB_SCRATCH": str(tmp_path / "scratch")}
     cmd = [sys.executable, "-m", "vitlab", "study", str(spec), "--out", str(tmp_path / "study"),
            "--storage", url, "--workers", "1"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+    # Ctrl-C as a terminal delivers it: a suite started in the background by a script inherits SIGINT
+    # ignored, and Python (as every Unix program) keeps an inherited ignore, so the study would run on.
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     st = open_storage(url)
     deadline = time.monotonic() + 240
     try:
@@ -465,7 +468,7 @@ def test_ctrl_c_marks_the_runs_in_storage_interrupted_and_a_rerun_completes_them
     """Ctrl-C (SIGINT to the process group) once a run has published an epoch: the runs that were
     training say `interrupted` in storage (not `running`), no lease is left, and a rerun completes them.
     The runs train 20 epochs, not TINY's 2: on a quiet machine both 2-epoch runs were done 0.3-0.6 s after
-    the first published epoch, so a signal that came later met a study with nothing left to interrupt."""
+    the first published epoch, and a signal that came later would find nothing left to interrupt."""
     spec = tmp_path / "long.yaml"
     spec.write_text(yaml.safe_dump({**TINY, "base": {**TINY["base"], "train": {**TINY["base"]["train"], "epochs": 20}}}))
     proc, st = start_study_until_an_epoch_is_in_storage(spec, tmp_path, stderr=subprocess.PIPE)
