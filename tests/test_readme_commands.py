@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from vitlab.cli import main, parse_args
-from vitlab.config import load_config
-from vitlab.families import FAMILIES, family_of
+from vitlab.config import ModelConfig, load_config
+from vitlab.families import family_of
 from vitlab.study import plan as planmod
 from vitlab.study import spec as specmod
 
@@ -38,7 +38,7 @@ TINY = ["data.name=synthetic", "data.synthetic_train=96", "data.synthetic_test=4
         "train.budget_minutes=null", "train.budget_flops=null", "train.progress=false", "train.threads=1", "sched.warmup_epochs=0"]
 # ...and the knobs a documented config sets for another family (a MobileViT recipe's `level`, `strides`)
 # are cleared, since vit_nano rejects them.
-TINY += [f"model.{k}=null" for k in sorted({fl.name for f in FAMILIES.values() for fl in dataclasses.fields(f.knobs)}
+TINY += [f"model.{k}=null" for k in sorted({fl.name for v in ModelConfig.schema_variants() for fl in dataclasses.fields(v)}
                                            - {fl.name for fl in dataclasses.fields(family_of("vit_nano").knobs)})]
 
 
@@ -159,20 +159,17 @@ def test_documented_train_commands_train_and_resume(tmp_path, monkeypatch, capsy
     resumes = [a for a in trains if "--resume" in a]
     assert fresh and resumes
     for argv in fresh:
-        out = _inside(argv[argv.index("--out") + 1], tmp_path)
+        out, argv = _out_inside(argv, tmp_path)
         if out.exists():  # two documented lines writing one directory: the first wins
             continue
-        assert main([*_with_out(argv, out), *TINY]) == 0, capsys.readouterr().err
+        assert main([*argv, *TINY]) == 0, capsys.readouterr().err
     for argv in resumes:
-        assert main(_with_out(argv, _inside(argv[argv.index("--out") + 1], tmp_path))) == 0, capsys.readouterr().err
+        assert main(_out_inside(argv, tmp_path)[1]) == 0, capsys.readouterr().err
 
 
-def _inside(path: str, root: Path) -> Path:
-    """A documented output path, kept under the test's directory (`/tmp/fm10` -> root/tmp/fm10)."""
-    return root / Path(path).relative_to("/") if Path(path).is_absolute() else root / path
-
-
-def _with_out(argv: list[str], path: Path) -> list[str]:
-    """argv with its `--out` directory replaced by `path`."""
+def _out_inside(argv: list[str], root: Path) -> tuple[Path, list[str]]:
+    """argv's `--out` directory kept under `root` (`/tmp/fm10` -> root/tmp/fm10), and argv with it."""
     i = argv.index("--out") + 1
-    return [*argv[:i], str(path), *argv[i + 1:]]
+    path = Path(argv[i])
+    out = root / (path.relative_to("/") if path.is_absolute() else path)
+    return out, [*argv[:i], str(out), *argv[i + 1:]]

@@ -23,6 +23,7 @@ from vitlab.study import open_index, results_rows, run_study
 from vitlab.study import storage as storagemod
 from vitlab.study.lease import Lease, LeaseLost
 from vitlab.study.runsync import Publisher, StudyStore, fetch_checkpoint, publish_rank
+from vitlab.study.spec import merge
 from vitlab.study.storage import LocalStorage, StorageError, open_storage
 from vitlab.study.worker import Task, execute
 
@@ -470,7 +471,7 @@ def test_ctrl_c_marks_the_runs_in_storage_interrupted_and_a_rerun_completes_them
     The runs train 20 epochs, not TINY's 2: on a quiet machine both 2-epoch runs were done 0.3-0.6 s after
     the first published epoch, and a signal that came later would find nothing left to interrupt."""
     spec = tmp_path / "long.yaml"
-    spec.write_text(yaml.safe_dump({**TINY, "base": {**TINY["base"], "train": {**TINY["base"]["train"], "epochs": 20}}}))
+    spec.write_text(yaml.safe_dump(merge(TINY, {"base": {"train": {"epochs": 20}}})))
     proc, st = start_study_until_an_epoch_is_in_storage(spec, tmp_path, stderr=subprocess.PIPE)
     try:
         os.killpg(proc.pid, signal.SIGINT)
